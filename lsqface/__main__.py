@@ -1,0 +1,3 @@
+from lsqface.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""The lsqface command line. Nothing else in the package parses arguments.
+
+Every command is a small function that turns parsed arguments into library
+calls. A ``LsqfaceError`` raised anywhere below is printed as one sentence
+(``lsqface: error: ...``) and the command exits with status 2; nothing else
+is caught, so a real bug still shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from lsqface import __version__
+from lsqface.errors import LsqfaceError
+
+
+def _command_model_build(args: argparse.Namespace) -> int:
+    from lsqface.morphable.cache import load_uv_model
+
+    uv_model = load_uv_model(source=args.source, size=args.size, download=args.download, rebuild=args.rebuild)
+    print(uv_model.summary())
+    return 0
+
+
+def _command_model_show(args: argparse.Namespace) -> int:
+    from lsqface.morphable.cache import load_uv_model
+    from lsqface.render.model_pictures import write_model_pictures
+
+    uv_model = load_uv_model(source=args.source, size=args.size, download=args.download)
+    for path in write_model_pictures(uv_model, args.output):
+        print(path)
+    return 0
+
+
+def _add_model_source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source",
+        default=None,
+        help="ICT-FaceKit .tar.xz, FaceXModel/ folder or GitHub zip, or a Basel Face Model 2017 .h5 "
+        "(default: ICT-FaceKit found in ../shared/data or the cache)",
+    )
+    parser.add_argument("--size", type=int, default=320, help="UV image size in pixels (default 320)")
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download ICT-FaceKit from its GitHub release if no local copy is found (needs internet)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lsqface",
+        description="Unsupervised 3D face reconstruction from a single photograph.",
+    )
+    parser.add_argument("--version", action="version", version=f"lsqface {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    model = commands.add_parser("model", help="build and inspect the UV-3DMM")
+    model_commands = model.add_subparsers(dest="model_command", metavar="ACTION")
+    model_commands.required = True
+
+    build = model_commands.add_parser("build", help="build (or load from the cache) the UV-3DMM and print a summary")
+    _add_model_source_options(build)
+    build.add_argument("--rebuild", action="store_true", help="ignore the cache and build again")
+    build.set_defaults(handler=_command_model_build)
+
+    show = model_commands.add_parser("show", help="write PNG pictures of the face model and its UV-3DMM")
+    _add_model_source_options(show)
+    show.add_argument("-o", "--output", default="lsqface-model", help="folder for the pictures (default lsqface-model)")
+    show.set_defaults(handler=_command_model_show)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except LsqfaceError as error:
+        print(f"lsqface: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lsqface: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
