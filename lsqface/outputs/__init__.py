@@ -1,0 +1,1 @@
+"""What a reconstruction is turned into: mesh files, parameter files, pictures and videos."""

@@ -1,0 +1,131 @@
+"""Mesh and parameter files: OBJ (+ MTL + texture PNG), PLY, JSON and NPZ.
+
+Every file is written to a temporary name and renamed, so an interrupted
+export never leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import trimesh
+from PIL import Image
+
+from lsqface.files import atomic_path, write_bytes_atomic, write_text_atomic
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write an (H, W, 3) or (H, W) image (uint8, or float in [0, 1]) as PNG, atomically."""
+    buffer = io.BytesIO()
+    Image.fromarray(_to_uint8(image)).save(buffer, format="PNG")
+    write_bytes_atomic(path, buffer.getvalue())
+    return Path(path)
+
+
+def write_obj(
+    path: str | Path,
+    vertices: np.ndarray,
+    triangles: np.ndarray,
+    *,
+    texture_coords: np.ndarray | None = None,
+    texture: np.ndarray | None = None,
+    vertex_colours: np.ndarray | None = None,
+) -> list[Path]:
+    """Write a Wavefront OBJ with optional per-vertex colours and a texture (MTL + PNG beside it).
+
+    The OBJ is written by hand because it carries both a texture and the common
+    ``v x y z r g b`` vertex-colour extension, which no mesh library writes together.
+
+    Args:
+        vertices: (V, 3) positions (millimetres, camera space).
+        triangles: (F, 3) vertex indices, zero-based.
+        texture_coords: (V, 2) UV coordinates in [0, 1] with v growing downwards
+            (lsqface's UV convention); written as OBJ ``vt`` with v flipped upwards.
+        texture: (S, S, 3) texture image in UV space (uint8, or float in [0, 1]).
+        vertex_colours: (V, 3) colours in [0, 1].
+
+    Returns:
+        The files written: the OBJ, then the MTL and PNG if a texture was given.
+    """
+    path = Path(path)
+    vertices = np.asarray(vertices, dtype=np.float64)
+    triangles = np.asarray(triangles, dtype=np.int64)
+    written = []
+    lines = ["# written by lsqface"]
+    textured = texture is not None and texture_coords is not None
+    if textured:
+        material_path = path.with_suffix(".mtl")
+        texture_path = path.with_name(path.stem + "_texture.png")
+        lines.append(f"mtllib {material_path.name}")
+    if vertex_colours is not None:
+        colours = np.clip(np.asarray(vertex_colours, dtype=np.float64), 0.0, 1.0)
+        rows = np.concatenate([vertices, colours], axis=1)
+        lines.extend("v " + " ".join(f"{value:.6f}" for value in row) for row in rows)
+    else:
+        lines.extend("v " + " ".join(f"{value:.6f}" for value in row) for row in vertices)
+    if textured:
+        coords = np.asarray(texture_coords, dtype=np.float64)
+        lines.extend(f"vt {u:.6f} {1.0 - v:.6f}" for u, v in coords)
+        lines.append("usemtl face")
+        lines.extend(f"f {a}/{a} {b}/{b} {c}/{c}" for a, b, c in triangles + 1)
+    else:
+        lines.extend(f"f {a} {b} {c}" for a, b, c in triangles + 1)
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    written.append(path)
+    if textured:
+        write_png(texture_path, texture)
+        material = (
+            "newmtl face\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\n"
+            f"illum 1\nmap_Kd {texture_path.name}\n"
+        )
+        write_text_atomic(material_path, material)
+        written += [material_path, texture_path]
+    return written
+
+
+def write_ply(path: str | Path, vertices: np.ndarray, triangles: np.ndarray, vertex_colours: np.ndarray | None = None) -> Path:
+    """Write a binary PLY with optional per-vertex colours (V, 3) in [0, 1], through trimesh."""
+    mesh = trimesh.Trimesh(vertices=np.asarray(vertices), faces=np.asarray(triangles), process=False)
+    if vertex_colours is not None:
+        rgba = np.concatenate([_to_uint8(vertex_colours), np.full((len(vertices), 1), 255, np.uint8)], axis=1)
+        mesh.visual.vertex_colors = rgba
+    with atomic_path(path) as tmp:
+        mesh.export(tmp, file_type="ply")
+    return Path(path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def write_json(path: str | Path, values: Mapping[str, Any]) -> Path:
+    """Write ``values`` (numpy arrays become nested lists) as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(_jsonable(values), indent=1) + "\n")
+    return Path(path)
+
+
+def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write arrays to a compressed NPZ, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **{key: np.asarray(value) for key, value in arrays.items()})
+    return Path(path)

@@ -1,0 +1,53 @@
+import json
+
+import numpy as np
+import trimesh
+
+from lsqface.outputs.export import write_json, write_npz, write_obj, write_ply
+
+
+def _tetrahedron():
+    vertices = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10]], dtype=np.float64)
+    triangles = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    uv = np.array([[0.1, 0.1], [0.9, 0.1], [0.1, 0.9], [0.5, 0.5]])
+    colours = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.5, 0.5, 0.5]])
+    return vertices, triangles, uv, colours
+
+
+def test_obj_with_texture_and_colours_reads_back(tmp_path):
+    vertices, triangles, uv, colours = _tetrahedron()
+    texture = np.zeros((8, 8, 3), np.float32)
+    texture[:4] = [1.0, 0.0, 0.0]
+    written = write_obj(tmp_path / "face.obj", vertices, triangles, texture_coords=uv, texture=texture, vertex_colours=colours)
+    assert [p.name for p in written] == ["face.obj", "face.mtl", "face_texture.png"]
+    mesh = trimesh.load(tmp_path / "face.obj", process=False, maintain_order=True)
+    assert mesh.vertices.shape == (4, 3) and mesh.faces.shape == (4, 3)
+    np.testing.assert_allclose(mesh.vertices, vertices)
+    np.testing.assert_array_equal(mesh.faces, triangles)
+    # OBJ's v axis points up: lsqface's downward v is flipped on write and back here.
+    np.testing.assert_allclose(mesh.visual.uv, np.c_[uv[:, 0], 1 - uv[:, 1]], atol=1e-6)
+    image = np.asarray(mesh.visual.material.image.convert("RGB"))
+    assert image.shape == (8, 8, 3) and image[0, 0, 0] == 255 and image[-1, -1, 0] == 0
+
+
+def test_obj_vertex_colours_without_texture(tmp_path):
+    vertices, triangles, _, colours = _tetrahedron()
+    write_obj(tmp_path / "plain.obj", vertices, triangles, vertex_colours=colours)
+    mesh = trimesh.load(tmp_path / "plain.obj", process=False, maintain_order=True)
+    np.testing.assert_allclose(mesh.visual.vertex_colors[:, :3] / 255.0, colours, atol=1 / 255)
+
+
+def test_ply_round_trip(tmp_path):
+    vertices, triangles, _, colours = _tetrahedron()
+    write_ply(tmp_path / "face.ply", vertices, triangles, colours)
+    mesh = trimesh.load(tmp_path / "face.ply", process=False)
+    np.testing.assert_allclose(mesh.vertices, vertices)
+    np.testing.assert_array_equal(mesh.faces, triangles)
+    np.testing.assert_allclose(mesh.visual.vertex_colors[:, :3] / 255.0, colours, atol=1 / 255)
+
+
+def test_json_and_npz(tmp_path):
+    write_json(tmp_path / "p.json", {"K": np.eye(3), "n": np.int64(3), "nested": {"x": (1.5, 2)}})
+    assert json.loads((tmp_path / "p.json").read_text()) == {"K": np.eye(3).tolist(), "n": 3, "nested": {"x": [1.5, 2]}}
+    write_npz(tmp_path / "m.npz", {"depth": np.ones((2, 2))})
+    np.testing.assert_array_equal(np.load(tmp_path / "m.npz")["depth"], np.ones((2, 2)))
