@@ -1,0 +1,125 @@
+"""Stochastic sampling of pixels for the least-squares layer (seed C).
+
+Per image, ``count`` pixels are drawn at random, without replacement, among
+those whose confidence exceeds ``0.001 x`` that image's maximum confidence;
+when fewer qualify, all of them are taken and the rest is filled with random
+other pixels. The draw is one batched ``topk`` over random keys (qualifying
+pixels get keys in [1, 2), the others in [0, 1)), so there is no loop.
+
+Pixel convention (used by the whole solver): the pixel in column ``i`` and row
+``j`` has coordinates ``(x, y) = (i, j)`` in pixels, i.e. (0, 0) is the centre
+of the top-left pixel, x grows to the right and y downwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+#: Pixels qualify when their confidence exceeds this fraction of the image's maximum (seed C).
+RELATIVE_THRESHOLD = 1e-3
+
+
+@dataclass(frozen=True)
+class PixelSamples:
+    """Which pixels were drawn.
+
+    Attributes:
+        indices: (B, P) int64 flat pixel indices ``y W + x``.
+        pixels: (B, P, 2) float, pixel coordinates (x, y) in pixels.
+        qualified: (B, P) bool, True where the pixel passed the confidence threshold.
+        height, width: the image size in pixels.
+    """
+
+    indices: torch.Tensor
+    pixels: torch.Tensor
+    qualified: torch.Tensor
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class GatheredSamples:
+    """The network's maps read at the sampled pixels (differentiable in the maps).
+
+    Attributes:
+        pixels: (B, P, 2) pixel coordinates (x, y) in pixels.
+        depth: (B, P) depth, in the network's depth units.
+        confidence: (B, P) confidence.
+        correspondence: (B, P, 2) UV coordinates (u, v) into the UV-3DMM.
+    """
+
+    pixels: torch.Tensor
+    depth: torch.Tensor
+    confidence: torch.Tensor
+    correspondence: torch.Tensor
+
+
+def sample_pixels(confidence: torch.Tensor, count: int = 10000, generator: torch.Generator | None = None) -> PixelSamples:
+    """Draw ``count`` pixels per image following seed C.
+
+    Args:
+        confidence: (B, H, W) non-negative confidence (not differentiated through).
+        count: pixels per image, at most H W.
+        generator: optional torch.Generator (on confidence's device) for reproducible draws.
+
+    Returns:
+        PixelSamples with (B, count) indices in random order.
+    """
+    if confidence.ndim != 3:
+        raise ValueError(f"confidence must have shape (B, H, W), got {tuple(confidence.shape)}")
+    batch, height, width = confidence.shape
+    if not 0 < count <= height * width:
+        raise ValueError(f"count must be in 1..{height * width} (the pixel count), got {count}")
+    flat = confidence.detach().reshape(batch, -1)
+    maximum = flat.amax(dim=1, keepdim=True)
+    qualifies = flat > RELATIVE_THRESHOLD * maximum
+    keys = torch.rand(flat.shape, generator=generator, device=flat.device, dtype=torch.float32)
+    keys = keys + qualifies.to(keys.dtype)
+    _, indices = torch.topk(keys, count, dim=1, largest=True, sorted=False)
+    x = (indices % width).to(confidence.dtype if confidence.is_floating_point() else torch.float32)
+    y = torch.div(indices, width, rounding_mode="floor").to(x.dtype)
+    return PixelSamples(
+        indices=indices,
+        pixels=torch.stack((x, y), dim=-1),
+        qualified=torch.gather(qualifies, 1, indices),
+        height=height,
+        width=width,
+    )
+
+
+def gather_map(values: torch.Tensor, samples: PixelSamples) -> torch.Tensor:
+    """Read a (B, C, H, W) map at the sampled pixels: (B, P, C), differentiable in ``values``."""
+    if values.ndim != 4 or values.shape[-2:] != (samples.height, samples.width):
+        raise ValueError(
+            f"map must have shape (B, C, {samples.height}, {samples.width}), got {tuple(values.shape)}"
+        )
+    batch, channels = values.shape[:2]
+    flat = values.reshape(batch, channels, -1)
+    index = samples.indices.unsqueeze(1).expand(-1, channels, -1)
+    return torch.gather(flat, 2, index).transpose(1, 2)
+
+
+def gather_samples(
+    correspondence: torch.Tensor, depth: torch.Tensor, confidence: torch.Tensor, samples: PixelSamples
+) -> GatheredSamples:
+    """Read the network's maps at the sampled pixels.
+
+    Args:
+        correspondence: (B, 2, H, W) UV coordinates (u, v) in [0, 1].
+        depth: (B, 1, H, W) depth.
+        confidence: (B, H, W) or (B, 1, H, W) confidence.
+        samples: from :func:`sample_pixels`.
+
+    Returns:
+        GatheredSamples; gradients flow to the gathered map values.
+    """
+    if confidence.ndim == 3:
+        confidence = confidence.unsqueeze(1)
+    return GatheredSamples(
+        pixels=samples.pixels.to(depth.dtype),
+        depth=gather_map(depth, samples)[..., 0],
+        confidence=gather_map(confidence, samples)[..., 0],
+        correspondence=gather_map(correspondence, samples),
+    )
