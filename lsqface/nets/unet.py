@@ -1,0 +1,235 @@
+"""The per-pixel prediction network: a U-Net (seed N; DESIGN.md "Network").
+
+The seed gives, per scale, only the channels entering and leaving it:
+
+    down  in   3,  64, 128, 256,  512     out  64, 128, 256, 512, 512
+    up    in 1024, 512, 256, 128,   64    out 256, 128,  64,  64,   5
+
+Our reading (the only topology we found that produces exactly this table; it
+is the widely used bilinear U-Net of ``milesial/Pytorch-UNet``):
+
+- Encoder: five scales. The first works at full resolution; each of the next
+  four starts with a 2x2 max-pool ("four down-sampling layers"). The deepest
+  one (the bottleneck) keeps 512 channels instead of doubling to 1024, so that
+  after bilinear up-sampling its 512 channels concatenated with the 512 of the
+  skip connection give the decoder's first input of 1024.
+- Decoder: four scales, each bilinear x2 up-sampling, concatenation
+  ``[skip, up-sampled]`` and a double convolution: 1024 -> 256, 512 -> 128,
+  256 -> 64, 128 -> 64. Inside a decoder scale the first convolution halves
+  its input (1024 -> 512 -> 256), as in that U-Net; the seed does not say, and
+  the parameter count in docs/nets-data.md depends on this choice.
+- Output scale 64 -> 5: by default two 3x3 convolutions 64 -> 64 -> 5 ("each
+  scale contains two convolution layers"); the last one is the output head and
+  has no batch norm or ReLU. ``output_head="pointwise"`` gives the other
+  reading, a single 1x1 convolution 64 -> 5 as in ``milesial/Pytorch-UNet``.
+
+Every other convolution is 3x3, padding 1, with a bias, then batch norm, then
+ReLU. Variants: ``narrow`` halves and ``wide`` doubles every channel count
+except the 3 input and 5 output channels; ``deep`` uses four convolutions per
+scale instead of two (the first changes the channel count, the last one gives
+the scale's output channels). ``width`` multiplies every inner channel count
+further (e.g. 0.25 for a small CPU model).
+
+The five output channels (DESIGN.md leaves the fifth to us):
+
+- 0, 1: correspondence (u, v) into the UV-3DMM, sigmoid, in (0, 1).
+- 2: depth, ``softplus(x + log(e - 1)) + 0.001``: positive, and exactly 1.001
+  when the raw output is 0. Depth is relative (the geometric solve's inverse
+  camera P absorbs its scale), so we only need it positive and near 1.
+- 3: geometric confidence (weights the geometric least squares), sigmoid.
+- 4: photometric confidence (weights the photometric least squares), sigmoid.
+
+The head's weights start at 0.1 times PyTorch's default initialisation, so at
+initialisation the raw outputs are near 0: correspondence near the UV centre
+(0.5, 0.5), depth near 1, both confidences near 0.5.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lsqface.errors import ConfigError, ImageError
+
+#: Channels entering and leaving each encoder scale (seed N), bottleneck last.
+ENCODER_CHANNELS = ((3, 64), (64, 128), (128, 256), (256, 512), (512, 512))
+#: Channels entering and leaving each decoder scale (seed N); the last is the output scale.
+DECODER_CHANNELS = ((1024, 256), (512, 128), (256, 64), (128, 64), (64, 5))
+
+VARIANTS = {"regular": (1.0, 2), "narrow": (0.5, 2), "wide": (2.0, 2), "deep": (1.0, 4)}
+OUTPUT_HEADS = ("double_conv", "pointwise")
+#: Input height and width must be divisible by this (four 2x2 max-pools).
+SIZE_MULTIPLE = 16
+_DEPTH_SHIFT = math.log(math.e - 1.0)  # softplus(_DEPTH_SHIFT) == 1
+_DEPTH_OFFSET = 1e-3
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Which U-Net to build.
+
+    Attributes:
+        variant: ``"regular"`` (the paper's), ``"narrow"``, ``"wide"`` or ``"deep"`` (seed N).
+        width: extra factor on every inner channel count (1.0 = the paper's).
+        output_head: ``"double_conv"`` (3x3 64 -> 64 then 3x3 64 -> 5) or
+            ``"pointwise"`` (one 1x1 conv 64 -> 5).
+    """
+
+    variant: str = "regular"
+    width: float = 1.0
+    output_head: str = "double_conv"
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"Unknown U-Net variant {self.variant!r}; choose one of {', '.join(VARIANTS)}.")
+        if not (isinstance(self.width, (int, float)) and math.isfinite(self.width) and self.width > 0):
+            raise ConfigError(f"U-Net width must be a positive number, got {self.width!r}.")
+        if self.output_head not in OUTPUT_HEADS:
+            raise ConfigError(f"Unknown U-Net output head {self.output_head!r}; choose one of {', '.join(OUTPUT_HEADS)}.")
+
+    @property
+    def channel_factor(self) -> float:
+        return VARIANTS[self.variant][0] * float(self.width)
+
+    @property
+    def convs_per_scale(self) -> int:
+        return VARIANTS[self.variant][1]
+
+    def inner(self, channels: int) -> int:
+        """An inner channel count of the paper's network scaled by variant and width (at least 1)."""
+        return max(1, int(round(channels * self.channel_factor)))
+
+
+@dataclass(frozen=True)
+class NetworkMaps:
+    """The network's per-pixel predictions for a batch of B images of H x W pixels.
+
+    Attributes:
+        correspondence: (B, 2, H, W) UV coordinates (u, v) in (0, 1).
+        depth: (B, 1, H, W) relative depth, positive (about 1 at initialisation).
+        confidence: (B, 2, H, W) in (0, 1): channel 0 geometric, channel 1 photometric.
+        logits: (B, 5, H, W) the raw outputs before the squashing functions.
+    """
+
+    correspondence: torch.Tensor
+    depth: torch.Tensor
+    confidence: torch.Tensor
+    logits: torch.Tensor
+
+    @property
+    def geometric_confidence(self) -> torch.Tensor:
+        """(B, 1, H, W) weight of each pixel in the geometric least squares."""
+        return self.confidence[:, 0:1]
+
+    @property
+    def photometric_confidence(self) -> torch.Tensor:
+        """(B, 1, H, W) weight of each pixel in the photometric least squares."""
+        return self.confidence[:, 1:2]
+
+
+def maps_from_logits(logits: torch.Tensor) -> NetworkMaps:
+    """Squash raw network outputs ``logits`` (B, 5, H, W) into :class:`NetworkMaps`."""
+    correspondence = torch.sigmoid(logits[:, 0:2])
+    depth = F.softplus(logits[:, 2:3] + _DEPTH_SHIFT) + _DEPTH_OFFSET
+    confidence = torch.sigmoid(logits[:, 3:5])
+    return NetworkMaps(correspondence=correspondence, depth=depth, confidence=confidence, logits=logits)
+
+
+def _conv_block(channels: list[int]) -> nn.Sequential:
+    """3x3 conv + batch norm + ReLU for each consecutive pair in ``channels``."""
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(channels[:-1], channels[1:]):
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def _scale_channels(c_in: int, c_mid: int, c_out: int, n_convs: int) -> list[int]:
+    """Channel sequence through one scale: c_in -> c_mid ... c_mid -> c_out."""
+    return [c_in] + [c_mid] * (n_convs - 1) + [c_out]
+
+
+class UNet(nn.Module):
+    """U-Net from an image (B, 3, H, W) to :class:`NetworkMaps`; H and W divisible by 16.
+
+    The image is whatever the caller feeds (lsqface feeds the softplus
+    pre-processed image, seed E); the network itself does no normalisation.
+    """
+
+    def __init__(self, config: UNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or UNetConfig()
+        n = config.convs_per_scale
+
+        self.encoder = nn.ModuleList()
+        encoder_out: list[int] = []
+        c_prev = 3
+        for _, c_out_paper in ENCODER_CHANNELS:
+            c_out = config.inner(c_out_paper)
+            self.encoder.append(_conv_block(_scale_channels(c_prev, c_out, c_out, n)))
+            encoder_out.append(c_out)
+            c_prev = c_out
+
+        self.decoder = nn.ModuleList()
+        skips = encoder_out[-2::-1]  # 512, 256, 128, 64 (paper)
+        for (c_in_paper, c_out_paper), c_skip in zip(DECODER_CHANNELS[:-1], skips):
+            c_in = c_prev + c_skip
+            c_mid = config.inner(c_in_paper // 2)
+            c_out = config.inner(c_out_paper)
+            self.decoder.append(_conv_block(_scale_channels(c_in, c_mid, c_out, n)))
+            c_prev = c_out
+
+        n_outputs = DECODER_CHANNELS[-1][1]
+        if config.output_head == "double_conv":
+            self.output_features = _conv_block([c_prev] * n)  # n - 1 convs 64 -> 64 (paper)
+            self.output_head = nn.Conv2d(c_prev, n_outputs, 3, padding=1)
+        else:
+            self.output_features = nn.Sequential()
+            self.output_head = nn.Conv2d(c_prev, n_outputs, 1)
+        with torch.no_grad():
+            self.output_head.weight.mul_(0.1)
+            self.output_head.bias.mul_(0.1)
+
+    def forward(self, image: torch.Tensor) -> NetworkMaps:
+        """Predict the per-pixel maps.
+
+        Args:
+            image: (B, 3, H, W) float, H and W multiples of 16.
+        Returns:
+            :class:`NetworkMaps` with (B, ., H, W) maps.
+        """
+        check_network_input(image)
+        skips = []
+        x = image
+        for index, block in enumerate(self.encoder):
+            if index > 0:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for block, skip in zip(self.decoder, skips[-2::-1]):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([skip, x], dim=1))
+        logits = self.output_head(self.output_features(x))
+        return maps_from_logits(logits)
+
+
+def check_network_input(image: torch.Tensor) -> None:
+    """Raise :class:`ImageError` unless ``image`` is (B, 3, H, W) with H, W multiples of 16."""
+    if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ImageError(f"The network needs a (batch, 3, height, width) image tensor, got {shape}.")
+    height, width = image.shape[-2:]
+    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE or height == 0 or width == 0:
+        raise ImageError(
+            f"The network needs image height and width divisible by {SIZE_MULTIPLE}, got {height}x{width}; "
+            f"resize or pad the image (e.g. to {max(SIZE_MULTIPLE, round(height / SIZE_MULTIPLE) * SIZE_MULTIPLE)}"
+            f"x{max(SIZE_MULTIPLE, round(width / SIZE_MULTIPLE) * SIZE_MULTIPLE)})."
+        )
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
