@@ -1,0 +1,248 @@
+"""Reading images, and a dataset over any folder of images.
+
+``read_image`` turns a path, a numpy array or a PIL image into a float32
+(H, W, 3) array in [0, 1]. Choices it makes, so that every caller gets the
+same pixels:
+
+- JPEG, PNG, WebP, BMP, TIFF (anything Pillow opens); the file is decoded in
+  full at once, so a truncated or corrupt file fails here, not later.
+- EXIF orientation is applied (phones store portraits rotated).
+- Grey images are repeated to three channels. Images with an alpha channel are
+  composited on black (colour times alpha): pixels a cut-out marks as absent
+  become black instead of whatever colour the editor left behind.
+- 16-bit images keep their precision (divided by 65535); 8-bit by 255.
+- Smaller than ``min_size`` pixels on a side (16 by default, the U-Net's
+  smallest input): refused.
+- More than ``max_pixels`` (50 Mpixel by default): a JPEG is decoded at a
+  reduced scale (1/2, 1/4 or 1/8, Pillow's draft mode, which never allocates
+  the full image) when that brings it under the limit; any other image is
+  refused. Images beyond Pillow's own decompression-bomb limit (about 179
+  Mpixel) are refused before decoding.
+
+Pixel coordinate convention used by every dataset and transform in
+``lsqface.data``: x to the right, y down, in pixels, with the centre of the
+top-left pixel at (0, 0) (so pixel (row i, column j) covers [j - 0.5, j + 0.5]).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lsqface.errors import ImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+MIN_SIZE = 16
+MAX_PIXELS = 50_000_000
+
+ImageSource = Union[str, os.PathLike, np.ndarray, Image.Image]
+
+
+def read_image(source: ImageSource, min_size: int = MIN_SIZE, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image as float32 (H, W, 3) RGB in [0, 1].
+
+    Args:
+        source: a file path, a PIL image, or a numpy array (H, W), (H, W, 1),
+            (H, W, 3) or (H, W, 4) of uint8 (0..255), uint16 (0..65535), bool
+            or float (already in [0, 1]).
+        min_size: smallest accepted height and width, in pixels.
+        max_pixels: largest accepted height x width (see the module notes).
+    Raises:
+        ImageError: missing, unreadable, corrupt, too small or too large image.
+    """
+    if isinstance(source, np.ndarray):
+        array = _array_to_rgb(source, "the array")
+        name = "the array"
+    elif isinstance(source, Image.Image):
+        name = "the PIL image"
+        _check_pixel_count(source.size, max_pixels, name)
+        array = _pil_to_rgb(ImageOps.exif_transpose(source))
+    elif isinstance(source, (str, os.PathLike)):
+        name = str(source)
+        array = _read_file(Path(source), max_pixels)
+    else:
+        raise ImageError(f"Cannot read an image from a {type(source).__name__}; pass a file path, a numpy array or a PIL image.")
+    height, width = array.shape[:2]
+    if min(height, width) < min_size:
+        raise ImageError(
+            f"Image {name} is {width}x{height} pixels, smaller than the minimum of {min_size} pixels per side; use a larger image."
+        )
+    return array
+
+
+def _read_file(path: Path, max_pixels: int) -> np.ndarray:
+    if not path.exists():
+        raise ImageError(f"Image file {path} does not exist; check the path.")
+    if path.is_dir():
+        raise ImageError(f"{path} is a folder, not an image file; pass an image file.")
+    try:
+        with warnings.catch_warnings():
+            # We apply our own, lower limit below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    if image.format != "JPEG":
+                        _check_pixel_count(image.size, max_pixels, str(path))
+                    scale = 1
+                    while scale < 8 and (width // scale) * (height // scale) > max_pixels:
+                        scale *= 2
+                    image.draft("RGB", (width // scale, height // scale))
+                    _check_pixel_count(image.size, max_pixels, str(path))
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return _pil_to_rgb(image)
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"Image {path} has more pixels than Pillow decodes safely (a possible decompression bomb); "
+            f"downscale it below {max_pixels:,} pixels first."
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{path} is not an image file lsqface can read; use JPEG, PNG, WebP, BMP or TIFF."
+        ) from None
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"Image {path} is corrupt or cut short ({error}); re-download or re-export it.") from None
+
+
+def _check_pixel_count(size: tuple[int, int], max_pixels: int, name: str) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"Image {name} is {width}x{height} pixels, more than the limit of {max_pixels:,} pixels; downscale it first."
+        )
+
+
+def _pil_to_rgb(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit grey (PNG, TIFF); Pillow reports 16-bit PNGs as "I" or "I;16".
+        grey = np.asarray(image, dtype=np.float64) / 65535.0
+        return _array_to_rgb(np.clip(grey, 0.0, 1.0).astype(np.float32), "the image")
+    if mode == "F":
+        return _array_to_rgb(np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0), "the image")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        return np.ascontiguousarray(rgba[..., :3] * rgba[..., 3:4])
+    if mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageError(f"Cannot use {name} of shape {array.shape} as an image; pass (H, W), (H, W, 3) or (H, W, 4).")
+    if array.dtype == np.uint8:
+        values = array.astype(np.float32) / 255.0
+    elif array.dtype == np.uint16:
+        values = array.astype(np.float32) / 65535.0
+    elif array.dtype == np.bool_:
+        values = array.astype(np.float32)
+    elif np.issubdtype(array.dtype, np.floating):
+        values = array.astype(np.float32)
+        if not np.isfinite(values).all():
+            raise ImageError(f"{name.capitalize()} contains NaN or infinite values; pass finite pixel values in [0, 1].")
+        if values.min() < -1e-3 or values.max() > 1.0 + 1e-3:
+            raise ImageError(
+                f"{name.capitalize()} has float values in [{values.min():.3g}, {values.max():.3g}]; float images must be in [0, 1]."
+            )
+        values = np.clip(values, 0.0, 1.0)
+    else:
+        raise ImageError(f"Cannot use {name} of dtype {array.dtype} as an image; pass uint8, uint16 or float in [0, 1].")
+    if values.ndim == 2:
+        values = np.repeat(values[..., None], 3, axis=2)
+    elif values.shape[2] == 4:
+        values = values[..., :3] * values[..., 3:4]
+    return np.ascontiguousarray(values, dtype=np.float32)
+
+
+def list_image_files(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Image files under ``root`` (extensions in ``IMAGE_EXTENSIONS``, any case), sorted by relative path.
+
+    Hidden files and folders (name starting with ".") are skipped.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ImageError(f"Image folder {root} does not exist or is not a folder; check the path.")
+    pattern = "**/*" if recursive else "*"
+    files = [
+        path for path in root.glob(pattern)
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    ]
+    return sorted(files, key=lambda path: path.relative_to(root).as_posix())
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) float array -> (3, H, W) float32 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+
+
+def fit_to_square(image: torch.Tensor, size: int, mode: str = "pad") -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize an image to ``size`` x ``size``, keeping its aspect ratio.
+
+    Args:
+        image: (3, H, W) float.
+        size: output side, pixels.
+        mode: ``"pad"`` scales the longer side to ``size`` and pads the other
+            with black, centred; ``"crop"`` scales the shorter side to ``size``
+            and crops the centre.
+    Returns:
+        (3, size, size) image and the (2, 3) float64 matrix A mapping input
+        pixel coordinates to output ones, ``[x', y'] = A @ [x, y, 1]``.
+    """
+    if mode not in ("pad", "crop"):
+        raise ValueError(f"mode must be 'pad' or 'crop', got {mode!r}")
+    height, width = image.shape[-2:]
+    scale = size / (max(height, width) if mode == "pad" else min(height, width))
+    new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
+    resized = F.interpolate(image[None], size=(new_height, new_width), mode="bilinear",
+                            align_corners=False, antialias=scale < 1)[0]
+    top, left = (size - new_height) // 2, (size - new_width) // 2
+    output = image.new_zeros(3, size, size)
+    src_top, src_left = max(0, -top), max(0, -left)
+    dst_top, dst_left = max(0, top), max(0, left)
+    rows, cols = min(new_height - src_top, size - dst_top), min(new_width - src_left, size - dst_left)
+    output[:, dst_top:dst_top + rows, dst_left:dst_left + cols] = resized[:, src_top:src_top + rows, src_left:src_left + cols]
+    # Pixel centres at integers: x' = sx (x + 1/2) - 1/2 + left, with sx the per-axis resize factor.
+    scale_x, scale_y = new_width / width, new_height / height
+    matrix = torch.tensor(
+        [[scale_x, 0.0, 0.5 * scale_x - 0.5 + left], [0.0, scale_y, 0.5 * scale_y - 0.5 + top]], dtype=torch.float64
+    )
+    return output.clamp(0.0, 1.0), matrix
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """Every image under a folder (recursive, sorted), as (3, size, size) tensors.
+
+    Items are dicts ``{"image": (3, S, S) float32, "transform": (2, 3) float64, "path": str}``
+    (dicts so that the default DataLoader collation batches them).
+    """
+
+    def __init__(self, root: str | os.PathLike, size: int = 128, mode: str = "pad", recursive: bool = True) -> None:
+        self.root = Path(root)
+        self.size = size
+        self.mode = mode
+        self.files = list_image_files(self.root, recursive=recursive)
+        if not self.files:
+            raise ImageError(f"Image folder {self.root} has no images ({', '.join(IMAGE_EXTENSIONS)}); check the path.")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.files[index]
+        image, transform = fit_to_square(to_tensor(read_image(path)), self.size, self.mode)
+        return {"image": image, "transform": transform, "path": str(path)}

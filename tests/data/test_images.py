@@ -1,0 +1,190 @@
+"""Reading images of every kind, and the folder dataset."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lsqface.data.images import ImageFolder, fit_to_square, list_image_files, read_image, to_tensor
+from lsqface.errors import ImageError
+
+
+def gradient_rgb(height=20, width=30):
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // (width - 1), y * 255 // (height - 1), np.full_like(x, 77)], axis=2).astype(np.uint8)
+
+
+@pytest.mark.parametrize("fmt, ext, exact", [("PNG", "png", True), ("BMP", "bmp", True), ("TIFF", "tif", True),
+                                             ("WEBP", "webp", False), ("JPEG", "jpg", False)])
+def test_formats(tmp_path, fmt, ext, exact):
+    pixels = gradient_rgb()
+    path = tmp_path / f"a.{ext}"
+    kwargs = {"lossless": True} if fmt == "WEBP" else {"quality": 95} if fmt == "JPEG" else {}
+    Image.fromarray(pixels).save(path, fmt, **kwargs)
+    image = read_image(path)
+    assert image.dtype == np.float32 and image.shape == (20, 30, 3)
+    tolerance = 1e-6 if exact else 0.06
+    np.testing.assert_allclose(image, pixels / 255.0, atol=tolerance)
+
+
+def test_grey_and_rgba(tmp_path):
+    grey = (np.arange(20 * 16).reshape(20, 16) % 256).astype(np.uint8)
+    Image.fromarray(grey, "L").save(tmp_path / "g.png")
+    image = read_image(tmp_path / "g.png")
+    np.testing.assert_allclose(image, np.repeat(grey[..., None] / 255.0, 3, 2), atol=1e-6)
+
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[..., 3] = np.where(np.arange(16) < 8, 255, 0)[None, :]
+    rgba[0, 0, 3] = 128
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    image = read_image(tmp_path / "a.png")
+    # Composited on black: colour times alpha.
+    np.testing.assert_allclose(image[1, :8], 200 / 255.0, atol=1e-6)
+    np.testing.assert_allclose(image[:, 8:], 0.0)
+    np.testing.assert_allclose(image[0, 0], 200 / 255.0 * 128 / 255.0, atol=1e-6)
+
+
+def test_sixteen_bit(tmp_path):
+    values = (np.arange(16 * 16).reshape(16, 16) * 257).astype(np.uint16)  # not multiples of 257 * k only
+    values[0, 0] = 1  # would be lost at 8 bits
+    Image.fromarray(values).save(tmp_path / "d.png")
+    image = read_image(tmp_path / "d.png")
+    np.testing.assert_allclose(image[..., 0], values / 65535.0, atol=1e-7)
+    assert image[0, 0, 0] > 0
+
+
+def test_exif_orientation(tmp_path):
+    pixels = gradient_rgb(16, 24)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated; viewers turn it 90 degrees clockwise
+    Image.fromarray(pixels).save(tmp_path / "r.jpg", quality=95, exif=exif)
+    image = read_image(tmp_path / "r.jpg")
+    assert image.shape == (24, 16, 3)
+    np.testing.assert_allclose(image, np.rot90(pixels, k=-1) / 255.0, atol=0.06)
+
+
+def test_arrays_and_pil():
+    pixels = gradient_rgb()
+    np.testing.assert_allclose(read_image(pixels), pixels / 255.0, atol=1e-6)
+    np.testing.assert_allclose(read_image(Image.fromarray(pixels)), pixels / 255.0, atol=1e-6)
+    np.testing.assert_allclose(read_image(pixels.astype(np.uint16) * 257), pixels / 255.0, atol=1e-6)
+    floats = pixels / 255.0
+    np.testing.assert_allclose(read_image(floats), floats, atol=1e-6)
+    with pytest.raises(ImageError, match=r"\[0, 1\]"):
+        read_image(floats * 255)
+    with pytest.raises(ImageError, match="shape"):
+        read_image(np.zeros((16, 16, 2)))
+
+
+def test_missing_folder_and_non_image(tmp_path):
+    with pytest.raises(ImageError, match="does not exist"):
+        read_image(tmp_path / "nope.jpg")
+    with pytest.raises(ImageError, match="folder"):
+        read_image(tmp_path)
+    (tmp_path / "notes.jpg").write_text("this is not a picture")
+    with pytest.raises(ImageError, match="not an image file"):
+        read_image(tmp_path / "notes.jpg")
+
+
+def test_truncated_jpeg(tmp_path):
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG", quality=90)
+    data = buffer.getvalue()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="corrupt or cut short"):
+        read_image(tmp_path / "cut.jpg")
+
+
+def test_too_small(tmp_path):
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    with pytest.raises(ImageError, match="minimum of 16 pixels"):
+        read_image(tmp_path / "dot.png")
+    read_image(np.zeros((16, 16, 3), np.uint8))  # the minimum itself is accepted
+
+
+def png_header_only(width, height):
+    """A PNG whose header claims width x height, with a tiny (invalid) image body."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+def test_huge_png_refused_without_decoding(tmp_path):
+    (tmp_path / "huge.png").write_bytes(png_header_only(20000, 20000))
+    with pytest.raises(ImageError, match="pixels"):
+        read_image(tmp_path / "huge.png")
+    (tmp_path / "big.png").write_bytes(png_header_only(9000, 9000))  # over our 50 Mpixel limit only
+    with pytest.raises(ImageError, match="limit of 50,000,000"):
+        read_image(tmp_path / "big.png")
+
+
+def test_huge_jpeg_header_refused(tmp_path):
+    buffer = io.BytesIO()
+    Image.fromarray(gradient_rgb(16, 16)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 20000, 20000)  # height, width in the frame header
+    (tmp_path / "huge.jpg").write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="pixels"):
+        read_image(tmp_path / "huge.jpg")
+
+
+def test_over_limit_jpeg_downscaled_png_refused(tmp_path):
+    pixels = gradient_rgb(64, 128)
+    Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=95)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    image = read_image(tmp_path / "a.jpg", max_pixels=64 * 128 // 4)
+    assert image.shape == (32, 64, 3)
+    np.testing.assert_allclose(image[::4, ::4], pixels[1::8, 1::8] / 255.0, atol=0.08)
+    with pytest.raises(ImageError, match="downscale"):
+        read_image(tmp_path / "a.png", max_pixels=64 * 128 // 4)
+
+
+def test_fit_to_square_transform_maps_content():
+    # A bright pixel must land where the recorded transform says.
+    for height, width, mode in [(40, 80, "pad"), (80, 40, "pad"), (40, 80, "crop"), (60, 60, "pad")]:
+        image = torch.zeros(3, height, width)
+        y, x = height // 2 + 3, width // 2 - 5
+        image[:, y - 1:y + 2, x - 1:x + 2] = 1.0
+        output, matrix = fit_to_square(image, 32, mode)
+        assert output.shape == (3, 32, 32)
+        weights = output[0].double()
+        ys, xs = torch.meshgrid(torch.arange(32.0, dtype=torch.float64), torch.arange(32.0, dtype=torch.float64), indexing="ij")
+        centroid = torch.stack([(weights * xs).sum(), (weights * ys).sum()]) / weights.sum()
+        expected = matrix @ torch.tensor([x, y, 1.0], dtype=torch.float64)
+        torch.testing.assert_close(centroid, expected, atol=0.15, rtol=0)
+
+
+def test_image_folder(tmp_path):
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    (tmp_path / ".hidden").mkdir()
+    Image.fromarray(gradient_rgb(20, 30)).save(tmp_path / "b" / "deep" / "z.PNG")
+    Image.fromarray(gradient_rgb(30, 20)).save(tmp_path / "a.jpg")
+    Image.fromarray(gradient_rgb(30, 20)).save(tmp_path / ".hidden" / "x.jpg")
+    (tmp_path / "readme.txt").write_text("not an image")
+    files = list_image_files(tmp_path)
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == ["a.jpg", "b/deep/z.PNG"]
+    dataset = ImageFolder(tmp_path, size=32)
+    assert len(dataset) == 2
+    item = dataset[1]
+    assert item["image"].shape == (3, 32, 32) and item["transform"].shape == (2, 3)
+    batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2)))
+    assert batch["image"].shape == (2, 3, 32, 32)
+    with pytest.raises(ImageError, match="no images"):
+        ImageFolder(tmp_path / "b" / "empty" if (tmp_path / "b" / "empty").mkdir() is None else None)
+    with pytest.raises(ImageError, match="does not exist"):
+        ImageFolder(tmp_path / "missing")
+
+
+def test_to_tensor_layout():
+    array = np.random.default_rng(1).random((16, 17, 3)).astype(np.float32)
+    tensor = to_tensor(array)
+    assert tensor.shape == (3, 16, 17)
+    assert tensor[2, 5, 7] == array[5, 7, 2]
