@@ -1,0 +1,51 @@
+"""Shared test fixtures.
+
+``ict_model``: the real ICT-FaceKit model (full face region) loaded once per
+session from ``../shared/data/ICT-FaceKit-FaceXModel.tar.xz`` relative to the
+repository root (about 7 s); tests using it are skipped where that file is absent.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+ICT_ARCHIVE = REPOSITORY_ROOT.parent / "shared" / "data" / "ICT-FaceKit-FaceXModel.tar.xz"
+ICT_SKIP_REASON = f"ICT-FaceKit archive not found at {ICT_ARCHIVE} (../shared/data relative to the repository root)"
+
+
+@pytest.fixture(scope="session")
+def ict_archive() -> Path:
+    """Path of the real ICT-FaceKit .tar.xz; skips the test where it is absent."""
+    if not ICT_ARCHIVE.is_file():
+        pytest.skip(ICT_SKIP_REASON)
+    return ICT_ARCHIVE
+
+
+@pytest.fixture(scope="session")
+def ict_model(ict_archive):
+    """The ICT-FaceKit MorphableModel, full face region, loaded once per test session (several seconds)."""
+    from lsqface.morphable.ict import load_ict
+
+    return load_ict(ict_archive, region="full")
+
+
+@pytest.fixture(scope="session")
+def ict_raw_files(ict_archive) -> dict[str, bytes]:
+    """Raw bytes of a few FaceXModel files read straight from the real archive (about 2 s, once per session).
+
+    Keys: generic_neutral_mesh.obj, identity000.obj, jawOpen.obj, vertex_indices.json.
+    """
+    wanted = {"generic_neutral_mesh.obj", "identity000.obj", "jawOpen.obj", "vertex_indices.json"}
+    found: dict[str, bytes] = {}
+    with tarfile.open(ict_archive, mode="r|*") as archive:
+        for member in archive:
+            name = member.name.rsplit("/", 1)[-1]
+            if name in wanted and member.isfile():
+                found[name] = archive.extractfile(member).read()
+                if len(found) == len(wanted):
+                    break
+    return found
