@@ -1,0 +1,156 @@
+"""Differentiable interpolation of vertex attributes over rasterised pixels, and mesh normals.
+
+The rasteriser (:func:`lsqface.render.rasterize.rasterize`) fixes which
+triangle covers each pixel. Here the screen-space (affine) barycentric
+coordinates of each covered pixel centre are recomputed from the 2D vertex
+positions with autograd, so gradients reach both the attributes and the
+vertex positions (the gradient of the shading inside triangles; there is no
+gradient from the silhouette moving over pixels). Background pixels get 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lsqface.render.rasterize import Fragments, RenderError
+
+__all__ = ["barycentrics_differentiable", "interpolate", "face_normals", "vertex_normals"]
+
+
+def _covered_pixels(fragments: Fragments):
+    """Flat index (P,), batch index (P,) and triangle index (P,) of the covered pixels."""
+    triangle_id = fragments.triangle_id.reshape(-1)
+    pixel = torch.nonzero(triangle_id >= 0, as_tuple=True)[0]
+    _, height, width = fragments.triangle_id.shape
+    return pixel, pixel // (height * width), triangle_id[pixel]
+
+
+def _check_batch(name: str, tensor: torch.Tensor, fragments: Fragments) -> None:
+    if tensor.dim() != 3 or tensor.shape[0] != fragments.triangle_id.shape[0]:
+        raise RenderError(
+            f"{name} must have shape (B, V, C) with B={fragments.triangle_id.shape[0]} as in the "
+            f"fragments, got {tuple(tensor.shape)}; rasterise the same batch you interpolate."
+        )
+
+
+def _barycentrics_of_pixels(vertices, triangles, pixel, batch_index, face_index, width, height):
+    """(P, 3) affine barycentrics of pixel centres in their triangles, with autograd."""
+    corners = vertices[batch_index[:, None], triangles[face_index], :2]  # (P, 3, 2)
+    row = (pixel // width) % height
+    column = pixel % width
+    centre = torch.stack((column, row), dim=-1).to(vertices.dtype) + 0.5  # (P, 2)
+    # e_k = cross(c_{k+2} - c_{k+1}, p - c_{k+1}): twice the signed area of the
+    # sub-triangle opposite corner k; e_0 + e_1 + e_2 is twice the triangle's area.
+    start = corners[:, [1, 2, 0]]
+    end = corners[:, [2, 0, 1]]
+    direction = end - start
+    offset = centre[:, None, :] - start
+    edge_values = direction[..., 0] * offset[..., 1] - direction[..., 1] * offset[..., 0]
+    return edge_values / edge_values.sum(dim=-1, keepdim=True)
+
+
+def barycentrics_differentiable(
+    vertices: torch.Tensor, fragments: Fragments, triangles: torch.Tensor
+) -> torch.Tensor:
+    """Screen-space barycentrics of every covered pixel centre, differentiable in the vertices.
+
+    Args:
+        vertices: (B, V, 3) image-space vertices in pixels (only x, y are used),
+            the ones that were rasterised.
+        fragments: output of ``rasterize`` for these vertices (fixed, no gradient).
+        triangles: (F, 3) int64 vertex indices.
+
+    Returns:
+        (B, H, W, 3) barycentric coordinates (sum 1 on covered pixels, 0 on the
+        background); equal to ``fragments.barycentrics`` up to rounding.
+    """
+    _check_batch("vertices", vertices, fragments)
+    batch, height, width = fragments.triangle_id.shape
+    triangles = triangles.to(device=vertices.device, dtype=torch.int64)
+    pixel, batch_index, face_index = _covered_pixels(fragments)
+    weights = _barycentrics_of_pixels(vertices, triangles, pixel, batch_index, face_index, width, height)
+    output = vertices.new_zeros(batch * height * width, 3)
+    return output.index_put((pixel,), weights).reshape(batch, height, width, 3)
+
+
+def interpolate(
+    attributes: torch.Tensor,
+    fragments: Fragments,
+    vertices: torch.Tensor | None,
+    triangles: torch.Tensor,
+) -> torch.Tensor:
+    """Interpolate per-vertex attributes at every pixel centre, background 0.
+
+    value(pixel) = sum_k b_k attribute(corner k of the pixel's triangle), with
+    b the screen-space barycentrics. To interpolate several attributes,
+    concatenate them along C and call once.
+
+    Args:
+        attributes: (B, V, C) per-vertex values (colours, normals, depth...).
+        fragments: output of ``rasterize`` (fixed, no gradient).
+        vertices: (B, V, 3) the rasterised image-space vertices in pixels; the
+            barycentrics are recomputed from them with autograd so gradients
+            reach vertex positions. If None, ``fragments.barycentrics`` is used
+            and gradients reach the attributes only.
+        triangles: (F, 3) int64 vertex indices.
+
+    Returns:
+        (B, H, W, C) interpolated attributes; ``fragments.mask`` tells covered
+        pixels from background.
+    """
+    _check_batch("attributes", attributes, fragments)
+    batch, height, width = fragments.triangle_id.shape
+    triangles = triangles.to(device=attributes.device, dtype=torch.int64)
+    pixel, batch_index, face_index = _covered_pixels(fragments)
+    if vertices is None:
+        weights = fragments.barycentrics.reshape(-1, 3)[pixel].to(attributes.dtype)
+    else:
+        _check_batch("vertices", vertices, fragments)
+        weights = _barycentrics_of_pixels(vertices, triangles, pixel, batch_index, face_index, width, height)
+        weights = weights.to(attributes.dtype)
+    corner_values = attributes[batch_index[:, None], triangles[face_index]]  # (P, 3, C)
+    values = torch.einsum("pk,pkc->pc", weights, corner_values)
+    output = attributes.new_zeros(batch * height * width, attributes.shape[-1])
+    output = output.index_put((pixel,), values.to(output.dtype))
+    return output.reshape(batch, height, width, attributes.shape[-1])
+
+
+def face_normals(vertices: torch.Tensor, triangles: torch.Tensor, unit: bool = True) -> torch.Tensor:
+    """Triangle normals n = (v1 - v0) x (v2 - v0), differentiable.
+
+    The normal points to the side from which the triangle is seen
+    counter-clockwise in a right-handed frame (outward for an OBJ-style mesh).
+
+    Args:
+        vertices: (B, V, 3) positions.
+        triangles: (F, 3) int64 vertex indices.
+        unit: if True normalise to length 1, else the length is twice the area.
+
+    Returns:
+        (B, F, 3) normals (zero-area triangles give a zero vector).
+    """
+    corners = vertices[:, triangles.to(device=vertices.device, dtype=torch.int64)]  # (B, F, 3, 3)
+    normals = torch.linalg.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0])
+    if unit:
+        normals = torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
+    return normals
+
+
+def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
+    """Unit vertex normals: area-weighted sum of the adjacent triangles' normals, differentiable.
+
+    Args:
+        vertices: (B, V, 3) positions.
+        triangles: (F, 3) int64 vertex indices.
+
+    Returns:
+        (B, V, 3) unit normals; vertices in no triangle get a zero vector.
+    """
+    triangles = triangles.to(device=vertices.device, dtype=torch.int64)
+    # Unnormalised cross products have length 2 * area: summing them weights by area.
+    weighted = face_normals(vertices, triangles, unit=False)  # (B, F, 3)
+    batch, face_count = weighted.shape[:2]
+    summed = vertices.new_zeros(vertices.shape)
+    for corner in range(3):
+        summed = summed.index_add(1, triangles[:, corner], weighted)
+    return torch.nn.functional.normalize(summed, dim=-1, eps=1e-12)

@@ -1,0 +1,348 @@
+"""Triangle rasteriser in plain torch: triangle id, barycentrics and depth per pixel.
+
+Rasterise once without gradients (this module), then interpolate attributes
+with autograd (:mod:`lsqface.render.interpolate`), as nvdiffrast does. No
+compiled extension and no OpenGL: every step is a vectorised torch operation,
+so the same code runs on CPU tensors and on CUDA tensors.
+
+Conventions (image space)
+-------------------------
+* ``x`` is the column and ``y`` the row, both in pixels, ``y`` pointing down.
+  Pixel (column ``j``, row ``i``) has its centre at ``(j + 0.5, i + 0.5)``; the
+  image covers ``[0, width] x [0, height]``.
+* ``z`` is depth: smaller is nearer. Any finite value is drawn (there is no
+  near or far plane); the z-buffer keeps the smallest depth at each pixel
+  centre and, on exact ties, the smallest triangle index.
+* A pixel is covered by a triangle when its centre lies inside the triangle
+  or exactly on one of its edges. Every edge shared by two triangles is
+  evaluated with the same floating-point operations from both sides (from
+  its lower- to its higher-indexed vertex), so a mesh has no cracks: a pixel
+  centre on a shared edge is inside at least one of the two triangles.
+* Zero-area (degenerate) triangles and triangles with a non-finite vertex are
+  skipped.
+* Front-facing triangles are those whose vertices appear counter-clockwise on
+  the displayed image (``y`` down), i.e. ``cross(v1 - v0, v2 - v0) < 0`` in
+  pixel coordinates. That is what a mesh wound counter-clockwise when seen
+  from outside (the OBJ convention) looks like after projection. Both windings
+  are drawn unless ``cull_backfaces`` is set.
+
+Algorithm
+---------
+Each triangle's pixel bounding box is clipped to the image; triangles are
+grouped by the box size rounded up to powers of two (width and height
+separately). For one group, every candidate pixel of every box is enumerated
+by broadcasting, and the three edge functions give the inside test and the
+depth. The z-test of all candidates is one ``scatter_reduce('amin')`` over a
+packed int64 key per pixel: the order-preserving integer bits of the float32
+depth in the high 32 bits and the triangle index in the low 32 bits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lsqface.errors import LsqfaceError
+
+__all__ = ["Fragments", "RenderError", "rasterize", "pixel_centres"]
+
+# Candidate pixels enumerated at once; bounds the temporary memory of one step
+# (about 20 tensors of this many elements).
+_DEFAULT_MAX_CANDIDATES = 1 << 21
+_BACKGROUND_KEY = torch.iinfo(torch.int64).max
+_LOW_32_BITS = 0xFFFFFFFF
+
+
+class RenderError(LsqfaceError):
+    """A mesh or image size given to the renderer is malformed."""
+
+
+@dataclass(frozen=True)
+class Fragments:
+    """What the rasteriser found at each pixel centre.
+
+    Attributes:
+        triangle_id: (B, H, W) int64, index into ``triangles`` of the nearest
+            triangle covering the pixel centre, -1 for background.
+        barycentrics: (B, H, W, 3) screen-space (affine) barycentric
+            coordinates of the pixel centre in that triangle, summing to 1;
+            0 for background. Not differentiable; use
+            :func:`lsqface.render.interpolate.barycentrics_differentiable`.
+        depth: (B, H, W) depth of the surface at the pixel centre (same unit as
+            the vertices' z), ``inf`` for background.
+    """
+
+    triangle_id: torch.Tensor
+    barycentrics: torch.Tensor
+    depth: torch.Tensor
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, H, W) bool, True where a triangle covers the pixel."""
+        return self.triangle_id >= 0
+
+
+def pixel_centres(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Pixel centres of an image.
+
+    Returns:
+        (H, W, 2) ``(x, y)`` in pixels: ``(j + 0.5, i + 0.5)`` at row i, column j.
+    """
+    rows = torch.arange(height, device=device, dtype=dtype) + 0.5
+    columns = torch.arange(width, device=device, dtype=dtype) + 0.5
+    y, x = torch.meshgrid(rows, columns, indexing="ij")
+    return torch.stack((x, y), dim=-1)
+
+
+def _check_inputs(vertices: torch.Tensor, triangles: torch.Tensor, height: int, width: int) -> None:
+    if vertices.dim() != 3 or vertices.shape[-1] != 3 or not vertices.is_floating_point():
+        raise RenderError(
+            f"vertices must be a float tensor of shape (B, V, 3), got {tuple(vertices.shape)} "
+            f"{vertices.dtype}; add a batch dimension with vertices[None] if needed."
+        )
+    if triangles.dim() != 2 or triangles.shape[-1] != 3 or triangles.is_floating_point():
+        raise RenderError(
+            f"triangles must be an integer tensor of shape (F, 3), got {tuple(triangles.shape)} "
+            f"{triangles.dtype}; split quads into triangles first."
+        )
+    if triangles.numel() and (int(triangles.min()) < 0 or int(triangles.max()) >= vertices.shape[1]):
+        raise RenderError(
+            f"triangles index vertices outside 0..{vertices.shape[1] - 1}; "
+            "check that the triangles belong to these vertices."
+        )
+    if triangles.shape[0] >= 2**31:
+        raise RenderError("meshes with 2**31 triangles or more are not supported; split the mesh.")
+    if int(height) < 1 or int(width) < 1:
+        raise RenderError(f"image size must be positive, got height={height}, width={width}.")
+
+
+def _edge_frames(corners_xy: torch.Tensor, triangles: torch.Tensor):
+    """Per-triangle edge functions in a form shared exactly by neighbouring triangles.
+
+    Edge k is opposite corner k and runs from corner k+1 to corner k+2, so that
+    ``e_k(p) = cross(c_{k+2} - c_{k+1}, p - c_{k+1})`` and ``e_0 + e_1 + e_2``
+    is twice the signed area. Each edge is evaluated from its lower-indexed
+    vertex (origin) along ``direction`` and multiplied by ``sign`` (+1 or -1),
+    which makes the values of a shared edge exact negatives of each other.
+
+    Args:
+        corners_xy: (B, F, 3, 2) corner positions in pixels.
+        triangles: (F, 3) vertex indices.
+
+    Returns:
+        origin (B, F, 3, 2), direction (B, F, 3, 2), sign (F, 3).
+    """
+    start_corner = torch.tensor([1, 2, 0], device=triangles.device)
+    end_corner = torch.tensor([2, 0, 1], device=triangles.device)
+    forward = triangles[:, start_corner] < triangles[:, end_corner]  # (F, 3)
+    first = torch.where(forward, start_corner, end_corner)  # (F, 3) corner index of the origin
+    second = torch.where(forward, end_corner, start_corner)
+    batch = corners_xy.shape[0]
+    gather_first = first[None, :, :, None].expand(batch, -1, -1, 2)
+    gather_second = second[None, :, :, None].expand(batch, -1, -1, 2)
+    origin = torch.gather(corners_xy, 2, gather_first)
+    direction = torch.gather(corners_xy, 2, gather_second) - origin
+    sign = torch.where(forward, 1.0, -1.0).to(corners_xy.dtype)
+    return origin, direction, sign
+
+
+def _edge_values(origin, direction, sign, x, y):
+    """Edge functions e_k at points (x, y); origin/direction (..., 3, 2), sign (..., 3).
+
+    ``x`` and ``y`` broadcast against ``origin[..., 0, 0]``; returns a list of
+    three tensors of the broadcast shape.
+    """
+    values = []
+    for k in range(3):
+        ox, oy = origin[..., k, 0], origin[..., k, 1]
+        dx, dy = direction[..., k, 0], direction[..., k, 1]
+        values.append(sign[..., k] * (dx * (y - oy) - dy * (x - ox)))
+    return values
+
+
+def _depth_keys(depth: torch.Tensor, triangle_index: torch.Tensor) -> torch.Tensor:
+    """Pack (depth, triangle index) into one int64 whose order is the z-test order."""
+    bits = depth.to(torch.float32).view(torch.int32).to(torch.int64)
+    # IEEE floats order like sign-magnitude integers: flip the magnitude bits
+    # of negative values to get a two's-complement order.
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return bits * (1 << 32) + triangle_index
+
+
+@torch.no_grad()
+def rasterize(
+    vertices: torch.Tensor,
+    triangles: torch.Tensor,
+    height: int,
+    width: int,
+    cull_backfaces: bool = False,
+    max_candidates: int = _DEFAULT_MAX_CANDIDATES,
+) -> Fragments:
+    """Find the nearest triangle, its barycentrics and depth at every pixel centre.
+
+    Not differentiable (runs under ``torch.no_grad``); gradients come from
+    :func:`lsqface.render.interpolate.interpolate`.
+
+    Args:
+        vertices: (B, V, 3) image-space vertices: x (column) and y (row) in
+            pixels with pixel centres at integer + 0.5, z depth (smaller is
+            nearer). Float32 or float64; float64 is used throughout if given.
+        triangles: (F, 3) int64 vertex indices, shared by the batch.
+        height: H, image height in pixels.
+        width: W, image width in pixels.
+        cull_backfaces: if True, skip triangles that appear clockwise on the
+            displayed image (``cross(v1 - v0, v2 - v0) > 0`` in pixel
+            coordinates with y down); see the module docstring.
+        max_candidates: how many candidate pixels to test at once (memory bound).
+
+    Returns:
+        Fragments with triangle_id (B, H, W), barycentrics (B, H, W, 3) and
+        depth (B, H, W), on the device of ``vertices``.
+    """
+    _check_inputs(vertices, triangles, height, width)
+    height, width = int(height), int(width)
+    device = vertices.device
+    dtype = torch.float64 if vertices.dtype == torch.float64 else torch.float32
+    vertices = vertices.detach().to(dtype)
+    triangles = triangles.to(device=device, dtype=torch.int64)
+    batch, face_count = vertices.shape[0], triangles.shape[0]
+
+    corners = vertices[:, triangles]  # (B, F, 3, 3)
+    corners_xy = corners[..., :2]
+    origin, direction, sign = _edge_frames(corners_xy, triangles)
+    edge0 = corners_xy[:, :, 1] - corners_xy[:, :, 0]
+    edge1 = corners_xy[:, :, 2] - corners_xy[:, :, 0]
+    double_area = edge0[..., 0] * edge1[..., 1] - edge0[..., 1] * edge1[..., 0]  # (B, F)
+
+    drawable = torch.isfinite(corners).all(dim=(-1, -2)) & (double_area != 0)
+    if cull_backfaces:
+        drawable &= double_area < 0
+    # Inside means all three edge functions have the sign of the area.
+    orientation = torch.where(double_area < 0, -1.0, 1.0).to(dtype)  # (B, F)
+
+    # Pixel-index bounding boxes: column j is a candidate when minimum_x <= j + 0.5 <= maximum_x.
+    low = corners_xy.amin(dim=2).clamp(-1.0, float(max(width, height)) + 1.0)
+    high = corners_xy.amax(dim=2).clamp(-1.0, float(max(width, height)) + 1.0)
+    first_column = torch.ceil(low[..., 0] - 0.5).to(torch.int64).clamp_min(0)
+    last_column = torch.floor(high[..., 0] - 0.5).to(torch.int64).clamp_max(width - 1)
+    first_row = torch.ceil(low[..., 1] - 0.5).to(torch.int64).clamp_min(0)
+    last_row = torch.floor(high[..., 1] - 0.5).to(torch.int64).clamp_max(height - 1)
+    box_width = last_column - first_column + 1
+    box_height = last_row - first_row + 1
+    drawable &= (box_width > 0) & (box_height > 0)
+
+    best_keys = torch.full((batch * height * width,), _BACKGROUND_KEY, dtype=torch.int64, device=device)
+    batch_index, face_index = torch.nonzero(drawable, as_tuple=True)
+    if face_index.numel():
+        box_width = box_width[batch_index, face_index]
+        box_height = box_height[batch_index, face_index]
+        width_level = torch.ceil(torch.log2(box_width.to(torch.float32))).to(torch.int64)
+        height_level = torch.ceil(torch.log2(box_height.to(torch.float32))).to(torch.int64)
+        bucket = width_level * 64 + height_level
+        bucket, order = torch.sort(bucket)
+        levels, counts = torch.unique_consecutive(bucket, return_counts=True)
+        start = 0
+        for level, count in zip(levels.tolist(), counts.tolist()):
+            span_width, span_height = 1 << (level // 64), 1 << (level % 64)
+            chunk = max(1, max_candidates // (span_width * span_height))
+            for chunk_start in range(start, start + count, chunk):
+                members = order[chunk_start : min(chunk_start + chunk, start + count)]
+                _rasterize_group(
+                    best_keys,
+                    batch_index[members],
+                    face_index[members],
+                    span_width,
+                    span_height,
+                    first_column,
+                    first_row,
+                    box_width[members],
+                    box_height[members],
+                    origin,
+                    direction,
+                    sign,
+                    orientation,
+                    corners[..., 2],
+                    height,
+                    width,
+                )
+            start += count
+
+    covered = best_keys != _BACKGROUND_KEY
+    triangle_id = torch.where(covered, best_keys & _LOW_32_BITS, -1).reshape(batch, height, width)
+    barycentrics = torch.zeros(batch * height * width, 3, dtype=dtype, device=device)
+    depth = torch.full((batch * height * width,), float("inf"), dtype=dtype, device=device)
+    pixel = torch.nonzero(covered, as_tuple=True)[0]
+    if pixel.numel():
+        hit_batch = pixel // (height * width)
+        hit_face = triangle_id.reshape(-1)[pixel]
+        row = (pixel // width) % height
+        column = pixel % width
+        x = column.to(dtype) + 0.5
+        y = row.to(dtype) + 0.5
+        values = _edge_values(
+            origin[hit_batch, hit_face], direction[hit_batch, hit_face], sign[hit_face], x, y
+        )
+        weights = torch.stack(values, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        barycentrics[pixel] = weights
+        depth[pixel] = (weights * corners[hit_batch, hit_face, :, 2]).sum(dim=-1)
+    return Fragments(
+        triangle_id=triangle_id,
+        barycentrics=barycentrics.reshape(batch, height, width, 3),
+        depth=depth.reshape(batch, height, width),
+    )
+
+
+def _rasterize_group(
+    best_keys,
+    batch_index,
+    face_index,
+    span_width,
+    span_height,
+    first_column,
+    first_row,
+    box_width,
+    box_height,
+    origin,
+    direction,
+    sign,
+    orientation,
+    corner_depth,
+    height,
+    width,
+):
+    """Test every candidate pixel of one group of same-sized boxes and scatter the z-test."""
+    device = best_keys.device
+    dtype = origin.dtype
+    column_offset = torch.arange(span_width, device=device)
+    row_offset = torch.arange(span_height, device=device)
+    column = first_column[batch_index, face_index][:, None, None] + column_offset[None, None, :]  # (N, 1, w)
+    row = first_row[batch_index, face_index][:, None, None] + row_offset[None, :, None]  # (N, h, 1)
+    in_box = (column_offset[None, None, :] < box_width[:, None, None]) & (
+        row_offset[None, :, None] < box_height[:, None, None]
+    )  # (N, h, w)
+    x = column.to(dtype) + 0.5
+    y = row.to(dtype) + 0.5
+    values = _edge_values(
+        origin[batch_index, face_index][:, None, None],
+        direction[batch_index, face_index][:, None, None],
+        sign[face_index][:, None, None],
+        x,
+        y,
+    )
+    facing = orientation[batch_index, face_index][:, None, None]
+    inside = in_box
+    for value in values:
+        inside = inside & (value * facing >= 0)
+    candidate, candidate_row, candidate_column = torch.nonzero(inside, as_tuple=True)
+    if candidate.numel() == 0:
+        return
+    weights = torch.stack([value[candidate, candidate_row, candidate_column] for value in values], dim=-1)
+    depth = corner_depth[batch_index[candidate], face_index[candidate]]  # (M, 3)
+    depth = (weights * depth).sum(dim=-1) / weights.sum(dim=-1)
+    pixel_row = row[candidate, candidate_row, 0]
+    pixel_column = column[candidate, 0, candidate_column]
+    pixel = (batch_index[candidate] * height + pixel_row) * width + pixel_column
+    keys = _depth_keys(depth, face_index[candidate])
+    best_keys.scatter_reduce_(0, pixel, keys, reduce="amin", include_self=True)
