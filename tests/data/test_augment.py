@@ -1,0 +1,120 @@
+"""Random similarity transforms: content, maps and landmarks move together."""
+
+import math
+
+import pytest
+import torch
+
+from lsqface.data.augment import (
+    SimilarityAugmentation, augment, invert_affine, sample_similarity, similarity_matrix, transform_points, warp_images,
+)
+from lsqface.errors import ConfigError
+
+
+def dot_image(batch, height, width, points):
+    """Images with a small bright Gaussian blob at each (x, y) in points (B, 2)."""
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij")
+    blobs = [torch.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 1.5 ** 2)) for x, y in points.tolist()]
+    return torch.stack(blobs)[:, None].expand(batch, 3, height, width).contiguous()
+
+
+def centroid(image):
+    """(B, 2) intensity-weighted centre (x, y) of channel 0."""
+    weights = image[:, 0]
+    height, width = weights.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=weights.dtype), torch.arange(width, dtype=weights.dtype), indexing="ij")
+    total = weights.sum((1, 2))
+    return torch.stack([(weights * xs).sum((1, 2)) / total, (weights * ys).sum((1, 2)) / total], dim=1)
+
+
+def test_landmarks_follow_content():
+    generator = torch.Generator().manual_seed(3)
+    height, width = 48, 64
+    points = torch.tensor([[30.0, 20.0], [25.5, 27.0], [36.0, 22.0], [32.0, 25.0]], dtype=torch.float64)
+    image = dot_image(4, height, width, points)
+    config = SimilarityAugmentation(rotation_degrees=180.0, scale_range=(0.8, 1.25), shift_fraction=0.1)
+    result = augment(image, config, generator, landmarks=points[:, None, :].float())
+    moved_centre = centroid(result.image.double())
+    torch.testing.assert_close(moved_centre, result.landmarks[:, 0].double(), atol=0.05, rtol=0)
+    # And the returned matrix is the one that moved them.
+    torch.testing.assert_close(transform_points(points[:, None].float(), result.matrix)[:, 0], result.landmarks[:, 0])
+
+
+def test_known_rotation_direction():
+    # 90 degrees about the centre of a 33 x 33 image: (16 + 10, 16) -> (16, 16 + 10) (clockwise on screen).
+    matrix = similarity_matrix(torch.tensor([math.pi / 2], dtype=torch.float64), torch.ones(1, dtype=torch.float64),
+                               torch.zeros(1, 2, dtype=torch.float64), 33, 33)
+    moved = transform_points(torch.tensor([[[26.0, 16.0]]], dtype=torch.float64), matrix)
+    torch.testing.assert_close(moved, torch.tensor([[[16.0, 26.0]]], dtype=torch.float64))
+    image = dot_image(1, 33, 33, torch.tensor([[26.0, 16.0]]))
+    # Compare with the input's own centroid moved (the blob is cut slightly by the border).
+    expected = transform_points(centroid(image)[:, None], matrix)[:, 0]
+    torch.testing.assert_close(centroid(warp_images(image, matrix)), expected, atol=1e-9, rtol=0)
+
+
+def test_identity_is_exact():
+    image = torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(0))
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(2, 2, 3)
+    result = augment(image, matrix=identity, background=torch.zeros_like(image), maps={"depth": image[:, :1]},
+                     landmarks=torch.ones(2, 5, 2))
+    # float32 grid arithmetic: a few units in the last place.
+    torch.testing.assert_close(result.image, image, atol=3e-6, rtol=0)
+    torch.testing.assert_close(result.maps["depth"], image[:, :1], atol=3e-6, rtol=0)
+    exact = warp_images(image.double(), identity)
+    torch.testing.assert_close(exact, image.double(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(result.coverage, torch.ones(2, 1, 16, 24), atol=1e-6, rtol=0)
+    torch.testing.assert_close(result.landmarks, torch.ones(2, 5, 2))
+
+
+def test_full_circle_rotation_range():
+    config = SimilarityAugmentation(rotation_degrees=180.0, scale_range=(1.0, 1.0), shift_fraction=0.0)
+    matrix = sample_similarity(config, 2000, 32, 32, torch.Generator().manual_seed(1), dtype=torch.float64)
+    angles = torch.atan2(matrix[:, 1, 0], matrix[:, 0, 0])
+    counts = torch.histc(angles, bins=12, min=-math.pi, max=math.pi)
+    assert (counts > 2000 / 12 * 0.6).all()  # every 30-degree sector is visited about equally
+    assert angles.abs().max() > math.radians(175)
+    scales = torch.linalg.det(matrix[:, :, :2]).sqrt()
+    torch.testing.assert_close(scales, torch.ones(2000, dtype=torch.float64))
+
+
+def test_ranges_honoured_and_deterministic():
+    config = SimilarityAugmentation(rotation_degrees=30.0, scale_range=(0.5, 2.0), shift_fraction=0.2)
+    first = sample_similarity(config, 500, 40, 80, torch.Generator().manual_seed(7), dtype=torch.float64)
+    second = sample_similarity(config, 500, 40, 80, torch.Generator().manual_seed(7), dtype=torch.float64)
+    assert torch.equal(first, second)
+    angles = torch.atan2(first[:, 1, 0], first[:, 0, 0])
+    assert angles.abs().max() <= math.radians(30) + 1e-9
+    scales = torch.linalg.det(first[:, :, :2]).sqrt()
+    assert scales.min() >= 0.5 - 1e-9 and scales.max() <= 2.0 + 1e-9
+    centre = torch.tensor([[[39.5, 19.5]]], dtype=torch.float64).expand(500, 1, 2)
+    shift = transform_points(centre, first)[:, 0] - centre[:, 0]
+    assert shift[:, 0].abs().max() <= 0.2 * 80 + 1e-9 and shift[:, 1].abs().max() <= 0.2 * 40 + 1e-9
+
+
+def test_background_fills_uncovered_region_and_maps_zero():
+    image = torch.full((1, 3, 32, 32), 0.8)
+    background = torch.full((1, 3, 32, 32), 0.2)
+    # Shrink to half about the centre: the border is uncovered.
+    matrix = similarity_matrix(torch.zeros(1), torch.tensor([0.5]), torch.zeros(1, 2), 32, 32)
+    result = augment(image, background=background, matrix=matrix,
+                     maps={"confidence": torch.ones(1, 1, 32, 32), "label": torch.ones(1, 1, 32, 32)}, nearest=["label"])
+    torch.testing.assert_close(result.image[0, :, 16, 16], torch.full((3,), 0.8))
+    torch.testing.assert_close(result.image[0, :, 1, 1], torch.full((3,), 0.2))
+    assert result.maps["confidence"][0, 0, 16, 16] == 1 and result.maps["confidence"][0, 0, 1, 1] == 0
+    assert set(result.maps["label"].unique().tolist()) <= {0.0, 1.0}
+    # Where partly covered, the image is the coverage blend of face and background.
+    blend = 0.8 * result.coverage + 0.2 * (1 - result.coverage)
+    torch.testing.assert_close(result.image[:, :1], blend, atol=1e-5, rtol=0)
+
+
+def test_invert_affine():
+    matrix = sample_similarity(SimilarityAugmentation(), 3, 20, 20, torch.Generator().manual_seed(2), dtype=torch.float64)
+    points = torch.rand(3, 7, 2, dtype=torch.float64) * 20
+    torch.testing.assert_close(transform_points(transform_points(points, matrix), invert_affine(matrix)), points)
+
+
+@pytest.mark.parametrize("kwargs", [dict(rotation_degrees=200), dict(scale_range=(0.0, 1.0)), dict(scale_range=(2.0, 1.0)),
+                                    dict(shift_fraction=-0.1)])
+def test_bad_config(kwargs):
+    with pytest.raises(ConfigError):
+        SimilarityAugmentation(**kwargs)
