@@ -1,0 +1,270 @@
+"""Geometric linear least squares: inverse camera P, q and shape coefficients m (seed R, eqs 33-37).
+
+For sampled pixel j with homogeneous pixel coordinates x_j = (x_j, y_j, 1)
+(pixels; (0, 0) is the centre of the top-left pixel, y grows downwards, see
+:mod:`lsqface.solver.sampling`), depth d_j, confidence w_j, and the UV-3DMM's
+shape mean a_j (3) and basis B_j (3 x N) at the pixel's correspondence, the
+three equations
+
+    P (d_j x_j) + q = a_j + B_j m
+
+are linear in theta = (vec P (9, row-major), q (3), m (N)). Each is weighted
+by w_j; one regularisation row per unknown adds ``alpha_k (theta_k -
+target_k)^2`` to the cost, so the solve minimises
+
+    sum_j w_j |P d_j x_j + q - a_j - B_j m|^2 + sum_k alpha_k (theta_k - target_k)^2
+
+with target 0 except for q, whose target may be a fixed point in front of the
+face (seed F). The closed form theta = (Phi^T Omega Phi)^-1 Phi^T Omega abar
+is assembled blockwise, never forming the (3P x (12 + N)) matrix Phi: the
+P-block is kron(I3, sum_j w_j d_j^2 x_j x_j^T), and the only large product is
+sum_j w_j B_j^T B_j, one batched matmul over (B, 3P, N). The normal matrix is
+factorised by Cholesky (see :func:`cholesky_solve_checked`).
+
+Conditioning. Pixel coordinates are O(100) and depth arbitrary, which would
+make the P-columns of the normal matrix differ in scale by 10^4 and more.
+Inside the solver pixels are mapped to ``x_n = N x`` with
+``N = [[1/s, 0, -c_x/s], [0, 1/s, -c_y/s], [0, 0, 1]]``, c = ((W-1)/2, (H-1)/2)
+the image centre and s = max(H, W) / 2, so the image spans [-1, 1]; depth is
+divided by its root-mean-square over the samples of each image, d_s. The solve
+finds P_n with P_n d_n x_n = P d x, and returns ``P = P_n N / d_s`` in pixel
+and depth units. The regularisation weight of P applies to P_n (an O(1)
+quantity: model units per normalised unit), the weights of q and m to q and m
+themselves. With zero weight on P the answer does not depend on the
+normalisation at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lsqface.errors import SolverError
+
+#: Diagonal jitter, relative to the mean diagonal of the normal matrix, added once
+#: to a system whose Cholesky factorisation fails (not positive definite).
+JITTER = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+@dataclass(frozen=True)
+class GeometryRegularisation:
+    """Weights alpha of the regularisation rows (seed R eq. 35), each a float or a tensor.
+
+    Attributes:
+        inverse_camera: weight on each entry of the normalised P: float, (9,), (B,) or (B, 9).
+        camera_centre: weight on q: float, (3,), (B,) or (B, 3).
+        camera_centre_target: (3,) or (B, 3) target of q in model units, or None for 0.
+        shape: statistical regularisation of m: float, (N,) or (B, N), e.g. the
+            adaptive weights of seed G.
+    """
+
+    inverse_camera: float | torch.Tensor = 1e-4
+    camera_centre: float | torch.Tensor = 0.0
+    camera_centre_target: torch.Tensor | None = None
+    shape: float | torch.Tensor = 1.0
+
+
+@dataclass(frozen=True)
+class GeometryFit:
+    """The solution of the geometric least squares; B images, P samples, N shape coefficients.
+
+    Attributes:
+        inverse_camera: (B, 3, 3) P, mapping depth-scaled pixels (d x, d y, d) to model units.
+        camera_centre: (B, 3) q, the camera centre in model units.
+        shape_coefficients: (B, N) m (identity then expression).
+        residuals: (B, P, 3) P d x + q - a - B m, model units (unweighted).
+        normalised_inverse_camera: (B, 3, 3) P_n, the unknown the solver regularises.
+        pixel_normalisation: (3, 3) N; depth_scale: (B,) d_s (see the module docstring).
+        jittered: (B,) bool, True where the Cholesky factorisation needed jitter.
+    """
+
+    inverse_camera: torch.Tensor
+    camera_centre: torch.Tensor
+    shape_coefficients: torch.Tensor
+    residuals: torch.Tensor
+    normalised_inverse_camera: torch.Tensor
+    pixel_normalisation: torch.Tensor
+    depth_scale: torch.Tensor
+    jittered: torch.Tensor
+
+
+def pixel_normalisation(height: int, width: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """The (3, 3) matrix N taking homogeneous pixels of an H x W image to [-1, 1] (module docstring)."""
+    scale = max(height, width) / 2.0
+    return torch.tensor(
+        [[1 / scale, 0, -(width - 1) / 2 / scale], [0, 1 / scale, -(height - 1) / 2 / scale], [0, 0, 1]],
+        dtype=dtype,
+        device=device,
+    )
+
+
+def regularisation_vector(weight: float | torch.Tensor, batch: int, count: int, like: torch.Tensor) -> torch.Tensor:
+    """Broadcast a weight given as float, (count,), (B,) or (B, count) to (B, count)."""
+    weight = torch.as_tensor(weight, dtype=like.dtype, device=like.device)
+    if weight.ndim == 1 and weight.shape[0] == batch and count != batch:
+        weight = weight[:, None]
+    return weight.expand(batch, count) if weight.ndim < 2 else weight.expand(batch, count)
+
+
+def weighted_gram(basis_rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_r weights_r basis_r^T basis_r: (B, R, N), (B, R) -> (B, N, N), one batched matmul."""
+    return torch.bmm((basis_rows * weights[..., None]).transpose(1, 2), basis_rows)
+
+
+def cholesky_solve_checked(normal: torch.Tensor, rhs: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve ``normal x = rhs`` for symmetric positive (semi)definite ``normal`` (B, n, n), ``rhs`` (B, n).
+
+    Cholesky by ``torch.linalg.cholesky_ex``; systems whose factorisation fails
+    get ``JITTER[dtype] x mean(diag)`` added to the diagonal once (a tiny ridge
+    that picks a finite answer in the null space of a rank-deficient system);
+    if that still fails, or the system holds NaN or infinity, a SolverError
+    is raised. Differentiable (autograd through ``cholesky_solve``).
+
+    Returns:
+        (B, n) solution and (B,) bool, True where jitter was added.
+    """
+    if not bool(torch.isfinite(normal).all()) or not bool(torch.isfinite(rhs).all()):
+        raise SolverError(
+            f"The {what} least-squares system holds NaN or infinity; check the network's depth, confidence and "
+            "correspondence outputs and the input image for non-finite values."
+        )
+    factor, info = torch.linalg.cholesky_ex(normal)
+    failed = info != 0
+    if bool(failed.any()):
+        size = normal.shape[-1]
+        scale = normal.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(torch.finfo(normal.dtype).tiny ** 0.5)
+        jitter = JITTER.get(normal.dtype, 1e-5) * scale * failed.to(normal.dtype)
+        normal = normal + jitter[:, None, None] * torch.eye(size, dtype=normal.dtype, device=normal.device)
+        factor, info = torch.linalg.cholesky_ex(normal)
+        if bool((info != 0).any()):
+            raise SolverError(
+                f"The {what} least-squares system is not positive definite even after adding a small diagonal "
+                "jitter; raise the regularisation weights or give more confident samples."
+            )
+    solution = torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1)
+    return solution, failed
+
+
+def _check_shapes(pixels, depth, confidence, mean, basis) -> None:
+    batch, points = depth.shape
+    expected = {"pixels": (batch, points, 2), "confidence": (batch, points), "mean": (batch, points, 3)}
+    for name, tensor in (("pixels", pixels), ("confidence", confidence), ("mean", mean)):
+        if tuple(tensor.shape) != expected[name]:
+            raise ValueError(f"{name} must have shape {expected[name]}, got {tuple(tensor.shape)}")
+    if basis.ndim != 4 or tuple(basis.shape[:3]) != (batch, points, 3):
+        raise ValueError(f"basis must have shape ({batch}, {points}, 3, N), got {tuple(basis.shape)}")
+
+
+def solve_geometry_normalised(
+    pixels: torch.Tensor,
+    depth: torch.Tensor,
+    confidence: torch.Tensor,
+    mean: torch.Tensor,
+    basis: torch.Tensor,
+    regularisation: GeometryRegularisation,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Solve eqs 33-37 in the coordinates given, with no normalisation.
+
+    Args:
+        pixels: (B, P, 2) pixel coordinates (already normalised if wanted).
+        depth: (B, P) depth (already scaled if wanted).
+        confidence: (B, P) weights w_j >= 0.
+        mean: (B, P, 3) shape mean a_j; basis: (B, P, 3, N) shape basis B_j.
+        regularisation: weights alpha (module docstring).
+
+    Returns:
+        P (B, 3, 3), q (B, 3), m (B, N), jittered (B,) bool.
+    """
+    _check_shapes(pixels, depth, confidence, mean, basis)
+    batch, points, _, count = basis.shape
+    homogeneous = torch.cat((pixels, torch.ones_like(pixels[..., :1])), dim=-1)
+    scaled = depth[..., None] * homogeneous  # d_j x_j, (B, P, 3)
+    weighted = confidence[..., None] * scaled  # w_j d_j x_j
+    # Blocks of Phi^T Omega Phi (eq. 37), ordered (vec P, q, m).
+    gram_pixels = torch.einsum("bpi,bpj->bij", weighted, scaled)  # (B, 3, 3)
+    eye3 = torch.eye(3, dtype=depth.dtype, device=depth.device)
+    block_pp = torch.einsum("ce,bij->bciej", eye3, gram_pixels).reshape(batch, 9, 9)
+    block_pq = torch.einsum("ce,bi->bcie", eye3, weighted.sum(1)).reshape(batch, 9, 3)
+    block_qq = confidence.sum(1)[:, None, None] * eye3
+    block_pm = -torch.einsum("bpi,bpcn->bcin", weighted, basis).reshape(batch, 9, count)
+    block_qm = -torch.einsum("bp,bpcn->bcn", confidence, basis)
+    basis_rows = basis.reshape(batch, points * 3, count)
+    row_weights = confidence[..., None].expand(batch, points, 3).reshape(batch, points * 3)
+    block_mm = weighted_gram(basis_rows, row_weights)
+    normal = torch.cat(
+        (
+            torch.cat((block_pp, block_pq, block_pm), dim=2),
+            torch.cat((block_pq.transpose(1, 2), block_qq, block_qm), dim=2),
+            torch.cat((block_pm.transpose(1, 2), block_qm.transpose(1, 2), block_mm), dim=2),
+        ),
+        dim=1,
+    )
+    # Phi^T Omega abar.
+    rhs_p = torch.einsum("bpi,bpc->bci", weighted, mean).reshape(batch, 9)
+    rhs_q = torch.einsum("bp,bpc->bc", confidence, mean)
+    rhs_m = -torch.einsum("bpcn,bpc->bn", basis, confidence[..., None] * mean)
+    rhs = torch.cat((rhs_p, rhs_q, rhs_m), dim=1)
+    # Regularisation rows: alpha on the diagonal, alpha * target on the right.
+    alpha_q = regularisation_vector(regularisation.camera_centre, batch, 3, depth)
+    alpha = torch.cat(
+        (
+            regularisation_vector(regularisation.inverse_camera, batch, 9, depth),
+            alpha_q,
+            regularisation_vector(regularisation.shape, batch, count, depth),
+        ),
+        dim=1,
+    )
+    normal = normal + torch.diag_embed(alpha)
+    if regularisation.camera_centre_target is not None:
+        target = torch.as_tensor(regularisation.camera_centre_target, dtype=depth.dtype, device=depth.device)
+        rhs = rhs + torch.cat((torch.zeros_like(rhs_p), alpha_q * target.expand(batch, 3), torch.zeros_like(rhs_m)), 1)
+    theta, jittered = cholesky_solve_checked(normal, rhs, "geometric")
+    return theta[:, :9].reshape(batch, 3, 3), theta[:, 9:12], theta[:, 12:], jittered
+
+
+def solve_geometry(
+    pixels: torch.Tensor,
+    depth: torch.Tensor,
+    confidence: torch.Tensor,
+    mean: torch.Tensor,
+    basis: torch.Tensor,
+    regularisation: GeometryRegularisation,
+    image_size: tuple[int, int],
+) -> GeometryFit:
+    """Fit P, q and m to the samples (seed R eqs 33-37), conditioned as in the module docstring.
+
+    Args:
+        pixels: (B, P, 2) pixel coordinates (x, y) in pixels.
+        depth: (B, P) depth, in the network's units (the camera's z times psi, see camera.py).
+        confidence: (B, P) geometric confidence w_j >= 0.
+        mean: (B, P, 3) shape mean at the correspondences, model units.
+        basis: (B, P, 3, N) shape basis at the correspondences, model units per coefficient.
+        regularisation: the weights alpha.
+        image_size: (H, W) in pixels, for the pixel normalisation.
+
+    Returns:
+        GeometryFit; differentiable in depth, confidence, mean, basis and the weights.
+    """
+    height, width = image_size
+    normalisation = pixel_normalisation(height, width, dtype=depth.dtype, device=depth.device)
+    normalised_pixels = pixels @ normalisation[:2, :2].T + normalisation[:2, 2]
+    depth_scale = depth.square().mean(1).sqrt().clamp_min(torch.finfo(depth.dtype).tiny ** 0.25)
+    normalised_depth = depth / depth_scale[:, None]
+    normalised_p, camera_centre, shape_coefficients, jittered = solve_geometry_normalised(
+        normalised_pixels, normalised_depth, confidence, mean, basis, regularisation
+    )
+    inverse_camera = normalised_p @ normalisation / depth_scale[:, None, None]
+    homogeneous = torch.cat((pixels, torch.ones_like(pixels[..., :1])), dim=-1)
+    model_points = (depth[..., None] * homogeneous) @ inverse_camera.transpose(1, 2) + camera_centre[:, None]
+    residuals = model_points - mean - (basis @ shape_coefficients[:, None, :, None]).squeeze(-1)
+    return GeometryFit(
+        inverse_camera=inverse_camera,
+        camera_centre=camera_centre,
+        shape_coefficients=shape_coefficients,
+        residuals=residuals,
+        normalised_inverse_camera=normalised_p,
+        pixel_normalisation=normalisation,
+        depth_scale=depth_scale,
+        jittered=jittered,
+    )
