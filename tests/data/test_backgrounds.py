@@ -1,0 +1,83 @@
+"""Backgrounds: ImageNet-layout folders, procedural fields, packaged photographs."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lsqface.data.backgrounds import BackgroundSampler, packaged_natural_images, procedural_background, random_crop_resize
+from lsqface.errors import ImageError
+
+
+def write_imagenet_layout(root):
+    colours = {"n01440764": (250, 10, 10), "n01443537": (10, 250, 10)}
+    for synset, colour in colours.items():
+        folder = root / "train" / synset
+        folder.mkdir(parents=True)
+        for k in range(2):
+            Image.new("RGB", (40 + 8 * k, 32), colour).save(folder / f"{synset}_{k}.JPEG", quality=95)
+    return colours
+
+
+def test_imagenet_layout(tmp_path):
+    colours = write_imagenet_layout(tmp_path)
+    sampler = BackgroundSampler(tmp_path / "train")
+    assert len(sampler) == 4
+    first = sampler.sample(6, 24, 32, torch.Generator().manual_seed(0))
+    second = sampler.sample(6, 24, 32, torch.Generator().manual_seed(0))
+    assert first.shape == (6, 3, 24, 32) and torch.equal(first, second)
+    # Every background is one of the two solid colours.
+    means = first.mean((2, 3)) * 255
+    known = torch.tensor(list(colours.values()), dtype=torch.float32)
+    distance = (means[:, None] - known[None]).abs().max(-1).values.min(-1).values
+    assert (distance < 6).all()
+
+
+def test_unreadable_files_skipped_then_reported(tmp_path):
+    write_imagenet_layout(tmp_path)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    sampler = BackgroundSampler([bad, *sorted((tmp_path / "train").rglob("*.JPEG"))])
+    assert sampler.sample(8, 16, 16, torch.Generator().manual_seed(1)).shape == (8, 3, 16, 16)
+    with pytest.raises(ImageError, match="not an image file"):
+        BackgroundSampler([bad]).sample(1, 16, 16)
+
+
+def test_empty_or_missing_folder(tmp_path):
+    with pytest.raises(ImageError, match="no images"):
+        BackgroundSampler(tmp_path)
+    with pytest.raises(ImageError, match="does not exist"):
+        BackgroundSampler(tmp_path / "missing")
+
+
+def test_procedural_deterministic_and_varied():
+    a = procedural_background(3, 32, 48, torch.Generator().manual_seed(5))
+    b = procedural_background(3, 32, 48, torch.Generator().manual_seed(5))
+    c = procedural_background(3, 32, 48, torch.Generator().manual_seed(6))
+    assert a.shape == (3, 3, 32, 48) and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= 0 and a.max() <= 1
+    assert (a.flatten(1).std(1) > 0.03).all()  # not a flat colour
+    assert (a[0] - a[1]).abs().mean() > 0.05  # images in a batch differ
+    assert torch.equal(BackgroundSampler().sample(3, 32, 48, torch.Generator().manual_seed(5)), a)
+
+
+def test_random_crop_resize_keeps_content():
+    image = torch.zeros(3, 40, 80)
+    image[0] = torch.linspace(0, 1, 80)  # red ramps left to right
+    crop = random_crop_resize(image, 16, 16, torch.Generator().manual_seed(0))
+    assert crop.shape == (3, 16, 16)
+    assert (crop[0, :, 1:] >= crop[0, :, :-1] - 1e-6).all()  # still increasing along x
+    assert crop[1:].abs().max() == 0
+
+
+def test_packaged_images_from_a_package_layout(tmp_path, monkeypatch):
+    # A package named like scikit-learn with its sample-image folder; found without importing it.
+    folder = tmp_path / "sklearn" / "datasets" / "images"
+    folder.mkdir(parents=True)
+    (tmp_path / "sklearn" / "__init__.py").write_text("raise ImportError('must not be imported')\n")
+    Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(folder / "china.jpg")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = packaged_natural_images()
+    assert folder / "china.jpg" in found
+    assert all(path.is_file() for path in found)
+    assert not any(path.name in ("astronaut.png", "grace_hopper.jpg") for path in found)
