@@ -129,13 +129,18 @@ def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 
 
 def _rasterise(matrix: scipy.sparse.csr_matrix, values: np.ndarray, size: int) -> np.ndarray:
-    """Per-vertex channels (V, C) -> (C, S, S) float32, in chunks of channels."""
+    """Per-vertex channels (V, C) -> (S, S, C) float32 (pixel-major), in chunks of channels."""
     channels = values.shape[1]
-    out = np.empty((channels, size * size), dtype=np.float32)
+    out = np.empty((size * size, channels), dtype=np.float32)
     for start in range(0, channels, _CHANNEL_CHUNK):
         chunk = np.ascontiguousarray(values[:, start : start + _CHANNEL_CHUNK], dtype=np.float64)
-        out[start : start + chunk.shape[1]] = (matrix @ chunk).T
-    return out.reshape(channels, size, size)
+        out[:, start : start + chunk.shape[1]] = matrix @ chunk
+    return out.reshape(size, size, channels)
+
+
+def _as_channel_images(pixel_major: np.ndarray) -> torch.Tensor:
+    """(S, S, C) array -> (C, S, S) tensor view that keeps the pixel-major storage."""
+    return torch.from_numpy(pixel_major).permute(2, 0, 1)
 
 
 def _mean_and_basis_channels(mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -154,7 +159,8 @@ def build_uv_model(model: MorphableModel, size: int = 320, flattening: Flattenin
 
     Returns:
         The UV-3DMM; images are float32 in the layout ``UVMorphableModel`` documents
-        (shape in the model's units, the normal image unit length per pixel).
+        (shape in the model's units, the normal image unit length per pixel), stored
+        pixel-major so that sampling reads each pixel's channels contiguously.
     """
     if size < 2:
         raise ValueError(f"the UV image size must be at least 2 pixels, got {size}")
@@ -164,13 +170,13 @@ def build_uv_model(model: MorphableModel, size: int = 320, flattening: Flattenin
     shape_images = _rasterise(matrix, _mean_and_basis_channels(model.shape_mean, model.shape_basis), size)
     albedo_images = _rasterise(matrix, _mean_and_basis_channels(model.albedo_mean, model.albedo_basis), size)
     normals = _rasterise(matrix, vertex_normals(model.shape_mean, model.triangles), size)
-    normals /= np.maximum(np.linalg.norm(normals, axis=0, keepdims=True), 1e-12)
+    normals /= np.maximum(np.linalg.norm(normals, axis=2, keepdims=True), 1e-12)
 
     return UVMorphableModel(
         model=model,
         vertex_uv=flattening.vertex_uv.copy(),
-        shape_images=torch.from_numpy(shape_images),
-        albedo_images=torch.from_numpy(albedo_images),
-        normal_image=torch.from_numpy(normals.astype(np.float32)),
-        mask_image=torch.from_numpy(mask.astype(np.float32)[None]),
+        shape_images=_as_channel_images(shape_images),
+        albedo_images=_as_channel_images(albedo_images),
+        normal_image=_as_channel_images(normals.astype(np.float32)),
+        mask_image=_as_channel_images(mask.astype(np.float32)[:, :, None]),
     )
