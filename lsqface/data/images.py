@@ -246,3 +246,30 @@ class ImageFolder(torch.utils.data.Dataset):
         path = self.files[index]
         image, transform = fit_to_square(to_tensor(read_image(path)), self.size, self.mode)
         return {"image": image, "transform": transform, "path": str(path)}
+
+
+class DatasetError(ImageError):
+    """A dataset folder lacks a file it needs, or an annotation file is malformed."""
+
+
+def load_landmark_item(path: str | os.PathLike, landmarks: np.ndarray, size: int | None, mode: str = "crop") -> dict:
+    """One face image with its landmarks, as the landmark datasets return it.
+
+    Args:
+        path: image file.
+        landmarks: (K, 2) pixels (x, y) in the file's image.
+        size: output side in pixels (see :func:`fit_to_square`), or None to keep the image as it is.
+        mode: ``"crop"`` or ``"pad"`` when resizing.
+    Returns:
+        ``{"image": (3, S, S) float32, "landmarks": (K, 2) float32 pixels in the
+        returned image, "transform": (2, 3) float64 file pixels -> returned
+        pixels, "path": str}``.
+    """
+    image = to_tensor(read_image(path))
+    if size is None:
+        transform = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    else:
+        image, transform = fit_to_square(image, size, mode)
+    points = torch.as_tensor(np.asarray(landmarks, dtype=np.float64))
+    moved = points @ transform[:, :2].T + transform[:, 2]
+    return {"image": image, "landmarks": moved.float(), "transform": transform, "path": str(path)}

@@ -1,0 +1,116 @@
+"""CelebA and MAFL read from tiny copies of their published layouts."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lsqface.data.celeba import MAFL, CelebA, find_celeba, read_celeba_landmarks
+from lsqface.data.images import DatasetError
+from lsqface.errors import LsqfaceError
+
+HEADER = "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"
+NAMES = [f"{k:06d}.jpg" for k in range(1, 6)]
+PARTITION = [0, 0, 1, 2, 2]
+
+
+def landmarks_of(k):
+    return np.array([[20 + k, 30], [40 + k, 31], [30, 40 + k], [22, 50], [38 + k, 51]], dtype=float)
+
+
+def write_celeba(root, official=False, with_partition=True, with_mafl=True):
+    images = root / ("Img" if official else "") / "img_align_celeba"
+    anno = root / ("Anno" if official else "")
+    evaluation = root / ("Eval" if official else "")
+    for folder in (images, anno, evaluation):
+        folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for k, name in enumerate(NAMES):
+        pixels = np.full((36, 28, 3), 10 * k, np.uint8)  # tiny 28 x 36 stand-ins for the 178 x 218 images
+        Image.fromarray(pixels).save(images / name, quality=95)
+        rows.append(name + "  " + " ".join(f"{v:g}" for v in landmarks_of(k).ravel()))
+    (anno / "list_landmarks_align_celeba.txt").write_text(f"{len(NAMES)}\n{HEADER}\n" + "\n".join(rows) + "\n")
+    if with_partition:
+        (evaluation / "list_eval_partition.txt").write_text("".join(f"{n} {p}\n" for n, p in zip(NAMES, PARTITION)))
+    if with_mafl:
+        (root / "MAFL").mkdir()
+        (root / "MAFL" / "training.txt").write_text("000001.jpg\n000003.jpg\n000004.jpg\n")
+        (root / "MAFL" / "testing.txt").write_text("000005.jpg\n000002.jpg\n")
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_layouts_and_splits(tmp_path, official):
+    write_celeba(tmp_path, official=official)
+    layout = find_celeba(tmp_path)
+    assert layout.images.name == "img_align_celeba"
+    assert [CelebA(tmp_path, split).names for split in ("train", "val", "test")] == [NAMES[:2], NAMES[2:3], NAMES[3:]]
+    assert len(CelebA(tmp_path, "all")) == 5
+    assert MAFL(tmp_path, "train").names == ["000001.jpg", "000003.jpg", "000004.jpg"]
+    assert MAFL(tmp_path, "test").names == ["000005.jpg", "000002.jpg"]  # the list's order
+
+
+def test_items_landmarks_and_pixels(tmp_path):
+    write_celeba(tmp_path)
+    item = MAFL(tmp_path, "test")[0]  # 000005.jpg, k = 4
+    assert item["image"].shape == (3, 36, 28)
+    np.testing.assert_allclose(item["landmarks"].numpy(), landmarks_of(4))
+    np.testing.assert_allclose(item["image"].numpy(), 40 / 255.0, atol=2 / 255.0)
+    resized = CelebA(tmp_path, "all", size=16, mode="crop")[4]
+    assert resized["image"].shape == (3, 16, 16)
+    # 28 x 36 -> 16 x 21 (rounded, so y scales by 21/36), then the centre 16 rows: rows 3..18 (floor of 5/2 = 2.5).
+    scale = np.array([16 / 28, 21 / 36])
+    expected = (landmarks_of(4) + 0.5) * scale - 0.5 - np.array([0.0, 3.0])
+    np.testing.assert_allclose(resized["landmarks"].numpy(), expected, atol=1e-5)
+    batch = next(iter(torch.utils.data.DataLoader(CelebA(tmp_path, "all", size=16), batch_size=5)))
+    assert batch["image"].shape == (5, 3, 16, 16) and batch["landmarks"].shape == (5, 5, 2)
+
+
+def test_kaggle_nesting(tmp_path):
+    write_celeba(tmp_path)
+    (tmp_path / "img_align_celeba").rename(tmp_path / "inner")
+    (tmp_path / "img_align_celeba").mkdir()
+    (tmp_path / "inner").rename(tmp_path / "img_align_celeba" / "img_align_celeba")
+    assert find_celeba(tmp_path).images == tmp_path / "img_align_celeba" / "img_align_celeba"
+    assert len(CelebA(tmp_path, "train")) == 2
+
+
+def test_missing_annotation_files(tmp_path):
+    write_celeba(tmp_path, with_partition=False, with_mafl=False)
+    with pytest.raises(DatasetError, match="list_eval_partition.txt"):
+        CelebA(tmp_path, "train")
+    assert len(CelebA(tmp_path, "all")) == 5
+    with pytest.raises(DatasetError, match="MAFL"):
+        MAFL(tmp_path, "test")
+    (tmp_path / "list_landmarks_align_celeba.txt").unlink()
+    with pytest.raises(LsqfaceError, match="list_landmarks_align_celeba.txt"):
+        CelebA(tmp_path, "all")
+    with pytest.raises(DatasetError, match="does not exist"):
+        CelebA(tmp_path / "nowhere")
+
+
+def test_malformed_landmark_file(tmp_path):
+    path = tmp_path / "list_landmarks_align_celeba.txt"
+    path.write_text(f"3\n{HEADER}\n000001.jpg 1 2 3 4 5 6 7 8 9 10\n")
+    with pytest.raises(DatasetError, match="announces 3 images but lists 1"):
+        read_celeba_landmarks(path)
+    path.write_text(f"1\n{HEADER}\n000001.jpg 1 2 3\n")
+    with pytest.raises(DatasetError, match="fields"):
+        read_celeba_landmarks(path)
+    path.write_text("1\nx y\n000001.jpg 1 2 3 4 5 6 7 8 9 10\n")
+    with pytest.raises(DatasetError, match="header"):
+        read_celeba_landmarks(path)
+
+
+def test_mafl_name_without_landmarks(tmp_path):
+    write_celeba(tmp_path)
+    (tmp_path / "MAFL" / "testing.txt").write_text("000009.jpg\n")
+    with pytest.raises(DatasetError, match="000009.jpg"):
+        MAFL(tmp_path, "test")
+
+
+def test_bad_split(tmp_path):
+    write_celeba(tmp_path)
+    with pytest.raises(DatasetError, match="split"):
+        CelebA(tmp_path, "validation")
+    with pytest.raises(DatasetError, match="split"):
+        MAFL(tmp_path, "val")
