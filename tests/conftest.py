@@ -49,3 +49,11 @@ def ict_raw_files(ict_archive) -> dict[str, bytes]:
                 if len(found) == len(wanted):
                     break
     return found
+
+
+@pytest.fixture(scope="session")
+def ict_uv_model(ict_model):
+    """The UV-3DMM of ``ict_model`` at 128x128 (small for speed), built once per test session (under a second)."""
+    from lsqface.morphable.uv_build import build_uv_model
+
+    return build_uv_model(ict_model, size=128)
