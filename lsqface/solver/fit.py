@@ -1,0 +1,221 @@
+"""The differentiable least-squares layer, end to end (seed B, Fig. 10).
+
+image -> softplus pre-processing (seed E) -> sampling of confident pixels
+(seed C) -> geometric least squares for P, q, m (seed R eqs 33-37) -> camera
+K, R, t (seed Q) -> normals rotated into camera space -> photometric least
+squares for the inverse lighting l and albedo coefficients h (seed R eqs
+38-41).
+
+The confidence map has two channels: channel 0 weights the geometric rows,
+channel 1 the photometric rows (the U-Net's fifth output, DESIGN.md "Network").
+Pixels are sampled on the larger of the two, so a pixel confident for either
+solve can be drawn. Each sample's weight is also multiplied by the UV-3DMM's
+validity mask at its correspondence, so correspondences that fall outside the
+flattened face carry no weight.
+
+Precision: the solves run in ``SolverConfig.precision`` (float64 by default,
+see docs/solver.md for the float32 measurement); the UV images are sampled in
+their own dtype and cast, and every result is returned in the input image's
+dtype, so gradients flow back into a float32 network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from lsqface.morphable.uv_model import UVMorphableModel, sample_albedo, sample_mask, sample_normal, sample_shape
+from lsqface.solver.camera import decompose_camera
+from lsqface.solver.geometry import GeometryRegularisation, solve_geometry
+from lsqface.solver.photometry import PhotometryRegularisation, solve_photometry
+from lsqface.solver.preprocess import softplus_preprocess
+from lsqface.solver.sampling import PixelSamples, gather_map, sample_pixels
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Settings of the least-squares layer; defaults from the paper where it gives them.
+
+    The seed gives the sample count (10,000, seed C) and eps (4, seed E) but no
+    regularisation weights; ours weigh each squared regularisation residual
+    against sum_j w_j |residual_j|^2 over the samples (model units: millimetres
+    for geometry, [0, 1] colour for photometry).
+
+    Attributes:
+        sample_count: pixels drawn per image.
+        softplus_eps: the softplus scale of the pre-processing.
+        inverse_camera_weight: alpha on each entry of the normalised P (geometry.py).
+        camera_centre_weight: alpha on q; 0 leaves q free.
+        camera_centre_target: target of q in model units, or None for 0 (seed F:
+            a fixed point in front of the face during early training).
+        shape_weight: alpha on each of m (statistical regularisation; seed G adapts it).
+        lighting_weight: gamma on each inverse-lighting coefficient.
+        albedo_weight: xi on each albedo coefficient.
+        precision: dtype of the solves, "float64" or "float32".
+    """
+
+    sample_count: int = 10000
+    softplus_eps: float = 4.0
+    inverse_camera_weight: float = 1e-4
+    camera_centre_weight: float = 0.0
+    camera_centre_target: tuple[float, float, float] | None = None
+    shape_weight: float = 1.0
+    lighting_weight: float = 1.0
+    albedo_weight: float = 1.0
+    precision: Literal["float64", "float32"] = "float64"
+
+
+@dataclass(frozen=True)
+class LeastSquaresFit:
+    """Everything the layer fits, for B images and P samples each (in the input image's dtype).
+
+    Attributes:
+        inverse_camera: (B, 3, 3) P (depth-scaled pixels -> model units).
+        camera_centre: (B, 3) q, model units.
+        intrinsics: (B, 3, 3) K, pixels; rotation: (B, 3, 3) R (model to camera);
+        translation: (B, 3) t, model units; depth_scale: (B,) psi (camera.py).
+        identity_coefficients: (B, N_id); expression_coefficients: (B, N_exp).
+        inverse_lighting: (B, 3, 9) l per colour channel; albedo_coefficients: (B, N_alb) h.
+        geometric_residuals: (B, P, 3) P d x + q - a - B m, model units.
+        photometric_residuals: (B, P, 3) i F^T l - c - D h, albedo units.
+        geometric_weights, photometric_weights: (B, P) the row weights used (confidence x mask).
+        normals: (B, P, 3) camera-space mean-shape normals at the samples.
+        correspondence: (B, P, 2) UV coordinates at the samples.
+        samples: which pixels were drawn.
+    """
+
+    inverse_camera: torch.Tensor
+    camera_centre: torch.Tensor
+    intrinsics: torch.Tensor
+    rotation: torch.Tensor
+    translation: torch.Tensor
+    depth_scale: torch.Tensor
+    identity_coefficients: torch.Tensor
+    expression_coefficients: torch.Tensor
+    inverse_lighting: torch.Tensor
+    albedo_coefficients: torch.Tensor
+    geometric_residuals: torch.Tensor
+    photometric_residuals: torch.Tensor
+    geometric_weights: torch.Tensor
+    photometric_weights: torch.Tensor
+    normals: torch.Tensor
+    correspondence: torch.Tensor
+    samples: PixelSamples
+
+    @property
+    def shape_coefficients(self) -> torch.Tensor:
+        """(B, N_id + N_exp) m, identity then expression."""
+        return torch.cat((self.identity_coefficients, self.expression_coefficients), dim=1)
+
+
+def _check_maps(image, correspondence, depth, confidence) -> None:
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
+    batch, _, height, width = image.shape
+    for name, tensor, channels in (("correspondence", correspondence, 2), ("depth", depth, 1), ("confidence", confidence, 2)):
+        if tuple(tensor.shape) != (batch, channels, height, width):
+            raise ValueError(f"{name} must have shape ({batch}, {channels}, {height}, {width}), got {tuple(tensor.shape)}")
+
+
+def fit(
+    uv_model: UVMorphableModel,
+    image: torch.Tensor,
+    correspondence: torch.Tensor,
+    depth: torch.Tensor,
+    confidence: torch.Tensor,
+    config: SolverConfig = SolverConfig(),
+    generator: torch.Generator | None = None,
+    shape_weights: torch.Tensor | None = None,
+    albedo_weights: torch.Tensor | None = None,
+) -> LeastSquaresFit:
+    """Run the least-squares layer on a batch of network outputs.
+
+    Args:
+        uv_model: the UV-3DMM (on the maps' device).
+        image: (B, 3, H, W) RGB in [0, 1] (not yet pre-processed).
+        correspondence: (B, 2, H, W) UV coordinates (u, v) in [0, 1].
+        depth: (B, 1, H, W) depth, positive in front of the camera.
+        confidence: (B, 2, H, W) geometric (channel 0) and photometric (channel 1) confidence >= 0.
+        config: sample count, eps, regularisation weights, precision.
+        generator: optional torch.Generator for reproducible sampling.
+        shape_weights: optional (N,) or (B, N) per-coefficient alpha for m
+            replacing ``config.shape_weight`` (the adaptive weights of seed G).
+        albedo_weights: optional (N_alb,) or (B, N_alb) xi replacing ``config.albedo_weight``.
+
+    Returns:
+        LeastSquaresFit, differentiable in image, correspondence, depth, confidence and the weights.
+
+    Raises:
+        SolverError: a system is not positive definite even with jitter, or the
+            fitted inverse camera is singular (e.g. every confidence is zero).
+    """
+    _check_maps(image, correspondence, depth, confidence)
+    output_dtype = image.dtype
+    dtype = torch.float64 if config.precision == "float64" else torch.float32
+    height, width = image.shape[-2:]
+    samples = sample_pixels(confidence.detach().amax(dim=1), min(config.sample_count, height * width), generator)
+    correspondence_samples = gather_map(correspondence, samples)  # (B, P, 2)
+    model_dtype = uv_model.shape_images.dtype
+    uv = correspondence_samples.to(model_dtype)
+    mask = sample_mask(uv_model, uv).to(dtype)
+    weights = gather_map(confidence, samples).to(dtype) * mask[..., None]  # (B, P, 2)
+    depth_samples = gather_map(depth, samples)[..., 0].to(dtype)
+    pixels = samples.pixels.to(dtype)
+
+    mean, basis = sample_shape(uv_model, uv)
+    geometry = solve_geometry(
+        pixels,
+        depth_samples,
+        weights[..., 0],
+        mean.to(dtype),
+        basis.to(dtype),
+        GeometryRegularisation(
+            inverse_camera=config.inverse_camera_weight,
+            camera_centre=config.camera_centre_weight,
+            camera_centre_target=None if config.camera_centre_target is None else torch.tensor(config.camera_centre_target, dtype=dtype),
+            shape=config.shape_weight if shape_weights is None else shape_weights.to(dtype),
+        ),
+        (height, width),
+    )
+    camera = decompose_camera(geometry.inverse_camera, geometry.camera_centre)
+
+    normals = sample_normal(uv_model, uv).to(dtype) @ camera.rotation.transpose(1, 2)
+    colours = gather_map(softplus_preprocess(image, config.softplus_eps), samples).to(dtype)
+    albedo_mean, albedo_basis = sample_albedo(uv_model, uv)
+    photometry = solve_photometry(
+        colours,
+        normals,
+        weights[..., 1],
+        albedo_mean.to(dtype),
+        albedo_basis.to(dtype),
+        PhotometryRegularisation(
+            lighting=config.lighting_weight,
+            albedo=config.albedo_weight if albedo_weights is None else albedo_weights.to(dtype),
+        ),
+    )
+
+    def out(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(output_dtype)
+
+    n_identity = uv_model.model.n_identity
+    return LeastSquaresFit(
+        inverse_camera=out(geometry.inverse_camera),
+        camera_centre=out(geometry.camera_centre),
+        intrinsics=out(camera.intrinsics),
+        rotation=out(camera.rotation),
+        translation=out(camera.translation),
+        depth_scale=out(camera.depth_scale),
+        identity_coefficients=out(geometry.shape_coefficients[:, :n_identity]),
+        expression_coefficients=out(geometry.shape_coefficients[:, n_identity:]),
+        inverse_lighting=out(photometry.inverse_lighting),
+        albedo_coefficients=out(photometry.albedo_coefficients),
+        geometric_residuals=out(geometry.residuals),
+        photometric_residuals=out(photometry.residuals),
+        geometric_weights=out(weights[..., 0]),
+        photometric_weights=out(weights[..., 1]),
+        normals=out(normals),
+        correspondence=correspondence_samples,
+        samples=samples,
+    )

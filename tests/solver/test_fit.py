@@ -1,0 +1,121 @@
+import dataclasses
+
+import pytest
+import torch
+
+from lsqface.errors import SolverError
+from lsqface.solver.fit import LeastSquaresFit, SolverConfig, fit
+
+EXACT = SolverConfig(sample_count=500, inverse_camera_weight=0.0, shape_weight=0.0, lighting_weight=0.0, albedo_weight=0.0)
+
+
+def _relative(actual, expected):
+    return ((actual - expected).norm() / expected.norm()).item()
+
+
+def test_exact_recovery_through_the_whole_layer(image_scene_factory):
+    scene = image_scene_factory()
+    result = fit(scene.uv_model, scene.image, scene.correspondence, scene.depth, scene.confidence, EXACT, torch.Generator().manual_seed(0))
+    assert isinstance(result, LeastSquaresFit)
+    checks = {
+        "inverse_camera": (result.inverse_camera, scene.inverse_camera),
+        "camera_centre": (result.camera_centre, scene.camera_centre),
+        "intrinsics": (result.intrinsics, scene.camera.intrinsics),
+        "rotation": (result.rotation, scene.camera.rotation),
+        "translation": (result.translation, scene.camera.translation),
+        "depth_scale": (result.depth_scale, scene.camera.depth_scale),
+        "shape": (result.shape_coefficients, scene.shape_coefficients),
+        "inverse_lighting": (result.inverse_lighting, scene.inverse_lighting),
+        "albedo": (result.albedo_coefficients, scene.albedo_coefficients),
+    }
+    for name, (actual, expected) in checks.items():
+        assert _relative(actual, expected) < 1e-6, name
+    assert result.identity_coefficients.shape == (2, 3) and result.expression_coefficients.shape == (2, 2)
+    assert result.geometric_residuals.shape == (2, 500, 3) and result.geometric_residuals.abs().max() < 1e-8
+    assert result.photometric_residuals.abs().max() < 1e-10
+
+
+def test_float32_precision_is_close_to_float64(image_scene_factory):
+    scene = image_scene_factory(seed=1)
+    generator_seed = 3
+    double = fit(scene.uv_model, scene.image, scene.correspondence, scene.depth, scene.confidence, EXACT, torch.Generator().manual_seed(generator_seed))
+    single_config = dataclasses.replace(EXACT, precision="float32")
+    single = fit(scene.uv_model.to(dtype=torch.float32), scene.image.float(), scene.correspondence.float(), scene.depth.float(),
+                 scene.confidence.float(), single_config, torch.Generator().manual_seed(generator_seed))
+    assert single.rotation.dtype == torch.float32
+    assert _relative(single.rotation.double(), double.rotation) < 1e-3
+    assert _relative(single.shape_coefficients.double(), double.shape_coefficients) < 1e-2
+
+
+def test_gradients_reach_every_map(image_scene_factory):
+    scene = image_scene_factory(seed=2, uv_offset=0.25)
+    maps = [t.clone().requires_grad_() for t in (scene.image, scene.correspondence, scene.depth, scene.confidence)]
+    result = fit(scene.uv_model, *maps, SolverConfig(sample_count=300), torch.Generator().manual_seed(0))
+    loss = result.translation.square().sum() + result.shape_coefficients.square().sum() + result.inverse_lighting.square().sum()
+    loss = loss + result.albedo_coefficients.square().sum()
+    loss.backward()
+    for tensor in maps:
+        assert torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
+
+
+def test_gradcheck_through_the_whole_layer(image_scene_factory):
+    scene = image_scene_factory(batch=1, size=8, n_identity=2, n_expression=1, n_albedo=2, seed=4, uv_offset=0.25)
+    config = SolverConfig(sample_count=40, inverse_camera_weight=1e-3, shape_weight=0.1)
+
+    def function(image, correspondence, depth, confidence):
+        result = fit(scene.uv_model, image, correspondence, depth, confidence, config, torch.Generator().manual_seed(0))
+        return result.intrinsics, result.translation, result.shape_coefficients, result.inverse_lighting, result.albedo_coefficients
+
+    inputs = [t.clone().requires_grad_() for t in (scene.image, scene.correspondence, scene.depth, scene.confidence)]
+    assert torch.autograd.gradcheck(function, inputs, eps=1e-7, atol=1e-4, rtol=1e-3, fast_mode=True)
+
+
+def test_all_zero_confidence_raises_a_sentence(image_scene_factory):
+    scene = image_scene_factory(seed=5)
+    with pytest.raises(SolverError, match="inverse camera is singular") as error:
+        fit(scene.uv_model, scene.image, scene.correspondence, scene.depth, torch.zeros_like(scene.confidence), SolverConfig(sample_count=200))
+    assert str(error.value).endswith(".")
+
+
+def test_all_zero_confidence_with_a_camera_centre_target_still_raises(image_scene_factory):
+    # P has target 0, so without data no camera exists; the error says so instead of returning NaN.
+    scene = image_scene_factory(seed=5)
+    config = SolverConfig(sample_count=200, camera_centre_weight=1.0, camera_centre_target=(0.0, 0.0, 500.0))
+    with pytest.raises(SolverError):
+        fit(scene.uv_model, scene.image, scene.correspondence, scene.depth, torch.zeros_like(scene.confidence), config)
+
+
+def test_fewer_confident_samples_than_unknowns(image_scene_factory):
+    scene = image_scene_factory(seed=6)
+    confidence = torch.zeros_like(scene.confidence)
+    confidence[:, :, 3, 2:6] = 1.0  # four pixels per image: 12 geometric equations for 17 unknowns
+    # The solves stay finite (regularised), but four points cannot fix a camera: P comes out
+    # nearly singular, and the layer says so instead of returning a meaningless K, R, t.
+    with pytest.raises(SolverError, match="inverse camera is singular"):
+        fit(scene.uv_model, scene.image, scene.correspondence, scene.depth, confidence, SolverConfig(sample_count=200))
+    # Spread over the image, eight confident pixels (24 equations, 17 unknowns) give a finite camera.
+    confidence = torch.zeros_like(scene.confidence)
+    confidence[:, :, ::8, ::8] = 1.0
+    result = fit(scene.uv_model, scene.image, scene.correspondence, scene.depth, confidence, SolverConfig(sample_count=200))
+    for tensor in (result.intrinsics, result.rotation, result.translation, result.shape_coefficients, result.inverse_lighting):
+        assert torch.isfinite(tensor).all()
+
+
+def test_constant_depth_gives_a_finite_answer(image_scene_factory):
+    scene = image_scene_factory(seed=7)
+    config = SolverConfig(sample_count=300, camera_centre_weight=1.0, camera_centre_target=(0.0, 0.0, 500.0))
+    result = fit(scene.uv_model, scene.image, scene.correspondence, torch.full_like(scene.depth, 2.0), scene.confidence, config)
+    for tensor in (result.intrinsics, result.rotation, result.translation, result.shape_coefficients):
+        assert torch.isfinite(tensor).all()
+
+
+def test_black_image_gives_a_finite_answer(image_scene_factory):
+    scene = image_scene_factory(seed=8)
+    result = fit(scene.uv_model, torch.zeros_like(scene.image), scene.correspondence, scene.depth, scene.confidence, SolverConfig(sample_count=300))
+    assert torch.isfinite(result.inverse_lighting).all() and torch.isfinite(result.albedo_coefficients).all()
+
+
+def test_bad_map_shapes_raise(image_scene_factory):
+    scene = image_scene_factory(seed=9)
+    with pytest.raises(ValueError, match="confidence"):
+        fit(scene.uv_model, scene.image, scene.correspondence, scene.depth, scene.confidence[:, :1])
