@@ -271,6 +271,10 @@ def tutte_embedding(
         shape=(n, n),
     ).tocsr()
     degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    if np.any(degree == 0):
+        raise FaceModelError(
+            f"{int(np.sum(degree == 0))} vertices of the face mesh belong to no triangle; remove unused vertices."
+        )
     laplacian = (scipy.sparse.diags(degree) - adjacency).tocsr()
     free = np.flatnonzero(~pinned)
     fixed = np.flatnonzero(pinned)
