@@ -33,19 +33,28 @@ def _check_batch(name: str, tensor: torch.Tensor, fragments: Fragments) -> None:
         )
 
 
-def _barycentrics_of_pixels(vertices, triangles, pixel, batch_index, face_index, width, height):
+def _corner_rows(triangles, batch_index, face_index, vertex_count):
+    """(P, 3) rows b * V + v of the three corners of each pixel's triangle in a (B * V, ...) table."""
+    return triangles.index_select(0, face_index) + (batch_index * vertex_count)[:, None]
+
+
+def _barycentrics_of_pixels(vertices, corner_rows, pixel, width, height):
     """(P, 3) affine barycentrics of pixel centres in their triangles, with autograd."""
-    corners = vertices[batch_index[:, None], triangles[face_index], :2]  # (P, 3, 2)
-    row = (pixel // width) % height
-    column = pixel % width
-    centre = torch.stack((column, row), dim=-1).to(vertices.dtype) + 0.5  # (P, 2)
+    rows = corner_rows.reshape(-1)
+    corner_x = vertices[..., 0].reshape(-1).index_select(0, rows).reshape(-1, 3).unbind(1)
+    corner_y = vertices[..., 1].reshape(-1).index_select(0, rows).reshape(-1, 3).unbind(1)
+    x = (pixel % width).to(vertices.dtype) + 0.5
+    y = ((pixel // width) % height).to(vertices.dtype) + 0.5
     # e_k = cross(c_{k+2} - c_{k+1}, p - c_{k+1}): twice the signed area of the
     # sub-triangle opposite corner k; e_0 + e_1 + e_2 is twice the triangle's area.
-    start = corners[:, [1, 2, 0]]
-    end = corners[:, [2, 0, 1]]
-    direction = end - start
-    offset = centre[:, None, :] - start
-    edge_values = direction[..., 0] * offset[..., 1] - direction[..., 1] * offset[..., 0]
+    edge_values = []
+    for k in range(3):
+        start, end = (k + 1) % 3, (k + 2) % 3
+        edge_values.append(
+            (corner_x[end] - corner_x[start]) * (y - corner_y[start])
+            - (corner_y[end] - corner_y[start]) * (x - corner_x[start])
+        )
+    edge_values = torch.stack(edge_values, dim=-1)
     return edge_values / edge_values.sum(dim=-1, keepdim=True)
 
 
@@ -68,9 +77,10 @@ def barycentrics_differentiable(
     batch, height, width = fragments.triangle_id.shape
     triangles = triangles.to(device=vertices.device, dtype=torch.int64)
     pixel, batch_index, face_index = _covered_pixels(fragments)
-    weights = _barycentrics_of_pixels(vertices, triangles, pixel, batch_index, face_index, width, height)
+    corner_rows = _corner_rows(triangles, batch_index, face_index, vertices.shape[1])
+    weights = _barycentrics_of_pixels(vertices, corner_rows, pixel, width, height)
     output = vertices.new_zeros(batch * height * width, 3)
-    return output.index_put((pixel,), weights).reshape(batch, height, width, 3)
+    return output.index_copy(0, pixel, weights).reshape(batch, height, width, 3)
 
 
 def interpolate(
@@ -102,17 +112,22 @@ def interpolate(
     batch, height, width = fragments.triangle_id.shape
     triangles = triangles.to(device=attributes.device, dtype=torch.int64)
     pixel, batch_index, face_index = _covered_pixels(fragments)
+    corner_rows = _corner_rows(triangles, batch_index, face_index, attributes.shape[1])
     if vertices is None:
-        weights = fragments.barycentrics.reshape(-1, 3)[pixel].to(attributes.dtype)
+        weights = fragments.barycentrics.reshape(-1, 3).index_select(0, pixel).to(attributes.dtype)
     else:
         _check_batch("vertices", vertices, fragments)
-        weights = _barycentrics_of_pixels(vertices, triangles, pixel, batch_index, face_index, width, height)
-        weights = weights.to(attributes.dtype)
-    corner_values = attributes[batch_index[:, None], triangles[face_index]]  # (P, 3, C)
-    values = torch.einsum("pk,pkc->pc", weights, corner_values)
-    output = attributes.new_zeros(batch * height * width, attributes.shape[-1])
-    output = output.index_put((pixel,), values.to(output.dtype))
-    return output.reshape(batch, height, width, attributes.shape[-1])
+        if vertices.shape[1] != attributes.shape[1]:
+            raise RenderError(
+                f"vertices ({vertices.shape[1]}) and attributes ({attributes.shape[1]}) must have one row "
+                "per vertex of the same mesh; pass the attributes of the rasterised vertices."
+            )
+        weights = _barycentrics_of_pixels(vertices, corner_rows, pixel, width, height).to(attributes.dtype)
+    channels = attributes.shape[-1]
+    corner_values = attributes.reshape(-1, channels).index_select(0, corner_rows.reshape(-1))
+    values = (weights[:, :, None] * corner_values.reshape(-1, 3, channels)).sum(dim=1)  # (P, C)
+    output = attributes.new_zeros(batch * height * width, channels)
+    return output.index_copy(0, pixel, values).reshape(batch, height, width, channels)
 
 
 def face_normals(vertices: torch.Tensor, triangles: torch.Tensor, unit: bool = True) -> torch.Tensor:

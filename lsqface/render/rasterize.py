@@ -117,47 +117,62 @@ def _check_inputs(vertices: torch.Tensor, triangles: torch.Tensor, height: int, 
         raise RenderError(f"image size must be positive, got height={height}, width={width}.")
 
 
-def _edge_frames(corners_xy: torch.Tensor, triangles: torch.Tensor):
+# Columns of the per-triangle table: for each edge k, origin x, origin y and the
+# signed direction (x, y); then the corner depths; then the pixel box.
+_ORIGIN_X, _ORIGIN_Y, _DIRECTION_X, _DIRECTION_Y = 0, 1, 2, 3
+_DEPTH = 12
+_TABLE_COLUMNS = 15
+
+
+def _edge_table(corners: torch.Tensor, triangles: torch.Tensor, orientation: torch.Tensor) -> torch.Tensor:
     """Per-triangle edge functions in a form shared exactly by neighbouring triangles.
 
     Edge k is opposite corner k and runs from corner k+1 to corner k+2, so that
     ``e_k(p) = cross(c_{k+2} - c_{k+1}, p - c_{k+1})`` and ``e_0 + e_1 + e_2``
     is twice the signed area. Each edge is evaluated from its lower-indexed
-    vertex (origin) along ``direction`` and multiplied by ``sign`` (+1 or -1),
-    which makes the values of a shared edge exact negatives of each other.
+    vertex (origin) along the direction to the other vertex, times a sign
+    (+1 or -1) folded into the direction, together with the triangle's
+    orientation (so that inside means every e_k >= 0). Multiplying by -1 is
+    exact and ``(-a) - (-b) == -(a - b)`` in IEEE arithmetic, so the two
+    triangles sharing an edge get exactly opposite values there: no cracks.
 
     Args:
-        corners_xy: (B, F, 3, 2) corner positions in pixels.
+        corners: (B, F, 3, 3) corner positions (x, y in pixels, z depth).
         triangles: (F, 3) vertex indices.
+        orientation: (B, F) +1 or -1, the sign of the triangle's signed area.
 
     Returns:
-        origin (B, F, 3, 2), direction (B, F, 3, 2), sign (F, 3).
+        (B * F, 15) table: per edge k columns 4k..4k+3 = origin x, origin y,
+        signed direction x, signed direction y; columns 12..14 corner depths.
     """
     start_corner = torch.tensor([1, 2, 0], device=triangles.device)
     end_corner = torch.tensor([2, 0, 1], device=triangles.device)
     forward = triangles[:, start_corner] < triangles[:, end_corner]  # (F, 3)
     first = torch.where(forward, start_corner, end_corner)  # (F, 3) corner index of the origin
     second = torch.where(forward, end_corner, start_corner)
-    batch = corners_xy.shape[0]
-    gather_first = first[None, :, :, None].expand(batch, -1, -1, 2)
-    gather_second = second[None, :, :, None].expand(batch, -1, -1, 2)
-    origin = torch.gather(corners_xy, 2, gather_first)
-    direction = torch.gather(corners_xy, 2, gather_second) - origin
-    sign = torch.where(forward, 1.0, -1.0).to(corners_xy.dtype)
-    return origin, direction, sign
+    batch = corners.shape[0]
+    corners_xy = corners[..., :2]
+    origin = torch.gather(corners_xy, 2, first[None, :, :, None].expand(batch, -1, -1, 2))
+    direction = torch.gather(corners_xy, 2, second[None, :, :, None].expand(batch, -1, -1, 2)) - origin
+    sign = torch.where(forward, 1.0, -1.0).to(corners.dtype)[None] * orientation[..., None]  # (B, F, 3)
+    direction = direction * sign[..., None]
+    edges = torch.cat((origin, direction), dim=-1)  # (B, F, 3, 4)
+    return torch.cat((edges.flatten(2), corners[..., 2]), dim=-1).reshape(-1, _TABLE_COLUMNS)
 
 
-def _edge_values(origin, direction, sign, x, y):
-    """Edge functions e_k at points (x, y); origin/direction (..., 3, 2), sign (..., 3).
+def _edge_values(table: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> list:
+    """Edge functions e_0, e_1, e_2 at points (x, y), oriented so inside is all >= 0.
 
-    ``x`` and ``y`` broadcast against ``origin[..., 0, 0]``; returns a list of
-    three tensors of the broadcast shape.
+    ``table`` rows are triangles (N, 15) and its columns broadcast against x, y
+    after ``reshape`` by the caller: x, y must broadcast with (N, ...).
     """
+    extra = (1,) * (max(x.dim(), y.dim()) - 1)
     values = []
     for k in range(3):
-        ox, oy = origin[..., k, 0], origin[..., k, 1]
-        dx, dy = direction[..., k, 0], direction[..., k, 1]
-        values.append(sign[..., k] * (dx * (y - oy) - dy * (x - ox)))
+        column = table[:, 4 * k : 4 * k + 4].reshape((-1,) + extra + (4,))
+        origin_x, origin_y = column[..., _ORIGIN_X], column[..., _ORIGIN_Y]
+        direction_x, direction_y = column[..., _DIRECTION_X], column[..., _DIRECTION_Y]
+        values.append(direction_x * (y - origin_y) - direction_y * (x - origin_x))
     return values
 
 
@@ -210,20 +225,19 @@ def rasterize(
 
     corners = vertices[:, triangles]  # (B, F, 3, 3)
     corners_xy = corners[..., :2]
-    origin, direction, sign = _edge_frames(corners_xy, triangles)
     edge0 = corners_xy[:, :, 1] - corners_xy[:, :, 0]
     edge1 = corners_xy[:, :, 2] - corners_xy[:, :, 0]
     double_area = edge0[..., 0] * edge1[..., 1] - edge0[..., 1] * edge1[..., 0]  # (B, F)
-
-    drawable = torch.isfinite(corners).all(dim=(-1, -2)) & (double_area != 0)
+    drawable = torch.isfinite(corners).all(dim=-1).all(dim=-1) & (double_area != 0)
     if cull_backfaces:
         drawable &= double_area < 0
-    # Inside means all three edge functions have the sign of the area.
-    orientation = torch.where(double_area < 0, -1.0, 1.0).to(dtype)  # (B, F)
+    orientation = torch.where(double_area < 0, -1.0, 1.0).to(dtype)
+    table = _edge_table(corners, triangles, orientation)  # (B * F, 15)
 
     # Pixel-index bounding boxes: column j is a candidate when minimum_x <= j + 0.5 <= maximum_x.
-    low = corners_xy.amin(dim=2).clamp(-1.0, float(max(width, height)) + 1.0)
-    high = corners_xy.amax(dim=2).clamp(-1.0, float(max(width, height)) + 1.0)
+    limit = float(max(width, height)) + 1.0
+    low = corners_xy.amin(dim=2).clamp(-1.0, limit)
+    high = corners_xy.amax(dim=2).clamp(-1.0, limit)
     first_column = torch.ceil(low[..., 0] - 0.5).to(torch.int64).clamp_min(0)
     last_column = torch.floor(high[..., 0] - 0.5).to(torch.int64).clamp_max(width - 1)
     first_row = torch.ceil(low[..., 1] - 0.5).to(torch.int64).clamp_min(0)
@@ -231,118 +245,79 @@ def rasterize(
     box_width = last_column - first_column + 1
     box_height = last_row - first_row + 1
     drawable &= (box_width > 0) & (box_height > 0)
+    boxes = torch.stack((first_column, first_row, box_width, box_height), dim=-1).reshape(-1, 4)
 
     best_keys = torch.full((batch * height * width,), _BACKGROUND_KEY, dtype=torch.int64, device=device)
-    batch_index, face_index = torch.nonzero(drawable, as_tuple=True)
-    if face_index.numel():
-        box_width = box_width[batch_index, face_index]
-        box_height = box_height[batch_index, face_index]
-        width_level = torch.ceil(torch.log2(box_width.to(torch.float32))).to(torch.int64)
-        height_level = torch.ceil(torch.log2(box_height.to(torch.float32))).to(torch.int64)
-        bucket = width_level * 64 + height_level
-        bucket, order = torch.sort(bucket)
-        levels, counts = torch.unique_consecutive(bucket, return_counts=True)
+    drawn = torch.nonzero(drawable.reshape(-1), as_tuple=True)[0]  # flat index b * F + f
+    if drawn.numel():
+        drawn_boxes = boxes.index_select(0, drawn)
+        levels = torch.ceil(torch.log2(drawn_boxes[:, 2:].to(torch.float32))).to(torch.int64)
+        bucket, order = torch.sort(levels[:, 0] * 64 + levels[:, 1])
+        bucket_levels, counts = torch.unique_consecutive(bucket, return_counts=True)
+        drawn = drawn.index_select(0, order)
         start = 0
-        for level, count in zip(levels.tolist(), counts.tolist()):
+        for level, count in zip(bucket_levels.tolist(), counts.tolist()):
             span_width, span_height = 1 << (level // 64), 1 << (level % 64)
             chunk = max(1, max_candidates // (span_width * span_height))
             for chunk_start in range(start, start + count, chunk):
-                members = order[chunk_start : min(chunk_start + chunk, start + count)]
+                members = drawn[chunk_start : min(chunk_start + chunk, start + count)]
                 _rasterize_group(
-                    best_keys,
-                    batch_index[members],
-                    face_index[members],
-                    span_width,
-                    span_height,
-                    first_column,
-                    first_row,
-                    box_width[members],
-                    box_height[members],
-                    origin,
-                    direction,
-                    sign,
-                    orientation,
-                    corners[..., 2],
-                    height,
-                    width,
+                    best_keys, members, span_width, span_height, boxes, table, face_count, height, width
                 )
             start += count
 
     covered = best_keys != _BACKGROUND_KEY
-    triangle_id = torch.where(covered, best_keys & _LOW_32_BITS, -1).reshape(batch, height, width)
+    triangle_id = torch.where(covered, best_keys & _LOW_32_BITS, -1)
     barycentrics = torch.zeros(batch * height * width, 3, dtype=dtype, device=device)
     depth = torch.full((batch * height * width,), float("inf"), dtype=dtype, device=device)
     pixel = torch.nonzero(covered, as_tuple=True)[0]
     if pixel.numel():
-        hit_batch = pixel // (height * width)
-        hit_face = triangle_id.reshape(-1)[pixel]
-        row = (pixel // width) % height
-        column = pixel % width
-        x = column.to(dtype) + 0.5
-        y = row.to(dtype) + 0.5
-        values = _edge_values(
-            origin[hit_batch, hit_face], direction[hit_batch, hit_face], sign[hit_face], x, y
-        )
-        weights = torch.stack(values, dim=-1)
+        hit = table.index_select(0, pixel // (height * width) * face_count + triangle_id.index_select(0, pixel))
+        x = (pixel % width).to(dtype) + 0.5
+        y = ((pixel // width) % height).to(dtype) + 0.5
+        weights = torch.stack(_edge_values(hit, x, y), dim=-1)
         weights = weights / weights.sum(dim=-1, keepdim=True)
         barycentrics[pixel] = weights
-        depth[pixel] = (weights * corners[hit_batch, hit_face, :, 2]).sum(dim=-1)
+        depth[pixel] = (weights * hit[:, _DEPTH:]).sum(dim=-1)
     return Fragments(
-        triangle_id=triangle_id,
+        triangle_id=triangle_id.reshape(batch, height, width),
         barycentrics=barycentrics.reshape(batch, height, width, 3),
         depth=depth.reshape(batch, height, width),
     )
 
 
-def _rasterize_group(
-    best_keys,
-    batch_index,
-    face_index,
-    span_width,
-    span_height,
-    first_column,
-    first_row,
-    box_width,
-    box_height,
-    origin,
-    direction,
-    sign,
-    orientation,
-    corner_depth,
-    height,
-    width,
-):
-    """Test every candidate pixel of one group of same-sized boxes and scatter the z-test."""
+def _rasterize_group(best_keys, members, span_width, span_height, boxes, table, face_count, height, width):
+    """Test every candidate pixel of one group of boxes no larger than span_width x span_height.
+
+    ``members`` (N,) are flat triangle indices b * F + f; the z-test is folded
+    into ``best_keys`` (B * H * W,) with one scatter_reduce.
+    """
     device = best_keys.device
-    dtype = origin.dtype
+    dtype = table.dtype
+    member_boxes = boxes.index_select(0, members)  # (N, 4)
+    member_table = table.index_select(0, members)  # (N, 15)
     column_offset = torch.arange(span_width, device=device)
     row_offset = torch.arange(span_height, device=device)
-    column = first_column[batch_index, face_index][:, None, None] + column_offset[None, None, :]  # (N, 1, w)
-    row = first_row[batch_index, face_index][:, None, None] + row_offset[None, :, None]  # (N, h, 1)
-    in_box = (column_offset[None, None, :] < box_width[:, None, None]) & (
-        row_offset[None, :, None] < box_height[:, None, None]
-    )  # (N, h, w)
-    x = column.to(dtype) + 0.5
-    y = row.to(dtype) + 0.5
-    values = _edge_values(
-        origin[batch_index, face_index][:, None, None],
-        direction[batch_index, face_index][:, None, None],
-        sign[face_index][:, None, None],
-        x,
-        y,
-    )
-    facing = orientation[batch_index, face_index][:, None, None]
-    inside = in_box
-    for value in values:
-        inside = inside & (value * facing >= 0)
-    candidate, candidate_row, candidate_column = torch.nonzero(inside, as_tuple=True)
+    x = (member_boxes[:, 0:1] + column_offset).to(dtype) + 0.5  # (N, w)
+    y = (member_boxes[:, 1:2] + row_offset).to(dtype) + 0.5  # (N, h)
+    # Candidates outside the clipped box get NaN coordinates, which fail every test below.
+    x = torch.where(column_offset < member_boxes[:, 2:3], x, float("nan"))[:, None, :]  # (N, 1, w)
+    y = torch.where(row_offset < member_boxes[:, 3:4], y, float("nan"))[:, :, None]  # (N, h, 1)
+    values = _edge_values(member_table, x, y)  # 3 x (N, h, w)
+    inside = values[0] >= 0
+    inside &= values[1] >= 0
+    inside &= values[2] >= 0
+    candidate = torch.nonzero(inside.reshape(-1), as_tuple=True)[0]
     if candidate.numel() == 0:
         return
-    weights = torch.stack([value[candidate, candidate_row, candidate_column] for value in values], dim=-1)
-    depth = corner_depth[batch_index[candidate], face_index[candidate]]  # (M, 3)
-    depth = (weights * depth).sum(dim=-1) / weights.sum(dim=-1)
-    pixel_row = row[candidate, candidate_row, 0]
-    pixel_column = column[candidate, 0, candidate_column]
-    pixel = (batch_index[candidate] * height + pixel_row) * width + pixel_column
-    keys = _depth_keys(depth, face_index[candidate])
+    area = span_width * span_height
+    which = candidate // area
+    row = member_boxes[:, 1].index_select(0, which) + (candidate // span_width) % span_height
+    column = member_boxes[:, 0].index_select(0, which) + candidate % span_width
+    hit = member_table.index_select(0, which)
+    weights = torch.stack(_edge_values(hit, column.to(dtype) + 0.5, row.to(dtype) + 0.5), dim=-1)
+    depth = (weights * hit[:, _DEPTH:]).sum(dim=-1) / weights.sum(dim=-1)
+    flat_triangle = members.index_select(0, which)
+    pixel = ((flat_triangle // face_count) * height + row) * width + column
+    keys = _depth_keys(depth, flat_triangle % face_count)
     best_keys.scatter_reduce_(0, pixel, keys, reduce="amin", include_self=True)
