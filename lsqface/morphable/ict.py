@@ -89,9 +89,17 @@ def read_obj_vertices(data: bytes, count: int | None = None) -> tuple[np.ndarray
         vertices: (count or V, 3) float64, in the file's units.
         total: the number of vertex records in the file.
     """
-    records = [line[2:] for line in data.split(b"\n") if line.startswith(b"v ")]
-    total = len(records)
-    records = records[:count] if count is not None else records
+    # Fast path: ICT writes its vertex records as one contiguous block, so count them with
+    # bytes.count and split only the first `count` lines after the first one.
+    starts_with_vertex = data.startswith(b"v ")
+    total = data.count(b"\nv ") + int(starts_with_vertex)
+    wanted = total if count is None else min(count, total)
+    start = 0 if starts_with_vertex else data.find(b"\nv ") + 1
+    lines = data[start:].split(b"\n", wanted)[:wanted] if total else []
+    if all(line.startswith(b"v ") for line in lines):
+        records = [line[2:] for line in lines]
+    else:  # vertex records interleaved with other records: filter every line
+        records = [line[2:] for line in data.split(b"\n") if line.startswith(b"v ")][:wanted]
     tokens = b" ".join(records).split()
     if len(tokens) != 3 * len(records):
         raise FaceModelError(
