@@ -34,6 +34,35 @@ def _command_model_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_validate_lighting(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lsqface.lighting.validate import (
+        face_normal_image,
+        format_table,
+        sphere_normal_image,
+        validate_inverse_lighting,
+        write_validation_picture,
+    )
+
+    examples = validate_inverse_lighting(examples=args.examples, seed=args.seed, points=args.points)
+    print(f"Inverse SH lighting, {args.examples} random lightings, {args.points} sphere points (seed {args.seed}):")
+    print(format_table(examples))
+    surface = "sphere"
+    normals, mask = sphere_normal_image()
+    if not args.sphere:
+        try:
+            from lsqface.morphable.cache import load_uv_model
+
+            normals, mask = face_normal_image(load_uv_model())
+            surface = "mean face"
+        except (ImportError, LsqfaceError) as error:
+            print(f"No face model ({error}); shading a sphere instead.")
+    path = write_validation_picture(examples, Path(args.output) / "validate-lighting.png", normals, mask)
+    print(f"{path} ({surface})")
+    return 0
+
+
 def _add_model_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
@@ -71,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_source_options(show)
     show.add_argument("-o", "--output", default="lsqface-model", help="folder for the pictures (default lsqface-model)")
     show.set_defaults(handler=_command_model_show)
+
+    lighting = commands.add_parser(
+        "validate-lighting", help="repeat the seed's inverse-SH lighting check (Fig. 11): error table and picture"
+    )
+    lighting.add_argument("--examples", type=int, default=4, help="random lightings (default 4)")
+    lighting.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    lighting.add_argument("--points", type=int, default=100000, help="random sphere points (default 100000)")
+    lighting.add_argument("--sphere", action="store_true", help="shade a sphere, not the face model's mean face")
+    lighting.add_argument("-o", "--output", default="lsqface-lighting", help="folder for the picture (default lsqface-lighting)")
+    lighting.set_defaults(handler=_command_validate_lighting)
 
     return parser
 
