@@ -74,7 +74,7 @@ def test_small_chunks_and_batch_give_same_result():
     meshes = [random_mesh(generator, 16, 16, face_count=10) for _ in range(2)]
     triangles = torch.from_numpy(meshes[0][1])
     vertices = torch.from_numpy(np.stack([meshes[0][0], meshes[1][0]]))
-    together = rasterize(vertices, triangles, 16, 16, max_candidates=7)
+    together = rasterize(vertices, triangles, 16, 16, max_candidates=40)
     for index in range(2):
         alone = rasterize(vertices[index : index + 1], triangles, 16, 16)
         torch.testing.assert_close(together.triangle_id[index], alone.triangle_id[0])
@@ -162,3 +162,28 @@ def test_bad_inputs_raise_render_error():
         rasterize(vertices, torch.tensor([[0, 1, 3]]), 4, 4)
     with pytest.raises(RenderError):
         rasterize(vertices, torch.tensor([[0, 1, 2]]), 0, 4)
+
+
+def test_negative_depths_keep_the_nearest():
+    generator = np.random.default_rng(11)
+    vertices, triangles = random_mesh(generator, 10, 10)
+    vertices[:, 2] -= 5.5  # depths in [-4.5, 4.5]: the z-test key must order negative floats too
+    expected_id, _, expected_depth = brute_force(vertices, triangles, 10, 10)
+    fragments = rasterize(torch.from_numpy(vertices)[None], torch.from_numpy(triangles), 10, 10)
+    assert (expected_depth < 0).any() and (expected_depth[np.isfinite(expected_depth)] > 0).any()
+    np.testing.assert_array_equal(fragments.triangle_id[0].numpy(), expected_id)
+
+
+def test_float32_agrees_with_float64_on_a_face_sized_image():
+    generator = torch.Generator().manual_seed(5)
+    # 400 small overlapping triangles (up to 12 pixels across) scattered over the image.
+    centres = torch.rand(2, 400, 1, 3, generator=generator, dtype=torch.float64) * torch.tensor([96.0, 80.0, 1.0])
+    offsets = (torch.rand(2, 400, 3, 3, generator=generator, dtype=torch.float64) - 0.5) * torch.tensor([12.0, 12.0, 0.2])
+    vertices = (centres + offsets).reshape(2, 1200, 3)
+    triangles = torch.arange(1200).reshape(400, 3)
+    exact = rasterize(vertices, triangles, 80, 96)
+    single = rasterize(vertices.float(), triangles, 80, 96)
+    agree = (exact.triangle_id == single.triangle_id).double().mean()
+    assert agree > 0.999
+    same = exact.triangle_id == single.triangle_id
+    torch.testing.assert_close(single.barycentrics[same].double(), exact.barycentrics[same], atol=1e-4, rtol=0)
