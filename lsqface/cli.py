@@ -19,7 +19,9 @@ from lsqface.errors import LsqfaceError
 def _command_model_build(args: argparse.Namespace) -> int:
     from lsqface.morphable.cache import load_uv_model
 
-    uv_model = load_uv_model(source=args.source, size=args.size, download=args.download, rebuild=args.rebuild)
+    uv_model = load_uv_model(
+        source=args.source, size=args.size, download=args.download, rebuild=args.rebuild, landmarks=args.landmarks
+    )
     print(uv_model.summary())
     return 0
 
@@ -28,7 +30,7 @@ def _command_model_show(args: argparse.Namespace) -> int:
     from lsqface.morphable.cache import load_uv_model
     from lsqface.render.model_pictures import write_model_pictures
 
-    uv_model = load_uv_model(source=args.source, size=args.size, download=args.download)
+    uv_model = load_uv_model(source=args.source, size=args.size, download=args.download, landmarks=args.landmarks)
     for path in write_model_pictures(uv_model, args.output):
         print(path)
     return 0
@@ -71,6 +73,11 @@ def _add_model_source_options(parser: argparse.ArgumentParser) -> None:
         "(default: ICT-FaceKit found in ../shared/data or the cache)",
     )
     parser.add_argument("--size", type=int, default=320, help="UV image size in pixels (default 320)")
+    parser.add_argument(
+        "--landmarks",
+        default=None,
+        help="text or JSON file of the 68 landmark vertex indices (needed for BFM 2017; ICT has its own)",
+    )
     parser.add_argument(
         "--download",
         action="store_true",
