@@ -164,3 +164,8 @@ def make_image_scene(batch=2, size=24, n_identity=3, n_expression=2, n_albedo=4,
 @pytest.fixture
 def image_scene_factory():
     return make_image_scene
+
+
+@pytest.fixture
+def camera_factory():
+    return make_camera

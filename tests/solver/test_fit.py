@@ -119,3 +119,60 @@ def test_bad_map_shapes_raise(image_scene_factory):
     scene = image_scene_factory(seed=9)
     with pytest.raises(ValueError, match="confidence"):
         fit(scene.uv_model, scene.image, scene.correspondence, scene.depth, scene.confidence[:, :1])
+
+
+def test_exact_recovery_with_the_real_ict_uv_model(ict_uv_model, camera_factory):
+    """Noise-free samples drawn from the real UV-3DMM (ICT-FaceKit) give back camera, shape, lighting, albedo."""
+    from lsqface.lighting.sh import constant_lighting
+    from lsqface.morphable.uv_model import sample_albedo, sample_mask, sample_normal, sample_shape
+    from lsqface.solver.camera import Camera, compose_inverse_camera, decompose_camera, project, to_camera
+    from lsqface.solver.geometry import GeometryRegularisation, solve_geometry
+    from lsqface.solver.photometry import PhotometryRegularisation, solve_photometry
+
+    generator = torch.Generator().manual_seed(0)
+    batch, points = 2, 3000
+    uv = torch.rand(batch, 4 * points, 2, generator=generator, dtype=torch.float64)
+    inside = sample_mask(ict_uv_model, uv.float()) > 0.999
+    uv = torch.stack([uv[b][inside[b]][:points] for b in range(batch)])
+    mean, basis = (t.double() for t in sample_shape(ict_uv_model, uv.float()))
+    base = camera_factory(batch, generator, 224)
+    camera = Camera(base.intrinsics, base.rotation, base.translation * 10, base.depth_scale)  # 500-600 mm away
+    inverse_camera, camera_centre = compose_inverse_camera(camera)
+    shape = torch.randn(batch, basis.shape[-1], generator=generator, dtype=torch.float64)
+    model_points = mean + (basis @ shape[:, None, :, None]).squeeze(-1)
+    pixels = project(model_points, camera.intrinsics, camera.rotation, camera.translation)
+    depth = camera.depth_scale[:, None] * to_camera(model_points, camera.rotation, camera.translation)[..., 2]
+    confidence = 0.5 + torch.rand(batch, points, generator=generator, dtype=torch.float64)
+    zero = GeometryRegularisation(inverse_camera=0.0, camera_centre=0.0, shape=0.0)
+    geometry = solve_geometry(pixels, depth, confidence, mean, basis, zero, (224, 224))
+    fitted = decompose_camera(geometry.inverse_camera, geometry.camera_centre)
+    assert _relative(geometry.inverse_camera, inverse_camera) < 1e-6
+    assert _relative(geometry.camera_centre, camera_centre) < 1e-6
+    assert _relative(geometry.shape_coefficients, shape) < 1e-6
+    for name in ("intrinsics", "rotation", "translation", "depth_scale"):
+        assert _relative(getattr(fitted, name), getattr(camera, name)) < 1e-6, name
+
+    normals = sample_normal(ict_uv_model, uv.float()).double() @ fitted.rotation.transpose(1, 2)
+    albedo_mean, albedo_basis = (t.double() for t in sample_albedo(ict_uv_model, uv.float()))
+    lighting = constant_lighting(1.0).expand(batch, 3, 9) + 0.1 * torch.randn(batch, 3, 9, generator=generator, dtype=torch.float64)
+    albedo_coefficients = torch.randn(batch, albedo_basis.shape[-1], generator=generator, dtype=torch.float64)
+    albedo = albedo_mean + (albedo_basis @ albedo_coefficients[:, None, :, None]).squeeze(-1)
+    from lsqface.solver.photometry import inverse_shading
+
+    colours = albedo / inverse_shading(normals, lighting)
+    # ICT's Laplacian albedo space holds a constant "global tone" mode per channel, so the albedo mean lies in
+    # its span and (s l, h') explains the colours as well as (l, h): the overall brightness is shared between
+    # lighting and albedo and only the regularisation decides it. Exact recovery is checked without those
+    # modes; with them, the unregularised solve is rank deficient, gets jitter, and still fits every colour.
+    varies = albedo_basis.std(dim=1).amax(dim=(0, 1)) > 1e-6 * albedo_basis.abs().amax()
+    assert (~varies).sum() == 3
+    identifiable_basis = albedo_basis[..., varies]
+    colours_identifiable = (albedo_mean + (identifiable_basis @ albedo_coefficients[:, varies, None, None].transpose(1, 2)).squeeze(-1))
+    colours_identifiable = colours_identifiable / inverse_shading(normals, lighting)
+    unregularised = PhotometryRegularisation(0.0, None, 0.0)
+    photometry = solve_photometry(colours_identifiable, normals, confidence, albedo_mean, identifiable_basis, unregularised)
+    assert not photometry.jittered.any()
+    assert _relative(photometry.inverse_lighting, lighting) < 1e-6
+    assert _relative(photometry.albedo_coefficients, albedo_coefficients[:, varies]) < 1e-6
+    ambiguous = solve_photometry(colours, normals, confidence, albedo_mean, albedo_basis, unregularised)
+    assert ambiguous.jittered.all() and ambiguous.residuals.abs().max() < 1e-6
