@@ -75,7 +75,7 @@ def barycentrics_differentiable(
     """
     _check_batch("vertices", vertices, fragments)
     batch, height, width = fragments.triangle_id.shape
-    triangles = triangles.to(device=vertices.device, dtype=torch.int64)
+    triangles = torch.as_tensor(triangles, device=vertices.device, dtype=torch.int64)
     pixel, batch_index, face_index = _covered_pixels(fragments)
     corner_rows = _corner_rows(triangles, batch_index, face_index, vertices.shape[1])
     weights = _barycentrics_of_pixels(vertices, corner_rows, pixel, width, height)
@@ -110,7 +110,7 @@ def interpolate(
     """
     _check_batch("attributes", attributes, fragments)
     batch, height, width = fragments.triangle_id.shape
-    triangles = triangles.to(device=attributes.device, dtype=torch.int64)
+    triangles = torch.as_tensor(triangles, device=attributes.device, dtype=torch.int64)
     pixel, batch_index, face_index = _covered_pixels(fragments)
     corner_rows = _corner_rows(triangles, batch_index, face_index, attributes.shape[1])
     if vertices is None:
@@ -144,7 +144,7 @@ def face_normals(vertices: torch.Tensor, triangles: torch.Tensor, unit: bool = T
     Returns:
         (B, F, 3) normals (zero-area triangles give a zero vector).
     """
-    corners = vertices[:, triangles.to(device=vertices.device, dtype=torch.int64)]  # (B, F, 3, 3)
+    corners = vertices[:, torch.as_tensor(triangles, device=vertices.device, dtype=torch.int64)]  # (B, F, 3, 3)
     normals = torch.linalg.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0])
     if unit:
         normals = torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
@@ -161,10 +161,9 @@ def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Ten
     Returns:
         (B, V, 3) unit normals; vertices in no triangle get a zero vector.
     """
-    triangles = triangles.to(device=vertices.device, dtype=torch.int64)
+    triangles = torch.as_tensor(triangles, device=vertices.device, dtype=torch.int64)
     # Unnormalised cross products have length 2 * area: summing them weights by area.
     weighted = face_normals(vertices, triangles, unit=False)  # (B, F, 3)
-    batch, face_count = weighted.shape[:2]
     summed = vertices.new_zeros(vertices.shape)
     for corner in range(3):
         summed = summed.index_add(1, triangles[:, corner], weighted)

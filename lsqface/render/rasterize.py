@@ -203,7 +203,7 @@ def rasterize(
         vertices: (B, V, 3) image-space vertices: x (column) and y (row) in
             pixels with pixel centres at integer + 0.5, z depth (smaller is
             nearer). Float32 or float64; float64 is used throughout if given.
-        triangles: (F, 3) int64 vertex indices, shared by the batch.
+        triangles: (F, 3) int64 vertex indices, shared by the batch (a numpy array works too).
         height: H, image height in pixels.
         width: W, image width in pixels.
         cull_backfaces: if True, skip triangles that appear clockwise on the
@@ -215,6 +215,7 @@ def rasterize(
         Fragments with triangle_id (B, H, W), barycentrics (B, H, W, 3) and
         depth (B, H, W), on the device of ``vertices``.
     """
+    triangles = torch.as_tensor(triangles)
     _check_inputs(vertices, triangles, height, width)
     height, width = int(height), int(width)
     device = vertices.device
