@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from lsqface.data.images import DatasetError, load_landmark_item
+from lsqface.errors import ConfigError
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 CELEBA_COLUMNS = ("lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
@@ -144,6 +145,8 @@ class _LandmarkDataset(torch.utils.data.Dataset):
     """Images with 5 landmarks; items as :func:`lsqface.data.images.load_landmark_item` returns them."""
 
     def __init__(self, images: Path, names: list[str], landmarks: np.ndarray, size: int | None, mode: str) -> None:
+        if mode not in ("pad", "crop"):
+            raise ConfigError(f"Resize mode must be 'pad' or 'crop', got {mode!r}.")
         self.images = images
         self.names = names
         self.landmarks = landmarks

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lsqface.errors import ImageError
+from lsqface.errors import ConfigError, ImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 MIN_SIZE = 16
@@ -204,7 +204,7 @@ def fit_to_square(image: torch.Tensor, size: int, mode: str = "pad") -> tuple[to
         pixel coordinates to output ones, ``[x', y'] = A @ [x, y, 1]``.
     """
     if mode not in ("pad", "crop"):
-        raise ValueError(f"mode must be 'pad' or 'crop', got {mode!r}")
+        raise ConfigError(f"Resize mode must be 'pad' or 'crop', got {mode!r}.")
     height, width = image.shape[-2:]
     scale = size / (max(height, width) if mode == "pad" else min(height, width))
     new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
@@ -234,6 +234,8 @@ class ImageFolder(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, size: int = 128, mode: str = "pad", recursive: bool = True) -> None:
         self.root = Path(root)
         self.size = size
+        if mode not in ("pad", "crop"):
+            raise ConfigError(f"Resize mode must be 'pad' or 'crop', got {mode!r}.")
         self.mode = mode
         self.files = list_image_files(self.root, recursive=recursive)
         if not self.files:

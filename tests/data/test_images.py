@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from lsqface.data.images import ImageFolder, fit_to_square, list_image_files, read_image, to_tensor
-from lsqface.errors import ImageError
+from lsqface.errors import ConfigError, ImageError
 
 
 def gradient_rgb(height=20, width=30):
@@ -177,10 +177,13 @@ def test_image_folder(tmp_path):
     assert item["image"].shape == (3, 32, 32) and item["transform"].shape == (2, 3)
     batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2)))
     assert batch["image"].shape == (2, 3, 32, 32)
+    (tmp_path / "b" / "empty").mkdir()
     with pytest.raises(ImageError, match="no images"):
-        ImageFolder(tmp_path / "b" / "empty" if (tmp_path / "b" / "empty").mkdir() is None else None)
+        ImageFolder(tmp_path / "b" / "empty")
     with pytest.raises(ImageError, match="does not exist"):
         ImageFolder(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="pad"):
+        ImageFolder(tmp_path, mode="stretch")
 
 
 def test_to_tensor_layout():

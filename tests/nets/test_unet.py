@@ -121,7 +121,7 @@ def test_wrong_channels_refused():
 def test_gradients_finite():
     torch.manual_seed(1)
     net = UNet(UNetConfig(width=0.125)).train()
-    maps = net(torch.rand(2, 3, 32, 32))
+    maps = net(torch.rand(2, 3, 16, 16))
     loss = maps.correspondence.square().mean() + maps.depth.log().mean() + maps.confidence.mean()
     loss.backward()
     grads = [p.grad for p in net.parameters()]
