@@ -44,6 +44,9 @@ LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 CELEBA_COLUMNS = ("lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
                   "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y")
 PARTITIONS = {"train": 0, "val": 1, "test": 2}
+#: (left, top, width, height): the 178 x 178 square 30 rows down that Thewlis et al.,
+#: Jakab et al. and DVE cut from aligned CelebA/MAFL images ("move head up a bit").
+THEWLIS_CROP = (0, 30, 178, 178)
 
 
 @dataclass(frozen=True)
@@ -144,21 +147,25 @@ def read_name_list(path: str | os.PathLike) -> list[str]:
 class _LandmarkDataset(torch.utils.data.Dataset):
     """Images with 5 landmarks; items as :func:`lsqface.data.images.load_landmark_item` returns them."""
 
-    def __init__(self, images: Path, names: list[str], landmarks: np.ndarray, size: int | None, mode: str) -> None:
+    def __init__(self, images: Path, names: list[str], landmarks: np.ndarray, size: int | None, mode: str,
+                 crop_box: tuple[int, int, int, int] | None = None) -> None:
         if mode not in ("pad", "crop"):
             raise ConfigError(f"Resize mode must be 'pad' or 'crop', got {mode!r}.")
+        if crop_box is not None and (len(crop_box) != 4 or crop_box[2] < 1 or crop_box[3] < 1):
+            raise ConfigError(f"crop_box must be (left, top, width, height) with a positive size, got {crop_box!r}.")
         self.images = images
         self.names = names
         self.landmarks = landmarks
         self.size = size
         self.mode = mode
+        self.crop_box = None if crop_box is None else tuple(int(v) for v in crop_box)
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __getitem__(self, index: int) -> dict:
         path = self.images / self.names[index]
-        return load_landmark_item(path, self.landmarks[index], self.size, self.mode)
+        return load_landmark_item(path, self.landmarks[index], self.size, self.mode, self.crop_box)
 
 
 def _select(all_names: list[str], all_landmarks: np.ndarray, wanted: list[str], source: str) -> tuple[list[str], np.ndarray]:
@@ -177,9 +184,12 @@ class CelebA(_LandmarkDataset):
         split: ``"train"``, ``"val"``, ``"test"`` (CelebA's partition) or ``"all"``.
         size: output side in pixels, or None for the original 178 x 218.
         mode: ``"crop"`` (centre square) or ``"pad"`` when resizing.
+        crop_box: (left, top, width, height) cut out before resizing, e.g.
+            :data:`THEWLIS_CROP` for the published MAFL protocol; None: none.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", size: int | None = None, mode: str = "crop") -> None:
+    def __init__(self, root: str | os.PathLike, split: str = "train", size: int | None = None, mode: str = "crop",
+                 crop_box: tuple[int, int, int, int] | None = None) -> None:
         if split not in (*PARTITIONS, "all"):
             raise DatasetError(f"Unknown CelebA split {split!r}; choose train, val, test or all.")
         self.layout = find_celeba(root)
@@ -193,7 +203,7 @@ class CelebA(_LandmarkDataset):
             partition = read_partition(self.layout.partition)
             wanted = [name for name in names if partition.get(name) == PARTITIONS[split]]
             names, landmarks = _select(names, landmarks, wanted, f"the {split} split")
-        super().__init__(self.layout.images, names, landmarks, size, mode)
+        super().__init__(self.layout.images, names, landmarks, size, mode, crop_box)
 
 
 class MAFL(_LandmarkDataset):
@@ -202,10 +212,11 @@ class MAFL(_LandmarkDataset):
     Args:
         root: the CelebA folder holding ``MAFL/training.txt`` and ``MAFL/testing.txt``.
         split: ``"train"`` or ``"test"``.
-        size, mode: as for :class:`CelebA`.
+        size, mode, crop_box: as for :class:`CelebA`.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "test", size: int | None = None, mode: str = "crop") -> None:
+    def __init__(self, root: str | os.PathLike, split: str = "test", size: int | None = None, mode: str = "crop",
+                 crop_box: tuple[int, int, int, int] | None = None) -> None:
         files = {"train": "training.txt", "test": "testing.txt"}
         if split not in files:
             raise DatasetError(f"Unknown MAFL split {split!r}; choose train or test.")
@@ -218,4 +229,4 @@ class MAFL(_LandmarkDataset):
         names, landmarks = read_celeba_landmarks(self.layout.landmarks)
         wanted = read_name_list(self.layout.mafl / files[split])
         names, landmarks = _select(names, landmarks, wanted, f"MAFL/{files[split]}")
-        super().__init__(self.layout.images, names, landmarks, size, mode)
+        super().__init__(self.layout.images, names, landmarks, size, mode, crop_box)

@@ -254,7 +254,8 @@ class DatasetError(ImageError):
     """A dataset folder lacks a file it needs, or an annotation file is malformed."""
 
 
-def load_landmark_item(path: str | os.PathLike, landmarks: np.ndarray, size: int | None, mode: str = "crop") -> dict:
+def load_landmark_item(path: str | os.PathLike, landmarks: np.ndarray, size: int | None, mode: str = "crop",
+                       crop_box: tuple[int, int, int, int] | None = None) -> dict:
     """One face image with its landmarks, as the landmark datasets return it.
 
     Args:
@@ -262,16 +263,26 @@ def load_landmark_item(path: str | os.PathLike, landmarks: np.ndarray, size: int
         landmarks: (K, 2) pixels (x, y) in the file's image.
         size: output side in pixels (see :func:`fit_to_square`), or None to keep the image as it is.
         mode: ``"crop"`` or ``"pad"`` when resizing.
+        crop_box: (left, top, width, height) in pixels, cut out before resizing
+            (the part outside the image is black), or None.
     Returns:
         ``{"image": (3, S, S) float32, "landmarks": (K, 2) float32 pixels in the
         returned image, "transform": (2, 3) float64 file pixels -> returned
         pixels, "path": str}``.
     """
     image = to_tensor(read_image(path))
-    if size is None:
-        transform = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
-    else:
-        image, transform = fit_to_square(image, size, mode)
+    transform = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    if crop_box is not None:
+        left, top, width, height = crop_box
+        cropped = image.new_zeros(3, height, width)
+        rows = slice(max(top, 0), min(top + height, image.shape[1]))
+        cols = slice(max(left, 0), min(left + width, image.shape[2]))
+        cropped[:, rows.start - top:rows.stop - top, cols.start - left:cols.stop - left] = image[:, rows, cols]
+        image = cropped
+        transform[:, 2] = torch.tensor([-left, -top], dtype=torch.float64)
+    if size is not None:
+        image, resize = fit_to_square(image, size, mode)
+        transform = resize[:, :2] @ transform + torch.cat([torch.zeros(2, 2, dtype=torch.float64), resize[:, 2:]], dim=1)
     points = torch.as_tensor(np.asarray(landmarks, dtype=np.float64))
     moved = points @ transform[:, :2].T + transform[:, 2]
     return {"image": image, "landmarks": moved.float(), "transform": transform, "path": str(path)}

@@ -114,3 +114,22 @@ def test_bad_split(tmp_path):
         CelebA(tmp_path, "validation")
     with pytest.raises(DatasetError, match="split"):
         MAFL(tmp_path, "val")
+
+
+def test_crop_box_then_resize(tmp_path):
+    write_celeba(tmp_path)
+    # Give image 000002.jpg a structure: column index in red, row index in green.
+    rows, cols = np.mgrid[0:36, 0:28]
+    pixels = np.stack([cols * 8, rows * 7, np.zeros_like(rows)], axis=2).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "img_align_celeba" / "000002.jpg", quality=100)
+    item = CelebA(tmp_path, "all", crop_box=(2, 5, 20, 34))[1]  # rows 5..38: the last 3 are outside -> black
+    assert item["image"].shape == (3, 34, 20)
+    np.testing.assert_allclose(item["image"][0, 0, :].numpy() * 255, (np.arange(20) + 2) * 8, atol=4)
+    np.testing.assert_allclose(item["image"][1, :31, 0].numpy() * 255, (np.arange(31) + 5) * 7, atol=4)
+    assert item["image"][:, 31:].abs().max() < 0.01
+    np.testing.assert_allclose(item["landmarks"].numpy(), landmarks_of(1) - [2, 5], atol=1e-6)
+    resized = CelebA(tmp_path, "all", size=10, mode="pad", crop_box=(2, 5, 20, 20))[1]
+    expected = (landmarks_of(1) - [2, 5] + 0.5) * 0.5 - 0.5
+    np.testing.assert_allclose(resized["landmarks"].numpy(), expected, atol=1e-6)
+    with pytest.raises(LsqfaceError, match="crop_box"):
+        CelebA(tmp_path, "all", crop_box=(0, 0, 0, 10))
