@@ -27,7 +27,10 @@ class PixelSamples:
 
     Attributes:
         indices: (B, P) int64 flat pixel indices ``y W + x``.
-        pixels: (B, P, 2) float, pixel coordinates (x, y) in pixels.
+        pixels: (B, P, 2) float, pixel coordinates (x, y) of the pixel centres:
+            column j, row i has its centre at (j + 0.5, i + 0.5), the renderer's
+            convention (lsqface.render.rasterize), so that a camera fitted to the
+            samples and an image rendered with it agree.
         qualified: (B, P) bool, True where the pixel passed the confidence threshold.
         height, width: the image size in pixels.
     """
@@ -78,8 +81,8 @@ def sample_pixels(confidence: torch.Tensor, count: int = 10000, generator: torch
     keys = torch.rand(flat.shape, generator=generator, device=flat.device, dtype=torch.float32)
     keys = keys + qualifies.to(keys.dtype)
     _, indices = torch.topk(keys, count, dim=1, largest=True, sorted=False)
-    x = (indices % width).to(confidence.dtype if confidence.is_floating_point() else torch.float32)
-    y = torch.div(indices, width, rounding_mode="floor").to(x.dtype)
+    x = (indices % width).to(confidence.dtype if confidence.is_floating_point() else torch.float32) + 0.5
+    y = torch.div(indices, width, rounding_mode="floor").to(x.dtype) + 0.5
     return PixelSamples(
         indices=indices,
         pixels=torch.stack((x, y), dim=-1),

@@ -101,8 +101,9 @@ def make_image_scene(batch=2, size=24, n_identity=3, n_expression=2, n_albedo=4,
     uv_size = batch * size
     camera = make_camera(batch, generator, size, focal_range=(30.0, 45.0))
     inverse_camera, camera_centre = compose_inverse_camera(camera)
+    # Pixel centres (j + 0.5, i + 0.5), the convention of lsqface.solver.sampling and the renderer.
     ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij")
-    pixels = torch.stack((xs, ys, torch.ones_like(xs)), -1)  # (H, W, 3)
+    pixels = torch.stack((xs + 0.5, ys + 0.5, torch.ones_like(xs)), -1)  # (H, W, 3)
     z = 50 + 5 * torch.rand(batch, size, size, generator=generator, dtype=torch.float64)
     depth = camera.depth_scale[:, None, None] * z
     points = torch.einsum("bij,bhwj->bhwi", inverse_camera, depth[..., None] * pixels) + camera_centre[:, None, None]

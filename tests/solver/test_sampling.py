@@ -35,7 +35,9 @@ def test_no_duplicates_and_coordinates_match_indices():
     for b in range(3):
         assert samples.indices[b].unique().numel() == 300
     x, y = samples.pixels.unbind(-1)
-    torch.testing.assert_close((y * 30 + x).long(), samples.indices)
+    # Pixel centres sit half a pixel inside the pixel (the renderer's convention).
+    torch.testing.assert_close(((y - 0.5) * 30 + (x - 0.5)).long(), samples.indices)
+    assert torch.all(x % 1 == 0.5) and torch.all(y % 1 == 0.5)
 
 
 def test_seeded_generator_reproduces_and_different_seeds_differ():
