@@ -20,7 +20,12 @@ def _command_model_build(args: argparse.Namespace) -> int:
     from lsqface.morphable.cache import load_uv_model
 
     uv_model = load_uv_model(
-        source=args.source, size=args.size, download=args.download, rebuild=args.rebuild, landmarks=args.landmarks
+        source=args.source,
+        size=args.size,
+        download=args.download,
+        rebuild=args.rebuild,
+        region=args.region,
+        landmarks=args.landmarks,
     )
     print(uv_model.summary())
     return 0
@@ -30,7 +35,9 @@ def _command_model_show(args: argparse.Namespace) -> int:
     from lsqface.morphable.cache import load_uv_model
     from lsqface.render.model_pictures import write_model_pictures
 
-    uv_model = load_uv_model(source=args.source, size=args.size, download=args.download, landmarks=args.landmarks)
+    uv_model = load_uv_model(
+        source=args.source, size=args.size, download=args.download, region=args.region, landmarks=args.landmarks
+    )
     for path in write_model_pictures(uv_model, args.output):
         print(path)
     return 0
@@ -73,6 +80,12 @@ def _add_model_source_options(parser: argparse.ArgumentParser) -> None:
         "(default: ICT-FaceKit found in ../shared/data or the cache)",
     )
     parser.add_argument("--size", type=int, default=320, help="UV image size in pixels (default 320)")
+    parser.add_argument(
+        "--region",
+        choices=("narrow", "full"),
+        default=None,
+        help="ICT-FaceKit face area: narrow (forehead to chin, the default) or full (with scalp, ears and neck)",
+    )
     parser.add_argument(
         "--landmarks",
         default=None,

@@ -27,10 +27,10 @@ def ict_archive() -> Path:
 
 @pytest.fixture(scope="session")
 def ict_model(ict_archive):
-    """The ICT-FaceKit MorphableModel, full face region, loaded once per test session (several seconds)."""
+    """The ICT-FaceKit MorphableModel, default (narrow) face region, loaded once per test session (several seconds)."""
     from lsqface.morphable.ict import load_ict
 
-    return load_ict(ict_archive, region="full")
+    return load_ict(ict_archive)
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,7 @@ def uv_model_cache_folder() -> Path:
 
 
 def cache_key(
-    source_fingerprint: str, size: int, region: str = "full", landmark_content: bytes | None = None, loader_version: str = ""
+    source_fingerprint: str, size: int, region: str | None = None, landmark_content: bytes | None = None, loader_version: str = ""
 ) -> str:
     """The sha256 hex key of a UV-3DMM built from a source with these settings."""
     settings = {
@@ -188,7 +188,7 @@ def load_uv_model(
     *,
     download: bool = False,
     rebuild: bool = False,
-    region: str = "full",
+    region: str | None = None,
     landmarks: str | os.PathLike | None = None,
     cache_folder: str | os.PathLike | None = None,
 ) -> UVMorphableModel:
@@ -200,7 +200,7 @@ def load_uv_model(
         size: S, the UV image size in pixels.
         download: download ICT-FaceKit if no source is given or found.
         rebuild: build again even if a cache file exists.
-        region: ICT-FaceKit face region ("full" or "narrow").
+        region: ICT-FaceKit face region ("full" or "narrow"); None is ``ict.DEFAULT_REGION`` ("narrow").
         landmarks: optional file of 68 landmark vertex indices replacing the source's own.
         cache_folder: where cache files live (default ``uv_model_cache_folder()``).
 
@@ -223,6 +223,10 @@ def load_uv_model(
             landmark_content = Path(landmarks).read_bytes()
         except OSError as error:
             raise FaceModelError(f"The landmark file {landmarks} cannot be read ({error}); pass a readable file.") from error
+    if region is None:
+        from lsqface.morphable.ict import DEFAULT_REGION
+
+        region = DEFAULT_REGION
     key = cache_key(
         sources.source_fingerprint(path),
         size,

@@ -49,6 +49,11 @@ DEFAULT_EXPRESSION_STD = 0.5
 # ICT README, "Face Area Details": region -> (number of vertices, number of polygons); both are prefixes.
 FACE_REGIONS = {"full": (9409, 9230), "narrow": (6706, 6560)}
 
+#: The region lsqface fits by default: the narrow face area (forehead to chin, cheek to cheek),
+#: which, like the Basel Face Model's face, leaves out scalp, ears and neck: in photos those
+#: are hair, shadow or clothing that a skin albedo cannot explain.
+DEFAULT_REGION = "narrow"
+
 # ICT README, "Facial Landmarks": Multi-PIE 68-point indices, 0-based.
 LANDMARKS_68 = (
     1225, 1888, 1052, 367, 1719, 1722, 2199, 1447, 966, 3661, 4390, 3927, 3924, 2608, 3272, 4088, 3443,
@@ -217,7 +222,7 @@ def _iter_model_files(path: Path) -> Iterator[tuple[str, bytes]]:
 
 def load_ict(
     path: str | Path,
-    region: str = "full",
+    region: str = DEFAULT_REGION,
     *,
     expression_std: float = DEFAULT_EXPRESSION_STD,
     albedo_modes_per_channel: int = albedo_space.DEFAULT_MODES_PER_CHANNEL,

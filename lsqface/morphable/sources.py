@@ -203,7 +203,7 @@ def read_landmark_file(path: str | os.PathLike, count: int = 68) -> np.ndarray:
 
 
 def load_source(
-    path: str | os.PathLike, *, region: str = "full", landmarks: str | os.PathLike | None = None
+    path: str | os.PathLike, *, region: str | None = None, landmarks: str | os.PathLike | None = None
 ) -> MorphableModel:
     """Load a face-model source as a :class:`MorphableModel` (mm, unit-variance coefficients).
 
@@ -212,7 +212,8 @@ def load_source(
 
     Args:
         path: the source, e.g. from :func:`resolve_source`.
-        region: ICT-FaceKit face region, ``"full"`` or ``"narrow"`` (ignored for BFM 2017).
+        region: ICT-FaceKit face region, ``"full"`` or ``"narrow"``; None is
+            ``lsqface.morphable.ict.DEFAULT_REGION`` (ignored for BFM 2017).
         landmarks: optional file of 68 vertex indices (Multi-PIE order) replacing the source's own.
 
     Returns:
@@ -226,8 +227,9 @@ def load_source(
 
         model = load_bfm2017(path, landmarks=landmark_indices)
     else:
-        from lsqface.morphable.ict import load_ict
+        from lsqface.morphable.ict import DEFAULT_REGION, load_ict
 
+        region = DEFAULT_REGION if region is None else region
         settings["region"] = region
         model = load_ict(path, region=region, landmarks_68=landmark_indices)
     digest = hashlib.sha256()

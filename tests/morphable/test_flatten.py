@@ -100,8 +100,8 @@ def test_closed_mesh_cannot_be_flattened(ict_model):
 
 def test_ict_boundary_loops(ict_model):
     loops = boundary_loops(ict_model.triangles)
-    # DESIGN.md counts 203 rim edges; the face region as loaded (vertices 0-9408, 9230 quads) has 204.
-    assert [len(loop) for loop in loops] == [204, 74, 42, 42]
+    # The narrow face area (vertices 0-6705): rim, mouth and both eyes.
+    assert [len(loop) for loop in loops] == [138, 74, 42, 42]
     found = {tuple(sorted((int(a), int(b)))) for loop in loops for a, b in zip(loop, np.roll(loop, -1))}
     assert found == boundary_edges(ict_model.triangles)
 
@@ -122,3 +122,15 @@ def test_ict_flattening_is_a_valid_upright_embedding(ict_model):
     x, y = ict_model.shape_mean[inside, 0], ict_model.shape_mean[inside, 1]
     assert np.corrcoef(uv_inside[:, 0], x)[0, 1] > 0.8
     assert np.corrcoef(uv_inside[:, 1], -y)[0, 1] > 0.8
+
+
+def test_full_face_area_has_four_boundary_loops(ict_raw_files):
+    from lsqface.morphable.ict import FACE_REGIONS, read_obj_mesh, split_polygons
+
+    vertices, polygons = read_obj_mesh(ict_raw_files["generic_neutral_mesh.obj"])
+    n_vertices, _ = FACE_REGIONS["full"]
+    triangles = split_polygons(polygons, vertices)
+    triangles = triangles[(triangles < n_vertices).all(axis=1)]
+    assert len(triangles) == 18460
+    # DESIGN.md counts 203 rim edges; the full face area (vertices 0-9408, 9230 quads) has 204.
+    assert [len(loop) for loop in boundary_loops(triangles)] == [204, 74, 42, 42]

@@ -195,20 +195,20 @@ def test_folder_containing_facexmodel(ict_raw_files, tmp_path):
 
 def test_model_sizes_and_units(ict_model):
     model = ict_model
-    assert model.n_vertices == 9409
-    assert model.triangles.shape == (18460, 3)  # 9,230 quads of ICT's face area, each split in two
+    assert model.n_vertices == 6706
+    assert model.triangles.shape == (13120, 3)  # 6,560 quads of ICT's narrow face area, each split in two
     assert model.n_identity == 100 and model.n_expression == 53 and model.n_albedo == 99
     assert len(model.expression_names) == 53 and model.expression_names[26] == "jawOpen"
     width, height, _ = np.ptp(model.shape_mean, axis=0)
-    # An adult face area is roughly 18 cm wide and 29 cm tall (forehead to under the chin): millimetres.
-    assert 150 < width < 220 and 200 < height < 350
+    # The narrow face area of an adult is roughly 15 cm wide and 20 cm tall (forehead to chin): millimetres.
+    assert 120 < width < 180 and 150 < height < 250
     assert np.array_equal(np.unique(model.triangles), np.arange(model.n_vertices))
 
 
 def test_identity_and_expression_modes_recovered(ict_model, ict_raw_files):
-    neutral = read_obj_vertices(ict_raw_files["generic_neutral_mesh.obj"])[0][:9409]
-    identity = _trimesh_vertices(ict_raw_files["identity000.obj"])[:9409]
-    jaw_open = _trimesh_vertices(ict_raw_files["jawOpen.obj"])[:9409]
+    neutral = read_obj_vertices(ict_raw_files["generic_neutral_mesh.obj"])[0][:6706]
+    identity = _trimesh_vertices(ict_raw_files["identity000.obj"])[:6706]
+    jaw_open = _trimesh_vertices(ict_raw_files["jawOpen.obj"])[:6706]
     np.testing.assert_allclose(ict_model.shape_mean, 10 * neutral, atol=1e-9)
     np.testing.assert_allclose(ict_model.identity_basis[:, :, 0], 10 * (identity - neutral), atol=1e-9)
     index = ict_model.expression_names.index("jawOpen")
@@ -250,7 +250,7 @@ def test_face_region_is_a_manifold_with_four_holes(ict_model):
     _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
     loop_sizes = sorted(np.bincount(labels[np.unique(boundary)]))
     loop_sizes = sorted(size for size in loop_sizes if size > 0)
-    assert loop_sizes == [42, 42, 74, 204]  # eyes, mouth, outer rim (edges = vertices on a loop)
+    assert loop_sizes == [42, 42, 74, 138]  # eyes, mouth, outer rim (edges = vertices on a loop)
 
 
 def test_landmarks_sides(ict_model):

@@ -37,7 +37,7 @@ def test_rasterising_a_linear_function_is_exact_outside_the_holes(ict_model):
     # Fan pixels take ring means, which are not the linear function at the auxiliary vertex.
     triangle_index, _ = locate_pixels(flattening.uv, flattening.triangles, size)
     face = triangle_index < flattening.filled.n_face_triangles
-    assert face.mean() > 0.99
+    assert face.mean() > 0.98  # the narrow area's eye and mouth fans cover about 1.3 % of the square
     np.testing.assert_allclose(image[face], expected[face], atol=1e-9)
 
 
