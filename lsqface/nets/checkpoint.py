@@ -1,0 +1,121 @@
+"""Checkpoint files: a trained network with what it needs to run, written atomically.
+
+A checkpoint is a ``torch.save`` dict of tensors and plain values (loaded with
+``weights_only=True``, so opening one never runs code):
+
+    format            "lsqface-checkpoint"
+    version           CHECKPOINT_VERSION
+    network_config    UNetConfig as a dict
+    input_size        the network's input size in pixels (square)
+    face_model        {"name", "source_hash", "n_shape", "n_albedo"} of the UV-3DMM it was trained with
+    network_state     the U-Net's state_dict
+    solver_config     SolverConfig as a dict
+    training          optional: optimiser, scheduler, adaptive weights, RNG states, step (lsqface.train)
+    metadata          optional: free-form provenance (config, command, time, metrics)
+
+The file is written to a temporary name and renamed, so an interrupted save
+never replaces a good checkpoint with half a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lsqface.errors import CheckpointError
+from lsqface.files import write_bytes_atomic
+from lsqface.nets.unet import UNet, UNetConfig
+
+CHECKPOINT_FORMAT = "lsqface-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def face_model_summary(uv_model) -> dict:
+    """What a checkpoint records of the UV-3DMM it was trained with."""
+    model = uv_model.model
+    return {"name": model.name, "source_hash": model.source_hash, "n_shape": model.n_shape, "n_albedo": model.n_albedo}
+
+
+def save_checkpoint(path: str | Path, contents: dict[str, Any]) -> Path:
+    """Write a checkpoint dict (see the module docstring) atomically; adds format and version."""
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **contents}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and check a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: the file is missing, cut short, not an lsqface checkpoint, or of a newer version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist; pass the .pt file written by 'lsqface train'.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        raise CheckpointError(
+            f"Checkpoint {path} is cut short or is not a checkpoint ({type(error).__name__}); "
+            "use an intact file or the previous checkpoint of the run."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an lsqface checkpoint; pass a .pt file written by 'lsqface train'.")
+    if payload.get("version", 0) > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"Checkpoint {path} has format version {payload['version']}, newer than this lsqface "
+            f"({CHECKPOINT_VERSION}); upgrade lsqface."
+        )
+    for key in ("network_config", "input_size", "network_state"):
+        if key not in payload:
+            raise CheckpointError(f"Checkpoint {path} lacks '{key}'; it was not written by 'lsqface train'.")
+    return payload
+
+
+def network_from_checkpoint(payload: dict[str, Any], path: str | Path = "checkpoint") -> UNet:
+    """Build the U-Net a checkpoint describes and load its weights.
+
+    Raises:
+        CheckpointError: the weights do not fit the network the checkpoint names (another model).
+    """
+    try:
+        config = UNetConfig(**payload["network_config"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"Checkpoint {path} names an unknown network configuration ({error}).") from None
+    network = UNet(config)
+    try:
+        network.load_state_dict(payload["network_state"], strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise CheckpointError(
+            f"Checkpoint {path} holds weights of another network than its config describes ({first}); "
+            "it is damaged or was edited."
+        ) from None
+    return network
+
+
+def check_face_model(payload: dict[str, Any], uv_model, path: str | Path = "checkpoint") -> None:
+    """Refuse a checkpoint trained with a face model of other dimensions than ``uv_model``'s."""
+    recorded = payload.get("face_model")
+    if recorded is None:
+        return
+    current = face_model_summary(uv_model)
+    if (recorded["n_shape"], recorded["n_albedo"]) != (current["n_shape"], current["n_albedo"]):
+        raise CheckpointError(
+            f"Checkpoint {path} was trained with face model {recorded['name']} "
+            f"({recorded['n_shape']} shape, {recorded['n_albedo']} albedo modes) but {current['name']} "
+            f"({current['n_shape']}, {current['n_albedo']}) is loaded; pass the same --source as in training."
+        )
+
+
+def config_dict(config) -> dict:
+    """A dataclass config as the plain dict a checkpoint stores."""
+    return dataclasses.asdict(config)
