@@ -107,11 +107,6 @@ def regularisation_vector(weight: float | torch.Tensor, batch: int, count: int, 
     return weight.expand(batch, count) if weight.ndim < 2 else weight.expand(batch, count)
 
 
-def weighted_gram(basis_rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum_r weights_r basis_r^T basis_r: (B, R, N), (B, R) -> (B, N, N), one batched matmul."""
-    return torch.bmm((basis_rows * weights[..., None]).transpose(1, 2), basis_rows)
-
-
 def cholesky_solve_checked(normal: torch.Tensor, rhs: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Solve ``normal x = rhs`` for symmetric positive (semi)definite ``normal`` (B, n, n), ``rhs`` (B, n).
 
@@ -180,18 +175,24 @@ def solve_geometry_normalised(
     batch, points, _, count = basis.shape
     homogeneous = torch.cat((pixels, torch.ones_like(pixels[..., :1])), dim=-1)
     scaled = depth[..., None] * homogeneous  # d_j x_j, (B, P, 3)
-    weighted = confidence[..., None] * scaled  # w_j d_j x_j
+    # The basis is read as (B, 3P, N) rows and (B, P, 3N): every product touching it is one bmm,
+    # and the only elementwise pass over it is the weighting below.
+    basis_rows = basis.reshape(batch, points * 3, count)
+    row_weights = confidence[..., None].expand(batch, points, 3).reshape(batch, points * 3)
+    weighted_rows = basis_rows * row_weights[..., None]  # w_j B_j, (B, 3P, N)
     # Blocks of Phi^T Omega Phi (eq. 37), ordered (vec P, q, m).
-    gram_pixels = torch.einsum("bpi,bpj->bij", weighted, scaled)  # (B, 3, 3)
+    weighted = confidence[..., None] * scaled  # w_j d_j x_j
+    gram_pixels = torch.bmm(weighted.transpose(1, 2), scaled)  # (B, 3, 3)
     eye3 = torch.eye(3, dtype=depth.dtype, device=depth.device)
     block_pp = torch.einsum("ce,bij->bciej", eye3, gram_pixels).reshape(batch, 9, 9)
     block_pq = torch.einsum("ce,bi->bcie", eye3, weighted.sum(1)).reshape(batch, 9, 3)
     block_qq = confidence.sum(1)[:, None, None] * eye3
-    block_pm = -torch.einsum("bpi,bpcn->bcin", weighted, basis).reshape(batch, 9, count)
-    block_qm = -torch.einsum("bp,bpcn->bcn", confidence, basis)
-    basis_rows = basis.reshape(batch, points * 3, count)
-    row_weights = confidence[..., None].expand(batch, points, 3).reshape(batch, points * 3)
-    block_mm = weighted_gram(basis_rows, row_weights)
+    # [d x_j ; 1]^T (w_j B_j) in one bmm: rows 0-2 give the P-m block, row 3 the q-m block.
+    lifted = torch.cat((scaled, torch.ones_like(scaled[..., :1])), dim=-1)  # (B, P, 4)
+    cross = -torch.bmm(lifted.transpose(1, 2), weighted_rows.reshape(batch, points, 3 * count)).reshape(batch, 4, 3, count)
+    block_pm = cross[:, :3].transpose(1, 2).reshape(batch, 9, count)  # row 3c + i: -sum_j w_j (d x_j)_i B_j[c, :]
+    block_qm = cross[:, 3]
+    block_mm = torch.bmm(weighted_rows.transpose(1, 2), basis_rows)  # sum_j w_j B_j^T B_j
     normal = torch.cat(
         (
             torch.cat((block_pp, block_pq, block_pm), dim=2),
@@ -201,9 +202,10 @@ def solve_geometry_normalised(
         dim=1,
     )
     # Phi^T Omega abar.
-    rhs_p = torch.einsum("bpi,bpc->bci", weighted, mean).reshape(batch, 9)
-    rhs_q = torch.einsum("bp,bpc->bc", confidence, mean)
-    rhs_m = -torch.einsum("bpcn,bpc->bn", basis, confidence[..., None] * mean)
+    rhs_p = torch.bmm(mean.transpose(1, 2), weighted).reshape(batch, 9)  # row c: sum_j w_j a_j[c] d x_j
+    rhs_q = (confidence[..., None] * mean).sum(1)
+    # (w a)^T B as a row vector times the untransposed basis: the fast orientation for BLAS.
+    rhs_m = -torch.bmm((row_weights * mean.reshape(batch, points * 3))[:, None, :], basis_rows).squeeze(1)
     rhs = torch.cat((rhs_p, rhs_q, rhs_m), dim=1)
     # Regularisation rows: alpha on the diagonal, alpha * target on the right.
     alpha_q = regularisation_vector(regularisation.camera_centre, batch, 3, depth)
@@ -257,7 +259,9 @@ def solve_geometry(
     inverse_camera = normalised_p @ normalisation / depth_scale[:, None, None]
     homogeneous = torch.cat((pixels, torch.ones_like(pixels[..., :1])), dim=-1)
     model_points = (depth[..., None] * homogeneous) @ inverse_camera.transpose(1, 2) + camera_centre[:, None]
-    residuals = model_points - mean - (basis @ shape_coefficients[:, None, :, None]).squeeze(-1)
+    batch, points, _, count = basis.shape
+    shape_offsets = torch.bmm(basis.reshape(batch, points * 3, count), shape_coefficients[..., None]).reshape(batch, points, 3)
+    residuals = model_points - mean - shape_offsets
     return GeometryFit(
         inverse_camera=inverse_camera,
         camera_centre=camera_centre,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from lsqface.lighting.sh import SH_COUNT, constant_lighting, sh_basis
-from lsqface.solver.geometry import cholesky_solve_checked, regularisation_vector, weighted_gram
+from lsqface.solver.geometry import cholesky_solve_checked, regularisation_vector
 
 
 @dataclass(frozen=True)
@@ -95,18 +95,24 @@ def solve_photometry(
         if tuple(tensor.shape) != (batch, points, 3):
             raise ValueError(f"{name} must have shape ({batch}, {points}, 3), got {tuple(tensor.shape)}")
     basis = sh_basis(normals)  # F_j, (B, P, 9)
+    albedo_rows = albedo_basis.reshape(batch, points * 3, count)
+    row_weights = confidence[..., None].expand(batch, points, 3).reshape(batch, points * 3)
+    weighted_rows = albedo_rows * row_weights[..., None]  # w_j D_jk, (B, 3P, N_alb)
     weighted_colours = confidence[..., None] * colours  # w_j i_jk
     block_ll = torch.einsum("bpk,bpi,bpj->bkij", weighted_colours * colours, basis, basis)  # (B, 3, 9, 9)
     eye3 = torch.eye(3, dtype=colours.dtype, device=colours.device)
     block_ll = torch.einsum("kl,bkij->bkilj", eye3, block_ll).reshape(batch, 3 * SH_COUNT, 3 * SH_COUNT)
-    block_lh = -torch.einsum("bpk,bpi,bpkn->bkin", weighted_colours, basis, albedo_basis).reshape(batch, 3 * SH_COUNT, count)
-    row_weights = confidence[..., None].expand(batch, points, 3).reshape(batch, points * 3)
-    block_hh = weighted_gram(albedo_basis.reshape(batch, points * 3, count), row_weights)
+    # -sum_j w_j i_jk F_j D_jk^T for each channel k: one bmm per channel on strided views (no copy of D).
+    lighting_rows = weighted_colours[..., None] * basis[:, :, None, :]  # (B, P, 3, 9)
+    block_lh = -torch.stack(
+        [torch.bmm(lighting_rows[:, :, k].transpose(1, 2), albedo_basis[:, :, k]) for k in range(3)], dim=1
+    ).reshape(batch, 3 * SH_COUNT, count)
+    block_hh = torch.bmm(weighted_rows.transpose(1, 2), albedo_rows)
     normal = torch.cat(
         (torch.cat((block_ll, block_lh), dim=2), torch.cat((block_lh.transpose(1, 2), block_hh), dim=2)), dim=1
     )
     rhs_l = torch.einsum("bpk,bpi->bki", weighted_colours * albedo_mean, basis).reshape(batch, 3 * SH_COUNT)
-    rhs_h = -torch.einsum("bpkn,bpk->bn", albedo_basis, confidence[..., None] * albedo_mean)
+    rhs_h = -torch.bmm((row_weights * albedo_mean.reshape(batch, points * 3))[:, None, :], albedo_rows).squeeze(1)
     gamma = regularisation_vector(regularisation.lighting, batch, 3 * SH_COUNT, colours)
     xi = regularisation_vector(regularisation.albedo, batch, count, colours)
     if regularisation.lighting_target is None:
@@ -120,7 +126,7 @@ def solve_photometry(
     inverse_lighting = solution[:, : 3 * SH_COUNT].reshape(batch, 3, SH_COUNT)
     albedo_coefficients = solution[:, 3 * SH_COUNT :]
     inverse_shading = torch.einsum("bpi,bki->bpk", basis, inverse_lighting)
-    albedo = albedo_mean + (albedo_basis @ albedo_coefficients[:, None, :, None]).squeeze(-1)
+    albedo = albedo_mean + torch.bmm(albedo_rows, albedo_coefficients[..., None]).reshape(batch, points, 3)
     residuals = colours * inverse_shading - albedo
     return PhotometryFit(inverse_lighting, albedo_coefficients, residuals, jittered)
 
