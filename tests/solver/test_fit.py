@@ -163,7 +163,7 @@ def test_exact_recovery_with_the_real_ict_uv_model(ict_uv_model, camera_factory)
     # ICT's Laplacian albedo space holds a constant "global tone" mode per channel, so the albedo mean lies in
     # its span and (s l, h') explains the colours as well as (l, h): the overall brightness is shared between
     # lighting and albedo and only the regularisation decides it. Exact recovery is checked without those
-    # modes; with them, the unregularised solve is rank deficient, gets jitter, and still fits every colour.
+    # modes; with them, the unregularised solve is rank deficient and still fits every colour.
     varies = albedo_basis.std(dim=1).amax(dim=(0, 1)) > 1e-6 * albedo_basis.abs().amax()
     assert (~varies).sum() == 3
     identifiable_basis = albedo_basis[..., varies]
@@ -175,4 +175,5 @@ def test_exact_recovery_with_the_real_ict_uv_model(ict_uv_model, camera_factory)
     assert _relative(photometry.inverse_lighting, lighting) < 1e-6
     assert _relative(photometry.albedo_coefficients, albedo_coefficients[:, varies]) < 1e-6
     ambiguous = solve_photometry(colours, normals, confidence, albedo_mean, albedo_basis, unregularised)
-    assert ambiguous.jittered.all() and ambiguous.residuals.abs().max() < 1e-6
+    # Rank deficient: Cholesky either fails and gets jitter or passes with a tiny pivot; either way finite.
+    assert torch.isfinite(ambiguous.inverse_lighting).all() and ambiguous.residuals.abs().max() < 1e-6
