@@ -1,0 +1,375 @@
+"""The one path from an image to a Reconstruction.
+
+image (path, array or PIL image) -> framed to the network's square input,
+keeping the transform -> U-Net -> correspondence, depth and confidence maps
+-> the least-squares layer (sampling, geometric then photometric solve) ->
+the fitted mesh, camera, albedo and lighting -> everything mapped back to the
+original image's pixel frame.
+
+The path has a seam after the network, :func:`reconstruct_from_maps`: the
+network path and the oracle (true maps from :mod:`lsqface.data.synthetic`)
+both go through it, so the oracle tests check the very code users run.
+
+Conventions: pixel centres at (j + 0.5, i + 0.5) (lsqface.render.rasterize);
+camera frame and head pose as in lsqface.solver.pose; millimetres.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from lsqface.errors import CheckpointError, ImageError
+from lsqface.morphable.model import MorphableModel
+from lsqface.morphable.uv_model import UVMorphableModel
+from lsqface.nets.unet import NetworkMaps, UNet
+from lsqface.render.interpolate import vertex_normals
+from lsqface.solver.fit import LeastSquaresFit, SolverConfig, fit
+from lsqface.solver.photometry import reconstructed_colour
+from lsqface.solver.pose import pose_from_rotation
+from lsqface.solver.preprocess import inverse_softplus_preprocess, softplus_preprocess
+
+#: Where the default trained network ships inside the package.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "default.pt"
+
+
+@dataclass(frozen=True)
+class ReconstructConfig:
+    """Settings of the reconstruct path.
+
+    Attributes:
+        input_size: side of the network's square input, pixels (divisible by 16).
+        solver: the least-squares layer's settings.
+        sampling_seed: seed of the pixel sampling, so a photo always gives the same result.
+        face_margin: with a face box (--bbox or a detector), the square crop is the box's
+            larger side times this factor, centred on the box.
+    """
+
+    input_size: int = 128
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    sampling_seed: int = 0
+    face_margin: float = 1.6
+
+
+@dataclass
+class FittedMesh:
+    """The fitted 3DMM as a mesh, B faces of V vertices, differentiable in the fit.
+
+    Attributes:
+        vertices: (B, V, 3) camera-space positions, millimetres.
+        image_vertices: (B, V, 3) projected (x, y) in the fit's pixel frame, and camera-space z.
+        normals: (B, V, 3) unit vertex normals in camera space.
+        albedo: (B, V, 3) fitted albedo (c + D h), the UV-3DMM's albedo units.
+        colour: (B, V, 3) reconstructed colour albedo / inverse shading, in [0, 1] display units.
+    """
+
+    vertices: torch.Tensor
+    image_vertices: torch.Tensor
+    normals: torch.Tensor
+    albedo: torch.Tensor
+    colour: torch.Tensor
+
+
+_MODEL_TENSORS: dict = {}
+
+
+def model_tensors(model: MorphableModel, dtype: torch.dtype, device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The per-vertex model as torch tensors (cached per model, dtype and device).
+
+    Returns a dict with ``shape_mean`` (V, 3), ``shape_basis`` (V, 3, N), ``albedo_mean`` (V, 3),
+    ``albedo_basis`` (V, 3, N_alb) and ``triangles`` (F, 3) int64.
+    """
+    key = (id(model), dtype, str(device))
+    cached = _MODEL_TENSORS.get(key)
+    if cached is not None and cached[0] is model:
+        return cached[1]
+    tensors = {
+        "shape_mean": torch.as_tensor(model.shape_mean, dtype=dtype, device=device),
+        "shape_basis": torch.as_tensor(model.shape_basis, dtype=dtype, device=device),
+        "albedo_mean": torch.as_tensor(model.albedo_mean, dtype=dtype, device=device),
+        "albedo_basis": torch.as_tensor(model.albedo_basis, dtype=dtype, device=device),
+        "triangles": torch.as_tensor(model.triangles, dtype=torch.int64, device=device),
+    }
+    if len(_MODEL_TENSORS) > 8:
+        _MODEL_TENSORS.clear()
+    _MODEL_TENSORS[key] = (model, tensors)
+    return tensors
+
+
+def fitted_mesh(uv_model: UVMorphableModel, result: LeastSquaresFit, softplus_eps: float = 4.0) -> FittedMesh:
+    """The mesh of a least-squares fit: shape from m, posed by R, t; colour from h and l.
+
+    Differentiable in every tensor of ``result`` (training renders it).
+    """
+    dtype, device = result.rotation.dtype, result.rotation.device
+    tensors = model_tensors(uv_model.model, dtype, device)
+    coefficients = result.shape_coefficients
+    model_points = tensors["shape_mean"] + torch.einsum("vcn,bn->bvc", tensors["shape_basis"], coefficients)
+    vertices = model_points @ result.rotation.transpose(1, 2) + result.translation[:, None, :]
+    projected = vertices @ result.intrinsics.transpose(1, 2)
+    image_vertices = torch.cat([projected[..., :2] / projected[..., 2:3], vertices[..., 2:3]], dim=-1)
+    normals = vertex_normals(vertices, tensors["triangles"])
+    albedo = tensors["albedo_mean"] + torch.einsum("vcn,bn->bvc", tensors["albedo_basis"], result.albedo_coefficients)
+    # The photometric solve works on softplus-pre-processed colours; map back for display.
+    preprocessed = reconstructed_colour(albedo, normals, result.inverse_lighting)
+    colour = inverse_softplus_preprocess(preprocessed.clamp(1e-4, 1.0 + 1e-4), softplus_eps).clamp(0.0, 1.0)
+    return FittedMesh(vertices, image_vertices, normals, albedo, colour)
+
+
+@dataclass
+class Reconstruction:
+    """A batch of B reconstructed faces, in each original image's pixel frame.
+
+    Attributes:
+        vertices: (B, V, 3) camera-space vertices, millimetres (camera of the original image).
+        triangles: (F, 3) int64.
+        vertex_uv: (V, 2) the 3DMM's flattened (u, v) of each vertex (texture coordinates).
+        normals: (B, V, 3) unit vertex normals, camera space.
+        albedo: (B, V, 3) per-vertex fitted albedo; colour: (B, V, 3) reconstructed colour in [0, 1].
+        intrinsics: (B, 3, 3) K in original-image pixels; rotation: (B, 3, 3) R; translation: (B, 3) t, mm.
+        pose: (B, 3) head pose (yaw, pitch, roll) in degrees (lsqface.solver.pose).
+        identity: (B, N_id), expression: (B, N_exp), albedo_coefficients: (B, N_alb).
+        inverse_lighting: (B, 3, 9) inverse SH lighting per colour channel (camera frame).
+        landmarks_68: (B, 68, 2) and landmarks_5: (B, 5, 2) in original-image pixels.
+        network_image: (B, 3, S, S) the framed input the network saw.
+        correspondence: (B, 2, S, S), depth: (B, 1, S, S), confidence: (B, 2, S, S) the network's maps.
+        to_network: (B, 3, 3) original-image pixels -> network-input pixels (homogeneous).
+        image_sizes: (height, width) of each original image.
+        fit: the least-squares layer's output, in the network's pixel frame.
+    """
+
+    vertices: torch.Tensor
+    triangles: torch.Tensor
+    vertex_uv: np.ndarray
+    normals: torch.Tensor
+    albedo: torch.Tensor
+    colour: torch.Tensor
+    intrinsics: torch.Tensor
+    rotation: torch.Tensor
+    translation: torch.Tensor
+    pose: torch.Tensor
+    identity: torch.Tensor
+    expression: torch.Tensor
+    albedo_coefficients: torch.Tensor
+    inverse_lighting: torch.Tensor
+    landmarks_68: torch.Tensor
+    landmarks_5: torch.Tensor
+    network_image: torch.Tensor
+    correspondence: torch.Tensor
+    depth: torch.Tensor
+    confidence: torch.Tensor
+    to_network: torch.Tensor
+    image_sizes: list[tuple[int, int]]
+    fit: LeastSquaresFit
+
+    def __len__(self) -> int:
+        return int(self.vertices.shape[0])
+
+    def image_vertices(self) -> torch.Tensor:
+        """(B, V, 3) vertices projected into the original images: (x, y) pixels and camera z in mm."""
+        projected = self.vertices @ self.intrinsics.transpose(1, 2)
+        return torch.cat([projected[..., :2] / projected[..., 2:3], self.vertices[..., 2:3]], dim=-1)
+
+
+def reconstruct_from_maps(
+    uv_model: UVMorphableModel,
+    network_image: torch.Tensor,
+    correspondence: torch.Tensor,
+    depth: torch.Tensor,
+    confidence: torch.Tensor,
+    *,
+    to_network: torch.Tensor | None = None,
+    image_sizes: Sequence[tuple[int, int]] | None = None,
+    config: ReconstructConfig = ReconstructConfig(),
+) -> Reconstruction:
+    """Fit the 3DMM to per-pixel maps and express the result in the original images' frames.
+
+    Args:
+        uv_model: the UV-3DMM the maps point into.
+        network_image: (B, 3, S, S) the framed images in [0, 1].
+        correspondence: (B, 2, S, S) (u, v); depth: (B, 1, S, S) positive;
+        confidence: (B, 2, S, S) geometric and photometric confidence (a (B, 1, S, S)
+            map is used for both).
+        to_network: (B, 3, 3) original-image pixels -> network pixels; None for identity.
+        image_sizes: original (height, width) per image; None for the network size.
+        config: solver settings and the sampling seed.
+    """
+    batch, _, height, width = network_image.shape
+    if confidence.shape[1] == 1:
+        confidence = confidence.expand(-1, 2, -1, -1)
+    generator = torch.Generator(device=network_image.device).manual_seed(config.sampling_seed)
+    result = fit(uv_model, network_image, correspondence, depth, confidence, config.solver, generator)
+    dtype = torch.float64
+    if to_network is None:
+        to_network = torch.eye(3, dtype=dtype).expand(batch, 3, 3)
+    to_network = to_network.to(dtype=dtype, device=network_image.device)
+    if image_sizes is None:
+        image_sizes = [(height, width)] * batch
+    mesh = fitted_mesh(uv_model, dataclasses.replace(result, **{
+        name: getattr(result, name).to(dtype)
+        for name in ("rotation", "translation", "intrinsics", "identity_coefficients", "expression_coefficients",
+                     "albedo_coefficients", "inverse_lighting")
+    }), config.solver.softplus_eps)
+    # x_network = A x_original and x_network ~ K (R X + t), so x_original ~ A^-1 K (R X + t).
+    intrinsics = torch.linalg.solve(to_network, result.intrinsics.to(dtype))
+    intrinsics = intrinsics / intrinsics[:, 2:3, 2:3]
+    model = uv_model.model
+    sixty_eight, five = model.landmark_points(mesh.vertices.detach().cpu().numpy())
+
+    def project(points: np.ndarray) -> torch.Tensor:
+        camera = torch.as_tensor(points, dtype=dtype) @ intrinsics.cpu().transpose(1, 2)
+        return camera[..., :2] / camera[..., 2:3]
+
+    return Reconstruction(
+        vertices=mesh.vertices,
+        triangles=model_tensors(model, dtype, "cpu")["triangles"],
+        vertex_uv=uv_model.vertex_uv,
+        normals=mesh.normals,
+        albedo=mesh.albedo,
+        colour=mesh.colour,
+        intrinsics=intrinsics,
+        rotation=result.rotation.to(dtype),
+        translation=result.translation.to(dtype),
+        pose=torch.rad2deg(pose_from_rotation(result.rotation.to(dtype))),
+        identity=result.identity_coefficients,
+        expression=result.expression_coefficients,
+        albedo_coefficients=result.albedo_coefficients,
+        inverse_lighting=result.inverse_lighting,
+        landmarks_68=project(sixty_eight),
+        landmarks_5=project(five),
+        network_image=network_image,
+        correspondence=correspondence,
+        depth=depth,
+        confidence=confidence,
+        to_network=to_network,
+        image_sizes=list(image_sizes),
+        fit=result,
+    )
+
+
+def frame_image(image: np.ndarray, size: int, box: Sequence[float] | None = None, margin: float = 1.6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame an image for the network: the whole image letterboxed, or a square around a face box.
+
+    Args:
+        image: (H, W, 3) float32 in [0, 1].
+        size: the network's input side, pixels.
+        box: optional face box (x, y, width, height) in original pixels.
+        margin: the square crop's side is ``margin`` times the box's larger side.
+
+    Returns:
+        (3, size, size) framed image and the (3, 3) matrix mapping original pixels to framed pixels.
+    """
+    from lsqface.data.images import fit_to_square, to_tensor
+
+    tensor = to_tensor(image)
+    to_framed = torch.eye(3, dtype=torch.float64)
+    if box is not None:
+        x, y, box_width, box_height = (float(value) for value in box)
+        if box_width <= 0 or box_height <= 0:
+            raise ImageError(f"The face box {tuple(box)} has no area; give x,y,width,height with positive width and height.")
+        side = margin * max(box_width, box_height)
+        left, top = x + 0.5 * box_width - 0.5 * side, y + 0.5 * box_height - 0.5 * side
+        # Crop the square (padding with black outside the image) at integer pixel bounds.
+        left_px, top_px, side_px = int(np.floor(left)), int(np.floor(top)), max(1, int(np.ceil(side)))
+        height, width = tensor.shape[-2:]
+        crop = tensor.new_zeros(3, side_px, side_px)
+        src_top, src_left = max(0, top_px), max(0, left_px)
+        src_bottom, src_right = min(height, top_px + side_px), min(width, left_px + side_px)
+        if src_bottom <= src_top or src_right <= src_left:
+            raise ImageError(f"The face box {tuple(box)} lies outside the {width}x{height} image.")
+        crop[:, src_top - top_px:src_bottom - top_px, src_left - left_px:src_right - left_px] = tensor[:, src_top:src_bottom, src_left:src_right]
+        tensor = crop
+        to_framed = torch.tensor([[1.0, 0.0, -left_px], [0.0, 1.0, -top_px], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    framed, matrix = fit_to_square(tensor, size, mode="pad")
+    to_network = torch.cat([matrix, torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)]) @ to_framed
+    return framed, to_network
+
+
+def network_input(image: torch.Tensor, softplus_eps: float = 4.0) -> torch.Tensor:
+    """What the U-Net sees: the softplus pre-processed image (seed E), (B, 3, S, S).
+
+    Training and inference both call this, so the network always sees the same input.
+    """
+    return softplus_preprocess(image, softplus_eps)
+
+
+def default_checkpoint() -> Path:
+    """The trained network that ships with lsqface, or a CheckpointError saying there is none."""
+    if not DEFAULT_CHECKPOINT.is_file():
+        raise CheckpointError(
+            "No trained network ships with this version of lsqface yet; pass --checkpoint PATH "
+            "with a checkpoint written by 'lsqface train'."
+        )
+    return DEFAULT_CHECKPOINT
+
+
+class Reconstructor:
+    """A trained network and its UV-3DMM: images in, Reconstructions out.
+
+    Args:
+        network: the U-Net (put in eval mode here).
+        uv_model: the UV-3DMM it was trained with.
+        config: input size, solver settings and sampling seed.
+        device: where the network and the solve run.
+    """
+
+    def __init__(self, network: UNet, uv_model: UVMorphableModel, config: ReconstructConfig = ReconstructConfig(),
+                 device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+        self.uv_model = uv_model.to(self.device) if self.device.type != "cpu" else uv_model
+        self.config = config
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, uv_model: UVMorphableModel | None = None,
+                        device: str | torch.device = "cpu", config: ReconstructConfig | None = None) -> "Reconstructor":
+        """Load a checkpoint (default: the one that ships with lsqface) and the UV-3DMM it needs."""
+        from lsqface.config import from_dict
+        from lsqface.nets.checkpoint import check_face_model, load_checkpoint, network_from_checkpoint
+
+        path = default_checkpoint() if path is None else Path(path)
+        payload = load_checkpoint(path)
+        network = network_from_checkpoint(payload, path)
+        if uv_model is None:
+            from lsqface.morphable.cache import load_uv_model
+
+            uv_model = load_uv_model()
+        check_face_model(payload, uv_model, path)
+        if config is None:
+            solver = from_dict(SolverConfig, payload.get("solver_config", {}))
+            config = ReconstructConfig(input_size=int(payload["input_size"]), solver=solver)
+        return cls(network, uv_model, config, device)
+
+    def prepare(self, images: Sequence, boxes: Sequence[Sequence[float] | None] | None = None):
+        """Read and frame images: ((B, 3, S, S) tensor, (B, 3, 3) to-network matrices, sizes)."""
+        from lsqface.data.images import read_image
+
+        framed, matrices, sizes = [], [], []
+        boxes = boxes if boxes is not None else [None] * len(images)
+        for image, box in zip(images, boxes):
+            array = read_image(image)
+            sizes.append(tuple(array.shape[:2]))
+            tensor, matrix = frame_image(array, self.config.input_size, box, self.config.face_margin)
+            framed.append(tensor)
+            matrices.append(matrix)
+        return torch.stack(framed), torch.stack(matrices), sizes
+
+    @torch.no_grad()
+    def predict_maps(self, network_image: torch.Tensor) -> NetworkMaps:
+        """The network's maps for framed images (B, 3, S, S) in [0, 1]."""
+        return self.network(network_input(network_image.to(self.device), self.config.solver.softplus_eps))
+
+    def __call__(self, images: Sequence, boxes: Sequence[Sequence[float] | None] | None = None) -> Reconstruction:
+        """Reconstruct a batch of images (paths, (H, W, 3) arrays or PIL images) in one forward pass."""
+        network_image, to_network, sizes = self.prepare(images, boxes)
+        maps = self.predict_maps(network_image)
+        with torch.no_grad():
+            return reconstruct_from_maps(
+                self.uv_model, network_image.to(self.device), maps.correspondence, maps.depth, maps.confidence,
+                to_network=to_network, image_sizes=sizes, config=self.config,
+            )

@@ -1,0 +1,60 @@
+"""The reconstruct path, checked with the oracle: true maps of synthetic faces must give back the known face."""
+
+import numpy as np
+import pytest
+import torch
+
+from lsqface.data.synthetic import SyntheticConfig, generate_faces
+from lsqface.evaluate.metrics import landmark_error, rotation_error_degrees, vertex_error
+from lsqface.reconstruct import ReconstructConfig, frame_image, reconstruct_from_maps
+
+
+@pytest.fixture(scope="module")
+def uv_model_320(ict_model):
+    """The UV-3DMM at the default 320 px: the oracle's accuracy depends on the UV resolution."""
+    from lsqface.morphable.uv_build import build_uv_model
+
+    return build_uv_model(ict_model, size=320)
+
+
+@pytest.mark.parametrize("roll_range", [0.0, 45.0, 90.0, 180.0])
+def test_oracle_recovers_camera_and_shape_at_any_in_plane_rotation(uv_model_320, roll_range):
+    config = SyntheticConfig(size=128, roll_range=roll_range)
+    seeds = [100 + int(roll_range) + k for k in range(3)]
+    faces = generate_faces(uv_model_320, seeds, config)
+    if roll_range:
+        assert faces.pose[:, 2].abs().max() > 0.3 * roll_range  # the draws really are rotated
+    result = reconstruct_from_maps(uv_model_320, faces.image, faces.correspondence, faces.depth, faces.confidence)
+    errors = landmark_error(result.landmarks_5.float(), faces.landmarks_5)
+    assert errors.max() < 0.5, errors  # percent of the inter-ocular distance
+    vertex_mm = vertex_error(result.vertices, faces.vertices)
+    assert vertex_mm.max() < 0.5, vertex_mm  # millimetres after similarity alignment
+    assert rotation_error_degrees(result.rotation, faces.rotation).max() < 1.0
+    roll_error = (result.pose[:, 2] - faces.pose[:, 2] + 180) % 360 - 180
+    assert roll_error.abs().max() < 1.0
+
+
+def test_results_are_mapped_back_to_the_original_image(uv_model_320):
+    """A face rendered at 256 px, framed down to the network's 128 px, comes back in 256 px coordinates."""
+    faces = generate_faces(uv_model_320, [7], SyntheticConfig(size=256, roll_range=30))
+    image = faces.image[0].permute(1, 2, 0).numpy()
+    framed, to_network = frame_image(image, 128)
+    assert framed.shape == (3, 128, 128)
+    np.testing.assert_allclose(to_network.numpy(), [[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1]])
+    # Downsample the true maps the same way (nearest pixel centres) and fit.
+    maps = torch.cat([faces.correspondence, faces.depth, faces.confidence], 1)[..., 1::2, 1::2]
+    result = reconstruct_from_maps(
+        uv_model_320, framed[None], maps[:, :2], maps[:, 2:3], maps[:, 3:4], to_network=to_network[None], image_sizes=[(256, 256)]
+    )
+    assert landmark_error(result.landmarks_5.float(), faces.landmarks_5).item() < 1.0
+    torch.testing.assert_close(result.intrinsics[0], faces.intrinsics[0], rtol=0.01, atol=1.0)
+
+
+def test_frame_image_with_a_face_box():
+    image = np.zeros((100, 200, 3), np.float32)
+    image[40:60, 140:160] = 1.0  # a bright square, the "face"
+    framed, to_network = frame_image(image, 64, box=(140, 40, 20, 20), margin=2.0)
+    # The box centre (150, 50) maps to the centre of the framed image.
+    centre = to_network.numpy() @ np.array([150.0, 50.0, 1.0])
+    np.testing.assert_allclose(centre[:2], [32.0, 32.0])
+    assert framed[:, 24:40, 24:40].mean() > 0.9 and framed[:, :8].mean() < 0.05
