@@ -22,6 +22,14 @@ class ImageError(LsqfaceError):
     """An input image or video cannot be read or is unusable."""
 
 
+class DatasetError(ImageError):
+    """A dataset folder (CelebA, MAFL, AFLW, MTFL) lacks a file it needs, or an annotation file is malformed.
+
+    A subclass of :class:`ImageError`: code that handles unreadable images
+    handles unusable datasets too.
+    """
+
+
 class SolverError(LsqfaceError):
     """A least-squares system cannot be solved (for example, not positive definite)."""
 

@@ -14,7 +14,9 @@
 
    We read it as Jakab's ``imm/datasets/aflw_dataset.py`` and Thewlis's
    ``DVE/data_loader/data_loaders.py`` do: swap ``gt`` to (x, y), images from
-   ``output/``; no 1-pixel shift. The landmark order is taken to be CelebA's
+   ``output/``; no 1-pixel shift, so ``gt`` is taken as 0-based pixel
+   indices, and 0.5 is added to put each landmark at the centre of its pixel
+   (the package's convention). The landmark order is taken to be CelebA's
    (left eye, right eye, nose, left mouth, right mouth): both codes use points
    0 and 1 as the eyes for the inter-ocular distance.
 
@@ -23,10 +25,13 @@
    used by Thewlis et al. (ICCV 2019, DVE's ``AFLW_MTFL``): ``MTFL/testing.txt``
    with lines ``path x1 ... x5 y1 ... y5 gender smile glasses pose`` (paths
    with Windows backslashes, relative to ``MTFL/``), 1-based MATLAB pixel
-   coordinates, so 1 is subtracted.
+   indices, so 1 is subtracted (to 0-based, as DVE does) and 0.5 added (to
+   the pixel's centre): 0.5 is subtracted in all.
 
 Items are those of :func:`lsqface.data.images.load_landmark_item`: image,
-(5, 2) landmarks in pixels of the returned image, transform, path.
+(5, 2) landmarks in pixels of the returned image, transform, path. Pixel
+coordinates are the package's: the pixel in column j, row i has its centre at
+(j + 0.5, i + 0.5).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from lsqface.data.celeba import LANDMARK_NAMES, _LandmarkDataset
-from lsqface.data.images import DatasetError
+from lsqface.errors import DatasetError
 
 __all__ = ["AFLW", "MTFLTest", "LANDMARK_NAMES", "read_aflw_split", "read_mtfl_annotations"]
 
@@ -52,7 +57,8 @@ def read_aflw_split(root: str | os.PathLike, split: str) -> tuple[list[str], np.
         split: ``"train"`` or ``"test"``.
     Returns:
         image paths relative to ``root/output`` (N,), landmarks (N, 5, 2)
-        float64 pixels (x, y), crop sizes (N, 2) (height, width) in pixels.
+        float64 pixels (x, y) in the package's convention (the stored 0-based
+        indices plus 0.5), crop sizes (N, 2) (height, width) in pixels.
     Raises:
         DatasetError: a file is missing or the files disagree.
     """
@@ -86,7 +92,8 @@ def read_aflw_split(root: str | os.PathLike, split: str) -> tuple[list[str], np.
             f"{names_path.name} lists {len(names)} images but {keypoints_path.name} has {len(stored)} landmark sets "
             f"and {len(sizes)} sizes; re-download {AFLW_SOURCE}."
         )
-    return names, stored[:, :, ::-1].copy(), sizes
+    # (y, x) 0-based pixel indices -> (x, y) centres of those pixels.
+    return names, stored[:, :, ::-1] + 0.5, sizes
 
 
 class AFLW(_LandmarkDataset):
@@ -109,7 +116,8 @@ def read_mtfl_annotations(path: str | os.PathLike) -> tuple[list[str], np.ndarra
 
     Returns:
         image paths relative to the file's folder, with forward slashes (N,),
-        and landmarks (N, 5, 2) float64 pixels (x, y), 0-based.
+        and landmarks (N, 5, 2) float64 pixels (x, y) in the package's
+        convention: the file's 1-based indices minus 1 plus 0.5.
     """
     path = Path(path)
     names, points = [], []
@@ -124,7 +132,8 @@ def read_mtfl_annotations(path: str | os.PathLike) -> tuple[list[str], np.ndarra
         except ValueError:
             raise DatasetError(f"Line {number} of {path} has a coordinate that is not a number.") from None
         names.append(fields[0].replace("\\", "/"))
-        points.append(np.stack([values[:5], values[5:]], axis=1) - 1.0)  # x1..x5, y1..y5; MATLAB is 1-based
+        # x1..x5, y1..y5; MATLAB's 1-based indices -> 0-based (- 1) -> pixel centres (+ 0.5).
+        points.append(np.stack([values[:5], values[5:]], axis=1) - 1.0 + 0.5)
     return names, np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)
 
 

@@ -7,11 +7,17 @@ to rotation over the full circle (the seed's Fig. 18 shows upside-down faces
 reconstructed), scale log-uniform in [0.8, 1.25] and shift up to 10 % of the
 image side in each axis.
 
-Matrices are (B, 2, 3) in pixel coordinates (x right, y down, centre of the
-top-left pixel at (0, 0)), mapping a point of the input image to where it
-lands in the output: ``[x', y'] = A @ [x, y, 1]``. Rotation and scale are
-about the image centre ((W - 1) / 2, (H - 1) / 2), then the shift is added.
-A positive angle turns the picture clockwise on screen (y points down).
+Matrices are (B, 2, 3) in pixel coordinates (x right, y down; the pixel in
+column j, row i has its centre at (j + 0.5, i + 0.5), so a W x H image covers
+[0, W] x [0, H]), mapping a point of the input image to where it lands in the
+output: ``[x', y'] = A @ [x, y, 1]``. Rotation and scale are about the image
+centre (W / 2, H / 2), then the shift is added. A positive angle turns the
+picture clockwise on screen (y points down).
+
+Images are moved with ``affine_grid``/``grid_sample`` and
+``align_corners=False``, whose normalised coordinate -1 is the left (top)
+edge of the image and +1 the right (bottom) edge: normalised = 2 x / W - 1,
+2 y / H - 1, the same convention.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ class SimilarityAugmentation:
 
 
 def similarity_matrix(angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Similarity transforms about the image centre.
+    """Similarity transforms about the image centre (W / 2, H / 2).
 
     Args:
         angle: (B,) radians (positive = clockwise on screen).
@@ -61,7 +67,7 @@ def similarity_matrix(angle: torch.Tensor, scale: torch.Tensor, shift: torch.Ten
     Returns:
         (B, 2, 3) matrices, input pixel coordinates -> output pixel coordinates.
     """
-    centre = torch.tensor([(width - 1) / 2.0, (height - 1) / 2.0], dtype=angle.dtype, device=angle.device)
+    centre = torch.tensor([width / 2.0, height / 2.0], dtype=angle.dtype, device=angle.device)
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     linear = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B, 2, 2)
     translation = centre - linear @ centre + shift  # x' = L (x - c) + c + shift
@@ -87,7 +93,7 @@ def sample_similarity(
 
 
 def transform_points(points: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """Apply (B, 2, 3) matrices to points (B, K, 2) in pixels; returns (B, K, 2)."""
+    """Apply (B, 2, 3) matrices to points (B, K, 2) in pixels (x, y); returns (B, K, 2) pixels."""
     matrix = matrix.to(points.dtype)
     return points @ matrix[:, :, :2].transpose(1, 2) + matrix[:, None, :, 2]
 
@@ -99,9 +105,13 @@ def invert_affine(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def _pixel_to_normalised(height: int, width: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """(3, 3) map from pixel coordinates to grid_sample's [-1, 1] (align_corners=False)."""
+    """(3, 3) map from pixel coordinates to grid_sample's [-1, 1] (align_corners=False).
+
+    With pixel centres at (j + 0.5, i + 0.5) the image covers [0, W] x [0, H],
+    which align_corners=False calls [-1, 1]: normalised = 2 x / W - 1.
+    """
     return torch.tensor(
-        [[2.0 / width, 0.0, 1.0 / width - 1.0], [0.0, 2.0 / height, 1.0 / height - 1.0], [0.0, 0.0, 1.0]],
+        [[2.0 / width, 0.0, -1.0], [0.0, 2.0 / height, -1.0], [0.0, 0.0, 1.0]],
         dtype=dtype, device=device,
     )
 
@@ -166,7 +176,7 @@ def augment(
             cover; blended with the (soft-edged) coverage. None: black.
         maps: targets of the same H x W (correspondence (B, 2, H, W), depth,
             confidence ...), moved exactly like the image.
-        landmarks: (B, K, 2) pixels.
+        landmarks: (B, K, 2) pixels (x, y), pixel centres at (j + 0.5, i + 0.5).
         nearest: names in ``maps`` sampled with nearest neighbour (label maps);
             the others are bilinear.
         matrix: (B, 2, 3) use this transform instead of drawing one.

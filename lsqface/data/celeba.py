@@ -24,8 +24,13 @@ from CelebA's aligned landmark file.
 
 Landmarks are (5, 2) pixels (x, y) in CelebA's order: left eye, right eye,
 nose, left mouth corner, right mouth corner. "Left" is CelebA's: the eye on
-the image's left. Coordinates are used as published (those papers do the
-same); in our convention the centre of the top-left pixel is (0, 0).
+the image's left. CelebA's file gives integer pixel indices (column, row),
+taken as 0-based as those papers do; :func:`read_celeba_landmarks` converts
+them to the package's convention, where the pixel in column j, row i has its
+centre at (j + 0.5, i + 0.5), by adding 0.5. Crop boxes such as
+:data:`THEWLIS_CROP` are integer pixel indices too, and move landmarks by
+(-left, -top), so a landmark keeps its place on the face exactly as in those
+papers' code (which subtracts the crop's corner from the 0-based indices).
 """
 
 from __future__ import annotations
@@ -37,15 +42,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lsqface.data.images import DatasetError, load_landmark_item
-from lsqface.errors import ConfigError
+from lsqface.data.images import load_landmark_item
+from lsqface.errors import ConfigError, DatasetError
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 CELEBA_COLUMNS = ("lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
                   "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y")
 PARTITIONS = {"train": 0, "val": 1, "test": 2}
 #: (left, top, width, height): the 178 x 178 square 30 rows down that Thewlis et al.,
-#: Jakab et al. and DVE cut from aligned CelebA/MAFL images ("move head up a bit").
+#: Jakab et al. and DVE cut from aligned CelebA/MAFL images ("move head up a bit"):
+#: rows 30 .. 207 (Python's ``image[30:208]``), i.e. [0, 178] x [30, 208] in pixel coordinates.
 THEWLIS_CROP = (0, 30, 178, 178)
 
 
@@ -95,7 +101,9 @@ def read_celeba_landmarks(path: str | os.PathLike) -> tuple[list[str], np.ndarra
     """Parse ``list_landmarks_align_celeba.txt``.
 
     Returns:
-        file names (N,) and landmarks (N, 5, 2) float64 pixels (x, y).
+        file names (N,) and landmarks (N, 5, 2) float64 pixels (x, y) in the
+        package's convention: the file's 0-based pixel indices plus 0.5 (the
+        centre of the annotated pixel).
     Raises:
         DatasetError: malformed file (wrong header, count or row).
     """
@@ -122,7 +130,8 @@ def read_celeba_landmarks(path: str | os.PathLike) -> tuple[list[str], np.ndarra
             raise DatasetError(f"Line {number} of {path} has a value that is not a number.") from None
     if len(names) != count:
         raise DatasetError(f"Landmark file {path} announces {count} images but lists {len(names)}; re-download it.")
-    return names, np.asarray(values, dtype=np.float64).reshape(-1, 5, 2)
+    # 0-based pixel indices -> the centres of those pixels (j + 0.5, i + 0.5).
+    return names, np.asarray(values, dtype=np.float64).reshape(-1, 5, 2) + 0.5
 
 
 def read_partition(path: str | os.PathLike) -> dict[str, int]:
@@ -184,8 +193,10 @@ class CelebA(_LandmarkDataset):
         split: ``"train"``, ``"val"``, ``"test"`` (CelebA's partition) or ``"all"``.
         size: output side in pixels, or None for the original 178 x 218.
         mode: ``"crop"`` (centre square) or ``"pad"`` when resizing.
-        crop_box: (left, top, width, height) cut out before resizing, e.g.
-            :data:`THEWLIS_CROP` for the published MAFL protocol; None: none.
+        crop_box: (left, top, width, height) integer pixels cut out before
+            resizing (columns left .. left + width - 1, rows top .. top +
+            height - 1), e.g. :data:`THEWLIS_CROP` for the published MAFL
+            protocol; None: none.
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", size: int | None = None, mode: str = "crop",

@@ -20,8 +20,12 @@ same pixels:
   Mpixel) are refused before decoding.
 
 Pixel coordinate convention used by every dataset and transform in
-``lsqface.data``: x to the right, y down, in pixels, with the centre of the
-top-left pixel at (0, 0) (so pixel (row i, column j) covers [j - 0.5, j + 0.5]).
+``lsqface.data``, the project's (:mod:`lsqface.render.rasterize`,
+:mod:`lsqface.solver.sampling`): x to the right, y down, in pixels, continuous;
+the pixel in column j, row i covers [j, j + 1] x [i, i + 1] and has its centre
+at (j + 0.5, i + 0.5), so a W x H image covers [0, W] x [0, H]. Dataset
+annotations given as integer pixel indices are converted to it when they are
+read (see :mod:`lsqface.data.celeba` and :mod:`lsqface.data.aflw`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lsqface.errors import ConfigError, ImageError
+from lsqface.errors import DatasetError  # noqa: F401  (moved to lsqface.errors; still importable from here)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 MIN_SIZE = 16
@@ -201,7 +206,9 @@ def fit_to_square(image: torch.Tensor, size: int, mode: str = "pad") -> tuple[to
             and crops the centre.
     Returns:
         (3, size, size) image and the (2, 3) float64 matrix A mapping input
-        pixel coordinates to output ones, ``[x', y'] = A @ [x, y, 1]``.
+        pixel coordinates to output ones, ``[x', y'] = A @ [x, y, 1]`` (pixel
+        centres at (j + 0.5, i + 0.5); the input's corner (0, 0) goes to the
+        corner of the resized picture inside the output).
     """
     if mode not in ("pad", "crop"):
         raise ConfigError(f"Resize mode must be 'pad' or 'crop', got {mode!r}.")
@@ -216,11 +223,10 @@ def fit_to_square(image: torch.Tensor, size: int, mode: str = "pad") -> tuple[to
     dst_top, dst_left = max(0, top), max(0, left)
     rows, cols = min(new_height - src_top, size - dst_top), min(new_width - src_left, size - dst_left)
     output[:, dst_top:dst_top + rows, dst_left:dst_left + cols] = resized[:, src_top:src_top + rows, src_left:src_left + cols]
-    # Pixel centres at integers: x' = sx (x + 1/2) - 1/2 + left, with sx the per-axis resize factor.
+    # Continuous coordinates (image covers [0, W] x [0, H]): x' = sx x + left, with sx the per-axis
+    # resize factor; F.interpolate with align_corners=False samples exactly this map.
     scale_x, scale_y = new_width / width, new_height / height
-    matrix = torch.tensor(
-        [[scale_x, 0.0, 0.5 * scale_x - 0.5 + left], [0.0, scale_y, 0.5 * scale_y - 0.5 + top]], dtype=torch.float64
-    )
+    matrix = torch.tensor([[scale_x, 0.0, float(left)], [0.0, scale_y, float(top)]], dtype=torch.float64)
     return output.clamp(0.0, 1.0), matrix
 
 
@@ -250,21 +256,21 @@ class ImageFolder(torch.utils.data.Dataset):
         return {"image": image, "transform": transform, "path": str(path)}
 
 
-class DatasetError(ImageError):
-    """A dataset folder lacks a file it needs, or an annotation file is malformed."""
-
-
 def load_landmark_item(path: str | os.PathLike, landmarks: np.ndarray, size: int | None, mode: str = "crop",
                        crop_box: tuple[int, int, int, int] | None = None) -> dict:
     """One face image with its landmarks, as the landmark datasets return it.
 
     Args:
         path: image file.
-        landmarks: (K, 2) pixels (x, y) in the file's image.
+        landmarks: (K, 2) pixels (x, y) in the file's image, in the package's
+            convention (pixel centres at (j + 0.5, i + 0.5)).
         size: output side in pixels (see :func:`fit_to_square`), or None to keep the image as it is.
         mode: ``"crop"`` or ``"pad"`` when resizing.
-        crop_box: (left, top, width, height) in pixels, cut out before resizing
-            (the part outside the image is black), or None.
+        crop_box: (left, top, width, height) integer pixels, cut out before
+            resizing (the part outside the image is black), or None. It keeps
+            columns left .. left + width - 1 and rows top .. top + height - 1,
+            i.e. the region [left, left + width] x [top, top + height], so
+            points move by (-left, -top).
     Returns:
         ``{"image": (3, S, S) float32, "landmarks": (K, 2) float32 pixels in the
         returned image, "transform": (2, 3) float64 file pixels -> returned

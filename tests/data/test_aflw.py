@@ -6,7 +6,7 @@ from PIL import Image
 from scipy.io import savemat
 
 from lsqface.data.aflw import AFLW, MTFLTest, read_aflw_split, read_mtfl_annotations
-from lsqface.data.images import DatasetError
+from lsqface.errors import DatasetError
 
 
 def landmarks_xy(k):
@@ -32,13 +32,13 @@ def test_aflw_release_layout(tmp_path):
     write_aflw_release(tmp_path)
     names, landmarks, sizes = read_aflw_split(tmp_path, "train")
     assert names == ["sub/train_0.jpg", "sub/train_1.jpg", "sub/train_2.jpg"]
-    np.testing.assert_allclose(landmarks[2], landmarks_xy(2))  # swapped to (x, y)
+    np.testing.assert_allclose(landmarks[2], landmarks_xy(2) + 0.5)  # swapped to (x, y), pixel centres
     np.testing.assert_allclose(sizes[1], [31, 28])
     test = AFLW(tmp_path, "test")
     assert len(test) == 2
     item = test[1]
     assert item["image"].shape == (3, 31, 28)
-    np.testing.assert_allclose(item["landmarks"].numpy(), landmarks_xy(1))
+    np.testing.assert_allclose(item["landmarks"].numpy(), landmarks_xy(1) + 0.5)
     np.testing.assert_allclose(item["image"].numpy(), 30 / 255.0, atol=2 / 255.0)
     assert AFLW(tmp_path, "test", size=16)[0]["image"].shape == (3, 16, 16)
 
@@ -84,11 +84,12 @@ def test_mtfl_test_layout(tmp_path):
     write_mtfl(tmp_path)
     names, landmarks = read_mtfl_annotations(tmp_path / "MTFL" / "testing.txt")
     assert names[1] == "AFLW/1-image00001.jpg"
-    np.testing.assert_allclose(landmarks[1], landmarks_xy(1))
+    # 1-based indices -> 0-based (- 1) -> pixel centres (+ 0.5).
+    np.testing.assert_allclose(landmarks[1], landmarks_xy(1) + 0.5)
     for root in (tmp_path, tmp_path / "MTFL"):
         dataset = MTFLTest(root)
         assert len(dataset) == 3
-        np.testing.assert_allclose(dataset[2]["landmarks"].numpy(), landmarks_xy(2))
+        np.testing.assert_allclose(dataset[2]["landmarks"].numpy(), landmarks_xy(2) + 0.5)
         assert dataset[2]["image"].shape == (3, 40, 40)
 
 

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,9 +12,14 @@ from lsqface.data.augment import (
 from lsqface.errors import ConfigError
 
 
+def pixel_centres(height, width, dtype=torch.float64):
+    """(H, W) y and x of every pixel centre, (i + 0.5, j + 0.5): the project's convention."""
+    return torch.meshgrid(torch.arange(height, dtype=dtype) + 0.5, torch.arange(width, dtype=dtype) + 0.5, indexing="ij")
+
+
 def dot_image(batch, height, width, points):
     """Images with a small bright Gaussian blob at each (x, y) in points (B, 2)."""
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij")
+    ys, xs = pixel_centres(height, width)
     blobs = [torch.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 1.5 ** 2)) for x, y in points.tolist()]
     return torch.stack(blobs)[:, None].expand(batch, 3, height, width).contiguous()
 
@@ -22,7 +28,7 @@ def centroid(image):
     """(B, 2) intensity-weighted centre (x, y) of channel 0."""
     weights = image[:, 0]
     height, width = weights.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=weights.dtype), torch.arange(width, dtype=weights.dtype), indexing="ij")
+    ys, xs = pixel_centres(height, width, weights.dtype)
     total = weights.sum((1, 2))
     return torch.stack([(weights * xs).sum((1, 2)) / total, (weights * ys).sum((1, 2)) / total], dim=1)
 
@@ -40,16 +46,57 @@ def test_landmarks_follow_content():
     torch.testing.assert_close(transform_points(points[:, None].float(), result.matrix)[:, 0], result.landmarks[:, 0])
 
 
+def test_single_pixel_lands_where_the_matrix_sends_its_centre():
+    # A bright pixel at column j, row i has its centroid at (j + 0.5, i + 0.5); warped, the
+    # centroid must be where the matrix sends that point (bilinear weights sum to the point).
+    height, width, i, j = 24, 32, 9, 13
+    image = torch.zeros(3, 1, height, width, dtype=torch.float64)
+    image[:, :, i, j] = 1.0
+    torch.testing.assert_close(centroid(image)[0], torch.tensor([j + 0.5, i + 0.5], dtype=torch.float64))
+    matrix = torch.tensor([[[1.0, 0.0, 2.25], [0.0, 1.0, -3.5]],                      # shift by fractions of a pixel
+                           [[2.0, 0.0, -10.0], [0.0, 2.0, -6.0]],                     # double
+                           [[0.0, -1.0, 28.0], [1.0, 0.0, -4.0]]], dtype=torch.float64)  # 90 degrees
+    moved = warp_images(image, matrix)
+    expected = transform_points(torch.tensor([[[j + 0.5, i + 0.5]]], dtype=torch.float64).expand(3, 1, 2), matrix)[:, 0]
+    torch.testing.assert_close(expected[2], torch.tensor([18.5, 9.5], dtype=torch.float64))
+    torch.testing.assert_close(centroid(moved), expected, atol=1e-9, rtol=0)
+    # The quarter turn sends the pixel centre onto the centre of pixel (row 9, column 18): moved exactly.
+    assert moved[2, 0, 9, 18] == pytest.approx(1.0, abs=1e-12) and moved[2, 0].sum() == pytest.approx(1.0, abs=1e-12)
+
+
 def test_known_rotation_direction():
-    # 90 degrees about the centre of a 33 x 33 image: (16 + 10, 16) -> (16, 16 + 10) (clockwise on screen).
+    # 90 degrees about the centre (16.5, 16.5) of a 33 x 33 image: (16.5 + 10, 16.5) -> (16.5, 16.5 + 10)
+    # (clockwise on screen).
     matrix = similarity_matrix(torch.tensor([math.pi / 2], dtype=torch.float64), torch.ones(1, dtype=torch.float64),
                                torch.zeros(1, 2, dtype=torch.float64), 33, 33)
-    moved = transform_points(torch.tensor([[[26.0, 16.0]]], dtype=torch.float64), matrix)
-    torch.testing.assert_close(moved, torch.tensor([[[16.0, 26.0]]], dtype=torch.float64))
-    image = dot_image(1, 33, 33, torch.tensor([[26.0, 16.0]]))
+    moved = transform_points(torch.tensor([[[26.5, 16.5]]], dtype=torch.float64), matrix)
+    torch.testing.assert_close(moved, torch.tensor([[[16.5, 26.5]]], dtype=torch.float64))
+    image = dot_image(1, 33, 33, torch.tensor([[26.5, 16.5]]))
     # Compare with the input's own centroid moved (the blob is cut slightly by the border).
     expected = transform_points(centroid(image)[:, None], matrix)[:, 0]
     torch.testing.assert_close(centroid(warp_images(image, matrix)), expected, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("height, width", [(16, 16), (15, 15), (16, 24), (24, 16), (13, 21)])
+def test_quarter_turn_about_the_centre_permutes_pixels(height, width):
+    # A 90-degree turn about (W/2, H/2) keeps the centre and, when W + H is even, sends pixel
+    # centres onto pixel centres: output pixel (r, c) is input pixel (i, j) with
+    # i = (W + H)/2 - 1 - c, j = r + (W - H)/2 (0 outside the input). Exact in float64.
+    matrix = similarity_matrix(torch.tensor([math.pi / 2], dtype=torch.float64), torch.ones(1, dtype=torch.float64),
+                               torch.zeros(1, 2, dtype=torch.float64), height, width)
+    centre = torch.tensor([[[width / 2, height / 2]]], dtype=torch.float64)
+    torch.testing.assert_close(transform_points(centre, matrix), centre, atol=1e-12, rtol=0)
+    image = torch.rand(1, 2, height, width, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    expected = np.zeros((2, height, width))
+    source = image[0].numpy()
+    for r in range(height):
+        for c in range(width):
+            i, j = (width + height) // 2 - 1 - c, r + (width - height) // 2
+            if 0 <= i < height and 0 <= j < width:
+                expected[:, r, c] = source[:, i, j]
+    torch.testing.assert_close(warp_images(image, matrix)[0], torch.from_numpy(expected), atol=1e-12, rtol=0)
+    if height == width:
+        torch.testing.assert_close(warp_images(image, matrix), torch.rot90(image, -1, dims=(-2, -1)), atol=1e-12, rtol=0)
 
 
 def test_identity_is_exact():
@@ -86,7 +133,7 @@ def test_ranges_honoured_and_deterministic():
     assert angles.abs().max() <= math.radians(30) + 1e-9
     scales = torch.linalg.det(first[:, :, :2]).sqrt()
     assert scales.min() >= 0.5 - 1e-9 and scales.max() <= 2.0 + 1e-9
-    centre = torch.tensor([[[39.5, 19.5]]], dtype=torch.float64).expand(500, 1, 2)
+    centre = torch.tensor([[[40.0, 20.0]]], dtype=torch.float64).expand(500, 1, 2)  # (W/2, H/2) stays put but for the shift
     shift = transform_points(centre, first)[:, 0] - centre[:, 0]
     assert shift[:, 0].abs().max() <= 0.2 * 80 + 1e-9 and shift[:, 1].abs().max() <= 0.2 * 40 + 1e-9
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from lsqface.data.celeba import MAFL, CelebA, find_celeba, read_celeba_landmarks
-from lsqface.data.images import DatasetError
-from lsqface.errors import LsqfaceError
+import lsqface.data
+import lsqface.data.images
+from lsqface.data.celeba import MAFL, THEWLIS_CROP, CelebA, find_celeba, read_celeba_landmarks
+from lsqface.errors import DatasetError, ImageError, LsqfaceError
 
 HEADER = "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"
 NAMES = [f"{k:06d}.jpg" for k in range(1, 6)]
@@ -53,13 +54,14 @@ def test_items_landmarks_and_pixels(tmp_path):
     write_celeba(tmp_path)
     item = MAFL(tmp_path, "test")[0]  # 000005.jpg, k = 4
     assert item["image"].shape == (3, 36, 28)
-    np.testing.assert_allclose(item["landmarks"].numpy(), landmarks_of(4))
+    # CelebA's 0-based pixel indices become the centres of those pixels.
+    np.testing.assert_allclose(item["landmarks"].numpy(), landmarks_of(4) + 0.5)
     np.testing.assert_allclose(item["image"].numpy(), 40 / 255.0, atol=2 / 255.0)
     resized = CelebA(tmp_path, "all", size=16, mode="crop")[4]
     assert resized["image"].shape == (3, 16, 16)
-    # 28 x 36 -> 16 x 21 (rounded, so y scales by 21/36), then the centre 16 rows: rows 3..18 (floor of 5/2 = 2.5).
+    # 28 x 36 -> 16 x 21 (rounded, so y scales by 21/36), then the centre 16 rows: rows 3..18 (floor of -5/2 = -3).
     scale = np.array([16 / 28, 21 / 36])
-    expected = (landmarks_of(4) + 0.5) * scale - 0.5 - np.array([0.0, 3.0])
+    expected = (landmarks_of(4) + 0.5) * scale - np.array([0.0, 3.0])
     np.testing.assert_allclose(resized["landmarks"].numpy(), expected, atol=1e-5)
     batch = next(iter(torch.utils.data.DataLoader(CelebA(tmp_path, "all", size=16), batch_size=5)))
     assert batch["image"].shape == (5, 3, 16, 16) and batch["landmarks"].shape == (5, 5, 2)
@@ -127,9 +129,40 @@ def test_crop_box_then_resize(tmp_path):
     np.testing.assert_allclose(item["image"][0, 0, :].numpy() * 255, (np.arange(20) + 2) * 8, atol=4)
     np.testing.assert_allclose(item["image"][1, :31, 0].numpy() * 255, (np.arange(31) + 5) * 7, atol=4)
     assert item["image"][:, 31:].abs().max() < 0.01
-    np.testing.assert_allclose(item["landmarks"].numpy(), landmarks_of(1) - [2, 5], atol=1e-6)
+    np.testing.assert_allclose(item["landmarks"].numpy(), landmarks_of(1) + 0.5 - [2, 5], atol=1e-6)
     resized = CelebA(tmp_path, "all", size=10, mode="pad", crop_box=(2, 5, 20, 20))[1]
-    expected = (landmarks_of(1) - [2, 5] + 0.5) * 0.5 - 0.5
+    expected = (landmarks_of(1) + 0.5 - [2, 5]) * 0.5
     np.testing.assert_allclose(resized["landmarks"].numpy(), expected, atol=1e-6)
     with pytest.raises(LsqfaceError, match="crop_box"):
         CelebA(tmp_path, "all", crop_box=(0, 0, 0, 10))
+
+
+@pytest.mark.parametrize("crop_box, size, mode", [(None, None, "crop"), ((10, 20, 16, 16), None, "crop"),
+                                                  ((10, 20, 16, 16), 10, "pad"), (None, 16, "crop"), ((1, 3, 26, 30), 40, "pad")])
+def test_landmark_sits_on_its_annotated_pixel(tmp_path, crop_box, size, mode):
+    # Image 000003.jpg (k = 2) gets one bright pixel at its first annotated (column, row) = (22, 30): in every
+    # returned image the landmark must be that pixel's centroid (pixel centres at j + 0.5, i + 0.5).
+    write_celeba(tmp_path)
+    pixels = np.zeros((36, 28, 3), np.uint8)
+    columns, rows = landmarks_of(2).astype(int).T
+    pixels[rows[0], columns[0]] = 255
+    Image.fromarray(pixels).save(tmp_path / "img_align_celeba" / "000003.jpg", format="PNG")  # lossless
+    item = CelebA(tmp_path, "all", size=size, mode=mode, crop_box=crop_box)[2]
+    weights = item["image"][0].double()
+    ys, xs = torch.meshgrid(torch.arange(weights.shape[0], dtype=torch.float64) + 0.5,
+                            torch.arange(weights.shape[1], dtype=torch.float64) + 0.5, indexing="ij")
+    centroid = np.array([(weights * xs).sum(), (weights * ys).sum()]) / weights.sum().item()
+    # Resampling moves a single pixel's centroid a little (antialiased downscaling by a non-integer
+    # factor: up to 0.03 pixels; bilinear upscaling: up to 0.06); the old convention was off by 0.19 here.
+    tolerance = 1e-9 if size is None else 0.04 if item["transform"][0, 0] <= 1 else 0.08
+    np.testing.assert_allclose(item["landmarks"][0].numpy(), centroid, atol=tolerance + 1e-5)
+
+
+def test_thewlis_crop_keeps_rows_30_to_207():
+    left, top, width, height = THEWLIS_CROP
+    assert (left, top, width, height) == (0, 30, 178, 178)  # image[30:208, 0:178] of a 178 x 218 image
+
+
+def test_dataset_error_lives_in_errors():
+    assert lsqface.data.DatasetError is DatasetError is lsqface.data.images.DatasetError
+    assert issubclass(DatasetError, ImageError) and DatasetError.__doc__

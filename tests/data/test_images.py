@@ -147,19 +147,61 @@ def test_over_limit_jpeg_downscaled_png_refused(tmp_path):
         read_image(tmp_path / "a.png", max_pixels=64 * 128 // 4)
 
 
-def test_fit_to_square_transform_maps_content():
-    # A bright pixel must land where the recorded transform says.
-    for height, width, mode in [(40, 80, "pad"), (80, 40, "pad"), (40, 80, "crop"), (60, 60, "pad")]:
-        image = torch.zeros(3, height, width)
-        y, x = height // 2 + 3, width // 2 - 5
-        image[:, y - 1:y + 2, x - 1:x + 2] = 1.0
+def centroid_of(weights):
+    """(2,) intensity-weighted centre (x, y) of an (H, W) image, pixel centres at (j + 0.5, i + 0.5)."""
+    height, width = weights.shape
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64) + 0.5,
+                            torch.arange(width, dtype=torch.float64) + 0.5, indexing="ij")
+    weights = weights.double()
+    return torch.stack([(weights * xs).sum(), (weights * ys).sum()]) / weights.sum()
+
+
+@pytest.mark.parametrize("height, width, mode", [(40, 80, "pad"), (80, 40, "pad"), (40, 80, "crop"), (60, 60, "pad"),
+                                                 (12, 20, "pad"), (20, 12, "crop"), (96, 64, "crop")])
+def test_fit_to_square_single_pixel_lands_where_the_matrix_says(height, width, mode):
+    # One bright pixel at column j, row i: its centroid is (j + 0.5, i + 0.5), and after resizing
+    # the centroid must be where the matrix sends that point. (With the old centre-at-integer
+    # formula the prediction is off by (1 - scale) / 2, 0.3 pixels at scale 0.4.)
+    image = torch.zeros(3, height, width)
+    i, j = height // 2 + 3, width // 2 - 5
+    image[:, i, j] = 1.0
+    torch.testing.assert_close(centroid_of(image[0]), torch.tensor([j + 0.5, i + 0.5], dtype=torch.float64))
+    output, matrix = fit_to_square(image, 32, mode)
+    assert output.shape == (3, 32, 32)
+    expected = matrix @ torch.tensor([j + 0.5, i + 0.5, 1.0], dtype=torch.float64)
+    # Antialiased downscaling keeps a pixel's centroid (to 0.02 here); bilinear upscaling samples the
+    # pixel's tent off-centre, which moves its centroid by up to 0.06 pixels.
+    tolerance = 0.02 if matrix[0, 0] <= 1.0 else 0.08
+    torch.testing.assert_close(centroid_of(output[0]), expected, atol=tolerance, rtol=0)
+
+
+@pytest.mark.parametrize("height, width, mode", [(40, 80, "pad"), (80, 40, "pad"), (40, 80, "crop"), (21, 33, "pad")])
+def test_fit_to_square_matrix_maps_image_edges(height, width, mode):
+    # The input covers [0, W] x [0, H]; its corners go to the corners of the resized picture,
+    # which is centred in the 32 x 32 output (pad: touches two opposite edges; crop: covers it).
+    image = torch.ones(3, height, width)
+    output, matrix = fit_to_square(image, 32, mode)
+    corners = torch.tensor([[0.0, 0.0, 1.0], [width, height, 1.0]], dtype=torch.float64) @ matrix.T
+    (left, top), (right, bottom) = corners.tolist()
+    assert right - left == pytest.approx(round(width * 32 / (max if mode == "pad" else min)(height, width)))
+    if mode == "pad":
+        # The covered columns/rows are exactly the ones between the mapped edges.
+        covered = output[0] > 0.5
+        columns = covered.any(0).nonzero()[:, 0]
+        rows = covered.any(1).nonzero()[:, 0]
+        assert (columns.min().item(), columns.max().item() + 1) == (left, right)
+        assert (rows.min().item(), rows.max().item() + 1) == (top, bottom)
+        assert min(left, top) == 0 and max(right, bottom) == 32
+    else:
+        assert left <= 0 and top <= 0 and right >= 32 and bottom >= 32 and min(left, top) > -32
+
+
+def test_fit_to_square_identity_is_exact():
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(4))
+    for mode in ("pad", "crop"):
         output, matrix = fit_to_square(image, 32, mode)
-        assert output.shape == (3, 32, 32)
-        weights = output[0].double()
-        ys, xs = torch.meshgrid(torch.arange(32.0, dtype=torch.float64), torch.arange(32.0, dtype=torch.float64), indexing="ij")
-        centroid = torch.stack([(weights * xs).sum(), (weights * ys).sum()]) / weights.sum()
-        expected = matrix @ torch.tensor([x, y, 1.0], dtype=torch.float64)
-        torch.testing.assert_close(centroid, expected, atol=0.15, rtol=0)
+        torch.testing.assert_close(output, image, atol=1e-6, rtol=0)
+        assert torch.equal(matrix, torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64))
 
 
 def test_image_folder(tmp_path):
