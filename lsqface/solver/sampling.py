@@ -6,9 +6,9 @@ when fewer qualify, all of them are taken and the rest is filled with random
 other pixels. The draw is one batched ``topk`` over random keys (qualifying
 pixels get keys in [1, 2), the others in [0, 1)), so there is no loop.
 
-Pixel convention (used by the whole solver): the pixel in column ``i`` and row
-``j`` has coordinates ``(x, y) = (i, j)`` in pixels, i.e. (0, 0) is the centre
-of the top-left pixel, x grows to the right and y downwards.
+Pixel convention (the whole project's, lsqface.render.rasterize): the pixel in
+column ``j`` and row ``i`` has its centre at ``(x, y) = (j + 0.5, i + 0.5)``;
+x grows to the right and y downwards, and the image covers [0, W] x [0, H].
 """
 
 from __future__ import annotations
