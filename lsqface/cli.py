@@ -72,6 +72,38 @@ def _command_validate_lighting(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_box(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise LsqfaceError(f"--bbox takes four numbers x,y,width,height in pixels, not '{text}'.")
+    return values
+
+
+def _command_reconstruct(args: argparse.Namespace) -> int:
+    from lsqface.morphable.cache import load_uv_model
+    from lsqface.outputs.batch import expand_inputs, reconstruct_files
+    from lsqface.reconstruct import Reconstructor
+
+    kinds = [kind.strip() for kind in args.save.split(",") if kind.strip()]
+    box = _parse_box(args.bbox)
+    inputs = expand_inputs(args.inputs)
+    uv_model = load_uv_model(source=args.source, region=args.region) if args.source or args.region else None
+    reconstructor = Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
+    report = reconstruct_files(
+        reconstructor, inputs, args.output, kinds=kinds, batch_size=args.batch_size, box=box, progress=not args.quiet
+    )
+    for path, reason in report.failed.items():
+        print(f"lsqface: failed: {path}: {reason}", file=sys.stderr)
+    done = len(report.written)
+    print(f"reconstructed {done} of {done + len(report.failed)} images into {args.output}")
+    return 0 if report.ok else 1
+
+
 def _add_model_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
@@ -131,6 +163,26 @@ def build_parser() -> argparse.ArgumentParser:
     lighting.add_argument("-o", "--output", default="lsqface-lighting", help="folder for the picture (default lsqface-lighting)")
     lighting.set_defaults(handler=_command_validate_lighting)
 
+
+    reconstruct = commands.add_parser(
+        "reconstruct",
+        help="reconstruct faces from photos: meshes, parameters, maps and pictures",
+        description="Reconstruct a 3D face from each photo. Inputs are files, folders (searched recursively) "
+        "or quoted glob patterns. A bad image is reported and skipped; the exit status is then 1.",
+    )
+    reconstruct.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    reconstruct.add_argument("-o", "--output", required=True, help="folder for the results")
+    reconstruct.add_argument(
+        "--save", default="obj,ply,json,npz,pictures", help="comma-separated outputs: obj,ply,json,npz,pictures (default: all)"
+    )
+    reconstruct.add_argument("--checkpoint", default=None, help="network checkpoint (default: the one shipped with lsqface)")
+    reconstruct.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    reconstruct.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    reconstruct.add_argument("--bbox", default=None, help="face box x,y,width,height in pixels, for photos where the face is small")
+    reconstruct.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
+    reconstruct.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
+    reconstruct.add_argument("--quiet", action="store_true", help="no progress bar")
+    reconstruct.set_defaults(handler=_command_reconstruct)
     return parser
 
 

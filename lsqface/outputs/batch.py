@@ -1,0 +1,143 @@
+"""Reconstruct many photos: expand inputs, batch them, write each face's files, report failures.
+
+A bad image (missing, corrupt, too small) never stops the run: it is recorded
+with its one-sentence reason and the others go on. A batch whose solve fails
+is retried image by image so one hard face does not cost its neighbours.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from lsqface.data.images import IMAGE_EXTENSIONS, list_image_files, read_image
+from lsqface.errors import ImageError, LsqfaceError
+from lsqface.outputs.save import SAVE_KINDS, save_reconstruction
+from lsqface.reconstruct import Reconstructor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchReport:
+    """What a batch run did: the files written per image, and each failed image with its reason."""
+
+    written: dict[str, list[Path]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files, folders (searched recursively for images) and glob patterns, in order, without repeats.
+
+    Raises:
+        ImageError: an input matches nothing, a folder holds no image, or nothing is left at all.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            images = list_image_files(path)
+            if not images:
+                raise ImageError(f"Folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)}); check the path.")
+            found += images
+        elif path.exists():
+            found.append(path)
+        elif any(character in item for character in "*?["):
+            matches = sorted(Path(match) for match in glob.glob(item, recursive=True))
+            matches = [match for match in matches if match.is_file()]
+            if not matches:
+                raise ImageError(f"The pattern {item} matches no file; check it (quote it so the shell leaves it alone).")
+            found += matches
+        else:
+            # Kept so that the run reports it beside the others instead of stopping here.
+            found.append(path)
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        raise ImageError("No input images were given; pass files, folders or glob patterns.")
+    return unique
+
+
+def _stems(paths: Sequence[Path]) -> list[str]:
+    """Output names: the file stem, made unique with a counter where two inputs share one."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        stem = path.stem
+        count = seen.get(stem, 0)
+        seen[stem] = count + 1
+        stems.append(stem if count == 0 else f"{stem}_{count}")
+    return stems
+
+
+def reconstruct_files(
+    reconstructor: Reconstructor,
+    inputs: Sequence[Path],
+    output: str | Path,
+    *,
+    kinds: Iterable[str] = SAVE_KINDS,
+    batch_size: int = 8,
+    box: Sequence[float] | None = None,
+    progress: bool = True,
+) -> BatchReport:
+    """Reconstruct every input image and write its files under ``output``.
+
+    Args:
+        reconstructor: the network, UV-3DMM and settings.
+        inputs: image paths (see :func:`expand_inputs`).
+        output: folder for the results (created).
+        kinds: which files to write (``SAVE_KINDS``).
+        batch_size: images per forward pass.
+        box: optional face box (x, y, width, height) applied to every image.
+        progress: show a tqdm progress bar.
+    """
+    kinds = list(kinds)
+    unknown = sorted(set(kinds) - set(SAVE_KINDS))
+    if unknown:
+        raise LsqfaceError(f"Unknown output kind '{unknown[0]}'; choose from {', '.join(SAVE_KINDS)}.")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    report = BatchReport()
+    stems = dict(zip(inputs, _stems(inputs)))
+    bar = tqdm(total=len(inputs), unit="image", disable=not progress, desc="reconstruct")
+    for start in range(0, len(inputs), batch_size):
+        batch: list[tuple[Path, np.ndarray]] = []
+        for path in inputs[start:start + batch_size]:
+            try:
+                batch.append((path, read_image(path)))
+            except LsqfaceError as error:
+                report.failed[str(path)] = str(error)
+                bar.update(1)
+        groups = [batch]
+        while groups:
+            group = groups.pop(0)
+            if not group:
+                continue
+            try:
+                result = reconstructor([photo for _, photo in group], None if box is None else [box] * len(group))
+            except LsqfaceError as error:
+                if len(group) > 1:
+                    groups = [[item] for item in group] + groups
+                    continue
+                report.failed[str(group[0][0])] = str(error)
+                bar.update(1)
+                continue
+            for index, (path, photo) in enumerate(group):
+                try:
+                    report.written[str(path)] = save_reconstruction(
+                        result, index, photo, output, stems[path], kinds, image_name=path.name
+                    )
+                except LsqfaceError as error:
+                    report.failed[str(path)] = str(error)
+                bar.update(1)
+    bar.close()
+    return report

@@ -1,0 +1,110 @@
+"""Write one face of a Reconstruction to disk: mesh files, parameters, maps and pictures.
+
+Files for a face named ``STEM`` in folder ``OUT`` (each written atomically):
+
+    STEM.obj, STEM.mtl, STEM_texture.png   textured mesh with vertex colours (obj)
+    STEM.ply                               mesh with vertex colours (ply)
+    STEM.json                              every parameter, schema ``lsqface-reconstruction/1`` (json)
+    STEM.npz                               the network's maps and the framing (npz)
+    STEM_*.png, STEM_sheet.png             pictures and their contact sheet (pictures)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from lsqface.outputs.export import write_json, write_npz, write_obj, write_ply
+from lsqface.reconstruct import Reconstruction
+
+#: What ``lsqface reconstruct --save`` accepts.
+SAVE_KINDS = ("obj", "ply", "json", "npz", "pictures")
+JSON_SCHEMA_NAME = "lsqface-reconstruction/1"
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().double().numpy()
+
+
+def reconstruction_parameters(reconstruction: Reconstruction, index: int, image_name: str = "") -> dict:
+    """The JSON-ready parameters of face ``index`` (schema ``lsqface-reconstruction/1``, see the README)."""
+    r = reconstruction
+    yaw, pitch, roll = (float(value) for value in _array(r.pose[index]))
+    height, width = r.image_sizes[index]
+    return {
+        "schema": JSON_SCHEMA_NAME,
+        "image": image_name,
+        "image_size": {"height": int(height), "width": int(width)},
+        "units": {
+            "length": "millimetre",
+            "angle": "degree",
+            "pixel": "original image pixels; pixel (column j, row i) has its centre at (j + 0.5, i + 0.5)",
+        },
+        "camera": {
+            "projection": "x ~ K (R X + t), X in model space (mm), x in pixels",
+            "intrinsics": _array(r.intrinsics[index]),
+            "rotation": _array(r.rotation[index]),
+            "translation": _array(r.translation[index]),
+        },
+        "pose": {"yaw": yaw, "pitch": pitch, "roll": roll},
+        "coefficients": {
+            "identity": _array(r.identity[index]),
+            "expression": _array(r.expression[index]),
+            "albedo": _array(r.albedo_coefficients[index]),
+        },
+        "inverse_lighting": _array(r.inverse_lighting[index]),
+        "landmarks_68": _array(r.landmarks_68[index]),
+        "landmarks_5": _array(r.landmarks_5[index]),
+        "mesh": {"vertices": int(r.vertices.shape[1]), "triangles": int(r.triangles.shape[0])},
+    }
+
+
+def save_reconstruction(
+    reconstruction: Reconstruction,
+    index: int,
+    photo: np.ndarray,
+    folder: str | Path,
+    stem: str,
+    kinds: Iterable[str] = SAVE_KINDS,
+    image_name: str = "",
+) -> list[Path]:
+    """Write the files of face ``index`` (see the module docstring); returns the paths written.
+
+    Args:
+        photo: (H, W, 3) float in [0, 1], the original image (for the texture and the pictures).
+    """
+    folder = Path(folder)
+    kinds = set(kinds)
+    r = reconstruction
+    written: list[Path] = []
+    vertices = _array(r.vertices[index])
+    triangles = r.triangles.cpu().numpy()
+    colours = _array(r.colour[index])
+    if "obj" in kinds:
+        from lsqface.outputs.texture import photo_texture
+
+        texture, _ = photo_texture(r, index, photo)
+        written += write_obj(folder / f"{stem}.obj", vertices, triangles, texture_coords=r.vertex_uv,
+                             texture=texture, vertex_colours=colours)
+    if "ply" in kinds:
+        written.append(write_ply(folder / f"{stem}.ply", vertices, triangles, colours))
+    if "json" in kinds:
+        written.append(write_json(folder / f"{stem}.json", reconstruction_parameters(r, index, image_name)))
+    if "npz" in kinds:
+        written.append(write_npz(folder / f"{stem}.npz", {
+            "correspondence": _array(r.correspondence[index]).astype(np.float32),
+            "depth": _array(r.depth[index]).astype(np.float32),
+            "confidence": _array(r.confidence[index]).astype(np.float32),
+            "network_image": _array(r.network_image[index]).astype(np.float32),
+            "to_network": _array(r.to_network[index]),
+        }))
+    if "pictures" in kinds:
+        from lsqface.outputs.pictures import contact_sheet, reconstruction_pictures, write_pictures
+
+        pictures = reconstruction_pictures(r, index, photo)
+        pictures["sheet"] = contact_sheet(pictures)
+        written += write_pictures(folder, stem, pictures)
+    return written

@@ -1,0 +1,145 @@
+"""`lsqface reconstruct` end to end with a small untrained network, and every bad input it must survive."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+
+from lsqface.cli import main
+from lsqface.nets.checkpoint import config_dict, face_model_summary, save_checkpoint
+from lsqface.nets.unet import UNet, UNetConfig
+from lsqface.solver.fit import SolverConfig
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "lsqface/outputs/reconstruction.schema.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, ict_uv_model):
+    """An untrained narrow U-Net whose output head is scaled up so its maps vary across the image."""
+    torch.manual_seed(0)
+    config = UNetConfig(variant="narrow", width=0.125)
+    network = UNet(config)
+    with torch.no_grad():
+        network.output_head.weight.mul_(30.0)
+    path = tmp_path_factory.mktemp("checkpoint") / "tiny.pt"
+    save_checkpoint(path, {
+        "network_config": config_dict(config),
+        "input_size": 32,
+        "network_state": network.state_dict(),
+        "solver_config": config_dict(SolverConfig(sample_count=500)),
+        "face_model": face_model_summary(ict_uv_model),
+    })
+    return path
+
+
+def _photo(path, size=(48, 40), seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def _run(args, monkeypatch, uv_model):
+    # The CLI loads the default UV-3DMM (320 px); hand it the session's 128 px one instead.
+    import lsqface.morphable.cache as cache
+
+    monkeypatch.setattr(cache, "load_uv_model", lambda *a, **k: uv_model)
+    return main(args)
+
+
+def test_reconstruct_writes_every_file(tmp_path, checkpoint, monkeypatch, ict_uv_model, capsys):
+    photos = [_photo(tmp_path / "a.png"), _photo(tmp_path / "b.jpg", size=(64, 64), seed=1)]
+    out = tmp_path / "out"
+    code = _run([
+        "reconstruct", *map(str, photos), "-o", str(out), "--checkpoint", str(checkpoint),
+        "--save", "ply,json,npz", "--quiet",
+    ], monkeypatch, ict_uv_model)
+    assert code == 0, capsys.readouterr().err
+    for stem in ("a", "b"):
+        parameters = json.loads((out / f"{stem}.json").read_text())
+        jsonschema.validate(parameters, SCHEMA)
+        assert parameters["image_size"] == {"height": 40 if stem == "a" else 64, "width": 48 if stem == "a" else 64}
+        mesh = trimesh.load(out / f"{stem}.ply", process=False)
+        assert mesh.vertices.shape == (ict_uv_model.model.n_vertices, 3)
+        assert mesh.faces.shape == ict_uv_model.model.triangles.shape
+        maps = np.load(out / f"{stem}.npz")
+        assert maps["correspondence"].shape == (2, 32, 32) and maps["confidence"].shape == (2, 32, 32)
+    assert "reconstructed 2 of 2" in capsys.readouterr().out
+
+
+def test_a_bad_image_is_reported_and_the_others_finish(tmp_path, checkpoint, monkeypatch, ict_uv_model, capsys):
+    good = _photo(tmp_path / "good.png")
+    truncated = tmp_path / "truncated.jpg"
+    _photo(tmp_path / "whole.jpg", size=(64, 64))
+    truncated.write_bytes((tmp_path / "whole.jpg").read_bytes()[:300])
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not an image")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1)).save(tiny)
+    missing = tmp_path / "missing.jpg"
+    out = tmp_path / "out"
+    code = _run([
+        "reconstruct", str(missing), str(truncated), str(good), str(not_an_image), str(tiny),
+        "-o", str(out), "--checkpoint", str(checkpoint), "--save", "json", "--quiet", "--batch-size", "2",
+    ], monkeypatch, ict_uv_model)
+    captured = capsys.readouterr()
+    assert code == 1
+    assert (out / "good.json").is_file()
+    failures = [line for line in captured.err.splitlines() if line.startswith("lsqface: failed:")]
+    assert len(failures) == 4
+    for path in (missing, truncated, not_an_image, tiny):
+        assert any(str(path) in line for line in failures)
+    assert "Traceback" not in captured.err
+    assert "reconstructed 1 of 5" in captured.out
+
+
+def test_huge_image_is_refused_with_the_limit_named(tmp_path, checkpoint, monkeypatch, ict_uv_model, capsys):
+    huge = tmp_path / "huge.png"
+    # A valid PNG header claiming 20000 x 20000 pixels; never decoded in full.
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    code = _run(["reconstruct", str(huge), "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint), "--quiet"],
+                monkeypatch, ict_uv_model)
+    err = capsys.readouterr().err
+    assert code == 1 and "huge.png" in err and "pixel" in err.lower()
+
+
+@pytest.mark.parametrize("make_args, fragment", [
+    (lambda tmp: [str(tmp / "empty")], "holds no images"),
+    (lambda tmp: [str(tmp / "nothing-*.jpg")], "matches no file"),
+])
+def test_inputs_that_give_nothing_exit_2(tmp_path, checkpoint, make_args, fragment, capsys):
+    (tmp_path / "empty").mkdir()
+    code = main(["reconstruct", *make_args(tmp_path), "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint)])
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_without_a_checkpoint_it_says_so_in_one_sentence(tmp_path, capsys, monkeypatch):
+    import lsqface.reconstruct as reconstruct
+
+    monkeypatch.setattr(reconstruct, "DEFAULT_CHECKPOINT", tmp_path / "absent.pt")
+    _photo(tmp_path / "a.png")
+    code = main(["reconstruct", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--checkpoint" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_bbox_and_cut_short_checkpoint(tmp_path, checkpoint, capsys):
+    _photo(tmp_path / "a.png")
+    assert main(["reconstruct", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--bbox", "1,2,3"]) == 2
+    assert "--bbox takes four numbers" in capsys.readouterr().err
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(checkpoint.read_bytes()[:1000])
+    assert main(["reconstruct", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(cut)]) == 2
+    assert "cut short" in capsys.readouterr().err
