@@ -1,0 +1,151 @@
+"""The photo's colours pulled into the 3DMM's UV space: a texture for the reconstructed mesh.
+
+Each texel of the UV image is a point on the fitted surface: rasterise the
+mesh with its flattened (u, v) as 2D positions, interpolate the camera-space
+position, project it with the reconstruction's K into the photo and sample
+the photo there (bilinear). The photo only shows the surface that faces the
+camera and is not hidden by another part of the face (the far cheek behind
+the nose), so a texel counts as *visible* when its normal faces the camera
+and its depth passes a z-buffer test against the mesh rendered at the photo's
+size. Everything else (hidden texels, and texels between the UV chart and the
+texture's border) is filled from the fitted colour, so the texture has no
+holes when a viewer filters it.
+
+UV convention (lsqface.morphable.uv_model): a vertex with flattened (u, v)
+lands at texel (u (S - 1), v (S - 1)), i.e. its centre at
+(u (S - 1) + 0.5, v (S - 1) + 0.5) in the rasteriser's pixel frame; v grows
+downwards, the same texture layout ``write_obj`` expects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from lsqface.errors import ImageError
+from lsqface.render.interpolate import interpolate
+from lsqface.render.rasterize import rasterize
+
+__all__ = ["photo_texture", "uv_vertices", "visible_in_photo"]
+
+#: Depth tolerance of the z-buffer test, as a fraction of the face's distance to the camera
+#: (1 % is about 5 mm at 50 cm: a texel within that of the rendered surface is that surface).
+DEPTH_TOLERANCE = 0.01
+
+
+def uv_vertices(vertex_uv: np.ndarray | torch.Tensor, size: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The flattened mesh as a (1, V, 3) image-space mesh of a ``size`` x ``size`` texture (z = 0).
+
+    Args:
+        vertex_uv: (V, 2) flattened (u, v) in [0, 1].
+        size: texture side S, pixels.
+
+    Returns:
+        (1, V, 3): x = u (S - 1) + 0.5, y = v (S - 1) + 0.5 in texels, z = 0.
+    """
+    uv = torch.as_tensor(np.asarray(vertex_uv), dtype=dtype)
+    xy = uv * (size - 1) + 0.5
+    return torch.cat([xy, torch.zeros_like(xy[:, :1])], dim=-1)[None]
+
+
+def visible_in_photo(points: torch.Tensor, normals: torch.Tensor, image_points: torch.Tensor,
+                     photo_depth: torch.Tensor, tolerance: float = DEPTH_TOLERANCE) -> torch.Tensor:
+    """Which surface points the photo shows: facing the camera, inside the photo, not occluded.
+
+    Args:
+        points: (N, 3) camera-space positions, millimetres.
+        normals: (N, 3) outward normals there (need not be unit).
+        image_points: (N, 2) their projections (x, y) in photo pixels.
+        photo_depth: (H, W) the mesh's camera z rendered at the photo's size, ``inf`` off the mesh.
+        tolerance: a point is hidden when the rendered surface is nearer by more than
+            ``tolerance`` times the point's depth.
+
+    Returns:
+        (N,) bool.
+    """
+    height, width = photo_depth.shape
+    # The camera sits at the origin: the point faces it when n . (0 - X) > 0.
+    facing = (normals * -points).sum(-1) > 0
+    x, y = image_points[:, 0], image_points[:, 1]
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height) & torch.isfinite(x) & torch.isfinite(y)
+    # Compare with the four pixel centres around the point and keep the farthest: at a depth
+    # edge a point of the far side still sees its own surface in one neighbour, while a point
+    # hidden behind the nose sees the nose in all four.
+    column = torch.floor(x - 0.5).clamp(-1, width - 1).nan_to_num(0).long()
+    row = torch.floor(y - 0.5).clamp(-1, height - 1).nan_to_num(0).long()
+    farthest = torch.full_like(x, -float("inf"))
+    for row_offset in (0, 1):
+        for column_offset in (0, 1):
+            r = (row + row_offset).clamp(0, height - 1)
+            c = (column + column_offset).clamp(0, width - 1)
+            farthest = torch.maximum(farthest, photo_depth[r, c])
+    unoccluded = points[:, 2] <= farthest + tolerance * points[:, 2].abs()
+    return facing & inside & unoccluded
+
+
+def _fill_outside(image: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Copy each unknown pixel from its nearest known pixel; image (S, S, C), known (S, S) bool."""
+    if known.all() or not known.any():
+        return image
+    _, (rows, columns) = ndimage.distance_transform_edt(~known, return_indices=True)
+    return image[rows, columns]
+
+
+@torch.no_grad()
+def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The photo mapped into UV space, hidden parts filled with the fitted colour.
+
+    Args:
+        reconstruction: a :class:`lsqface.reconstruct.Reconstruction`.
+        index: which face of the batch.
+        photo: (H, W, 3) float in [0, 1], the ORIGINAL image of that face (H, W = its image size).
+        size: texture side S, texels.
+
+    Returns:
+        texture (S, S, 3) float32 in [0, 1] and visible (S, S) bool: True where the texel's colour
+        comes from the photo.
+
+    Raises:
+        ImageError: the photo's size is not the reconstruction's image size.
+    """
+    photo = np.asarray(photo, dtype=np.float32)
+    height, width = reconstruction.image_sizes[index]
+    if photo.ndim != 3 or photo.shape[2] != 3 or photo.shape[:2] != (height, width):
+        raise ImageError(
+            f"The photo is {photo.shape} but face {index} was reconstructed from a {width}x{height} image; "
+            "pass the same (H, W, 3) image that was reconstructed."
+        )
+    dtype = torch.float64
+    triangles = reconstruction.triangles.cpu()
+    vertices = reconstruction.vertices[index:index + 1].detach().cpu().to(dtype)
+    normals = reconstruction.normals[index:index + 1].detach().cpu().to(dtype)
+    colour = reconstruction.colour[index:index + 1].detach().cpu().to(dtype)
+    intrinsics = reconstruction.intrinsics[index].detach().cpu().to(dtype)
+
+    texels = uv_vertices(reconstruction.vertex_uv, size, dtype)
+    fragments = rasterize(texels, triangles, size, size)
+    values = interpolate(torch.cat([vertices, normals, colour], -1), fragments, None, triangles)[0]
+    covered = fragments.mask[0]
+    points, texel_normals, fitted = values[covered, 0:3], values[covered, 3:6], values[covered, 6:9]
+
+    projected = points @ intrinsics.T
+    image_points = projected[:, :2] / projected[:, 2:3]
+    photo_fragments = rasterize(reconstruction.image_vertices()[index:index + 1].detach().cpu().to(dtype),
+                                triangles, height, width)
+    visible = visible_in_photo(points, texel_normals, image_points, photo_fragments.depth[0])
+
+    # grid_sample with align_corners=False puts pixel centres at (j + 0.5) / W * 2 - 1: our convention.
+    grid = torch.stack([image_points[:, 0] / width, image_points[:, 1] / height], -1) * 2 - 1
+    photo_tensor = torch.from_numpy(photo).permute(2, 0, 1)[None].to(dtype)
+    sampled = F.grid_sample(photo_tensor, grid.nan_to_num(0)[None, None], mode="bilinear",
+                            padding_mode="border", align_corners=False)[0, :, 0].T  # (N, 3)
+    texel_colour = torch.where(visible[:, None], sampled, fitted)
+
+    texture = np.zeros((size, size, 3), np.float32)
+    mask = covered.numpy()
+    texture[mask] = texel_colour.clamp(0, 1).numpy()
+    visible_image = np.zeros((size, size), bool)
+    visible_image[mask] = visible.numpy()
+    return _fill_outside(texture, mask), visible_image

@@ -1,0 +1,84 @@
+"""The photo texture, checked against the true colour of synthetic faces computed in UV space."""
+
+import numpy as np
+import pytest
+import torch
+
+from lsqface.data.synthetic import SyntheticConfig, generate_faces
+from lsqface.errors import ImageError
+from lsqface.lighting.sh import sh_shading
+from lsqface.outputs.texture import photo_texture, uv_vertices
+from lsqface.reconstruct import reconstruct_from_maps
+from lsqface.render.interpolate import interpolate, vertex_normals
+from lsqface.render.rasterize import rasterize
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def yawed_faces(ict_uv_model):
+    """Two faces without albedo detail (their colour is then known per vertex), turned up to 70 degrees."""
+    config = SyntheticConfig(size=128, yaw_range=70.0, albedo_detail=0.0)
+    faces = generate_faces(ict_uv_model, [0, 1], config)
+    reconstruction = reconstruct_from_maps(ict_uv_model, faces.image, faces.correspondence, faces.depth, faces.confidence)
+    return faces, reconstruction
+
+
+def true_texture(uv_model, faces, index):
+    """Per texel: the true colour albedo x SH shading, and whether the true surface faces the camera."""
+    model = uv_model.model
+    vertices = faces.vertices[index:index + 1]
+    triangles = torch.as_tensor(model.triangles, dtype=torch.int64)
+    albedo = torch.as_tensor(model.albedo_mean) + torch.as_tensor(model.albedo_basis) @ faces.albedo[index]
+    normals = vertex_normals(vertices, triangles)
+    fragments = rasterize(uv_vertices(uv_model.vertex_uv, SIZE), triangles, SIZE, SIZE)
+    values = interpolate(torch.cat([albedo[None], normals, vertices], -1), fragments, None, triangles)[0]
+    unit_normals = torch.nn.functional.normalize(values[..., 3:6], dim=-1)
+    shading = sh_shading(unit_normals, faces.lighting[index][None, None]).clamp_min(0.0)
+    colour = (values[..., 0:3].clamp(0, 1) * shading).clamp(0, 1)
+    towards_camera = torch.nn.functional.normalize(-values[..., 6:9], dim=-1)
+    cosine = (unit_normals * towards_camera).sum(-1)
+    return colour.numpy(), cosine.numpy(), fragments.mask[0].numpy()
+
+
+def test_visible_texels_have_the_true_colour(ict_uv_model, yawed_faces):
+    faces, reconstruction = yawed_faces
+    for index in range(2):
+        photo = faces.image[index].permute(1, 2, 0).numpy()
+        texture, visible = photo_texture(reconstruction, index, photo, size=SIZE)
+        assert texture.shape == (SIZE, SIZE, 3) and visible.shape == (SIZE, SIZE)
+        truth, cosine, covered = true_texture(ict_uv_model, faces, index)
+        # Away from grazing angles a texel is sampled from a well-resolved part of the photo.
+        frontal = visible & (cosine > 0.5)
+        assert frontal.sum() > 0.3 * covered.sum()
+        error = np.abs(texture[frontal] - truth[frontal]).max(-1)
+        assert np.median(error) < 0.02, np.median(error)
+        assert np.quantile(error, 0.9) < 0.06, np.quantile(error, 0.9)
+
+
+def test_far_side_of_a_turned_face_is_invisible(ict_uv_model, yawed_faces):
+    faces, reconstruction = yawed_faces
+    index = int(faces.pose[:, 0].abs().argmax())
+    assert abs(float(faces.pose[index, 0])) > 40.0  # really turned
+    photo = faces.image[index].permute(1, 2, 0).numpy()
+    texture, visible = photo_texture(reconstruction, index, photo, size=SIZE)
+    _, cosine, covered = true_texture(ict_uv_model, faces, index)
+    away = covered & (cosine < -0.1)
+    assert away.sum() > 0.1 * covered.sum()
+    assert not visible[away].any()
+    # Hidden texels take the fitted colour, not the photo's background.
+    fitted, _ = photo_texture(reconstruction, index, np.zeros_like(photo), size=SIZE)
+    np.testing.assert_allclose(texture[away], fitted[away])
+    assert visible[covered & (cosine > 0.5)].mean() > 0.95
+
+
+def test_texture_fills_outside_the_chart_and_checks_the_photo_size(yawed_faces):
+    faces, reconstruction = yawed_faces
+    photo = faces.image[0].permute(1, 2, 0).numpy()
+    texture, visible = photo_texture(reconstruction, 0, photo, size=64)
+    assert texture.shape == (64, 64, 3) and texture.dtype == np.float32
+    assert np.isfinite(texture).all() and (texture >= 0).all() and (texture <= 1).all()
+    # No black holes outside the chart: every texel is filled from the nearest chart texel.
+    assert (texture.max(-1) > 0).all()
+    with pytest.raises(ImageError):
+        photo_texture(reconstruction, 0, photo[:100], size=64)
