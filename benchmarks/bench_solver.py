@@ -26,26 +26,17 @@ from lsqface.solver.photometry import PhotometryRegularisation, inverse_shading,
 SIZES = {"ICT-FaceKit": (153, 99), "BFM 2017": (299, 199)}
 
 
-def best_time(function, repeats: int) -> float:
-    function()  # warm up
-    times = []
+def interleaved_best(functions, repeats: int) -> list[float]:
+    """Best time of each function over ``repeats`` rounds, each round running every function once."""
+    for function in functions:
+        function()  # warm up
+    best = [float("inf")] * len(functions)
     for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def bound_time(batch, rows, unknowns, dtype, repeats):
-    left = torch.randn(batch, unknowns, rows, dtype=dtype)
-    right = torch.randn(batch, rows, unknowns, dtype=dtype)
-    return best_time(lambda: torch.bmm(left, right), repeats)
-
-
-def lstsq_time(batch, rows, unknowns, dtype, repeats):
-    system = torch.randn(batch, rows + unknowns, unknowns, dtype=dtype)
-    target = torch.randn(batch, rows + unknowns, 1, dtype=dtype)
-    return best_time(lambda: torch.linalg.lstsq(system, target), repeats)
+        for index, function in enumerate(functions):
+            start = time.perf_counter()
+            function()
+            best[index] = min(best[index], time.perf_counter() - start)
+    return best
 
 
 def geometry_inputs(batch, samples, count, dtype, generator):
@@ -100,14 +91,20 @@ def time_solves(batch, samples, dtype, repeats):
             ("geometric", 12 + count, geometry_forward, geometry_backward),
             ("photometric", 27 + albedo_count, photometry_forward, photometry_backward),
         ):
-            bound = bound_time(batch, 3 * samples, unknowns, dtype, repeats)
-            forward_time = best_time(forward, repeats)
-            backward_time = best_time(backward, repeats)
-            lstsq = lstsq_time(batch, 3 * samples, unknowns, dtype, repeats)
+            left = torch.randn(batch, unknowns, 3 * samples, dtype=dtype)
+            right = torch.randn(batch, 3 * samples, unknowns, dtype=dtype)
+            system = torch.randn(batch, 3 * samples + unknowns, unknowns, dtype=dtype)
+            target = torch.randn(batch, 3 * samples + unknowns, 1, dtype=dtype)
+            # Interleaved, best of each: the machine's load varies over seconds, so the bound and the
+            # solve are timed back to back in every round rather than in separate blocks.
+            bound, forward_time, backward_time, lstsq = interleaved_best(
+                [lambda: torch.bmm(left, right), forward, backward, lambda: torch.linalg.lstsq(system, target)], repeats
+            )
             print(
                 f"{name:<12}{solve:<12}{bound * 1e3:>10.1f}{forward_time * 1e3:>12.1f}{forward_time / bound:>7.2f}"
                 f"{backward_time * 1e3:>12.1f}{backward_time / bound:>7.2f}{lstsq * 1e3:>10.1f}{lstsq / bound:>7.2f}"
             )
+            del left, right, system, target
 
 
 def precision_errors(batch, samples):

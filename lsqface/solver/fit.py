@@ -170,7 +170,7 @@ def fit(
         depth_samples,
         weights[..., 0],
         mean.to(dtype),
-        basis.to(dtype),
+        basis.to(dtype=dtype, memory_format=torch.contiguous_format),  # one pass: cast and (B, P, 3, N) layout
         GeometryRegularisation(
             inverse_camera=config.inverse_camera_weight,
             camera_centre=config.camera_centre_weight,
@@ -189,7 +189,7 @@ def fit(
         normals,
         weights[..., 1],
         albedo_mean.to(dtype),
-        albedo_basis.to(dtype),
+        albedo_basis.to(dtype=dtype, memory_format=torch.contiguous_format),
         PhotometryRegularisation(
             lighting=config.lighting_weight,
             albedo=config.albedo_weight if albedo_weights is None else albedo_weights.to(dtype),
