@@ -104,6 +104,46 @@ def _command_reconstruct(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _command_train_stage(args: argparse.Namespace) -> int:
+    import dataclasses
+    import logging
+
+    from lsqface.train.config import load_train_config
+    from lsqface.train.distributed import context_from_environment, finish
+    from lsqface.train.trainer import run_stage
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = load_train_config(args.config)
+    if args.steps is not None:
+        section = getattr(config, args.command)
+        config = dataclasses.replace(config, **{args.command: dataclasses.replace(section, steps=args.steps)})
+    context = context_from_environment(args.device)
+    try:
+        summary = run_stage(
+            config, args.command, args.run_dir, resume=args.resume or False, init=args.init,
+            source=args.source, region=args.region, context=context, progress=not args.quiet,
+        )
+    finally:
+        finish(context)
+    if context.is_main:
+        state = "interrupted" if summary.interrupted else "finished"
+        print(f"{args.command} {state} at step {summary.step} ({summary.skipped} batches skipped); checkpoint {summary.checkpoint}")
+    return 130 if summary.interrupted else 0
+
+
+def _add_train_options(parser: argparse.ArgumentParser, default_run_dir: str) -> None:
+    parser.add_argument("--config", required=True, help="training TOML file, e.g. configs/cpu.toml")
+    parser.add_argument("--run-dir", default=default_run_dir, help=f"folder for checkpoints and TensorBoard logs (default {default_run_dir})")
+    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                        help="continue exactly from RUN_DIR/last.pt, or from CHECKPOINT")
+    parser.add_argument("--init", default=None, metavar="CHECKPOINT", help="start the network from this checkpoint's weights")
+    parser.add_argument("--steps", type=int, default=None, help="override the config's step count")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available); under torchrun cuda:LOCAL_RANK")
+    parser.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
+    parser.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _add_model_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
@@ -183,6 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
     reconstruct.add_argument("--quiet", action="store_true", help="no progress bar")
     reconstruct.set_defaults(handler=_command_reconstruct)
+
+    pretrain = commands.add_parser(
+        "pretrain", help="pretrain the network on roughly aligned faces with shared targets (seed F)",
+        description="Supervised pretraining: the 3DMM mean shape aligned to the average 5-landmark position gives "
+        "one correspondence, depth and confidence target, moved with each image by a random similarity. "
+        "Runs under torchrun for several processes.",
+    )
+    _add_train_options(pretrain, "runs/pretrain")
+    pretrain.set_defaults(handler=_command_train_stage)
+
+    train = commands.add_parser(
+        "train", help="train the network without landmarks: least-squares fit, render, robust photometric loss",
+        description="Unsupervised main training (no landmarks, no ground truth); start it from a pretraining "
+        "checkpoint with --init. Runs under torchrun for several processes.",
+    )
+    _add_train_options(train, "runs/train")
+    train.set_defaults(handler=_command_train_stage)
     return parser
 
 

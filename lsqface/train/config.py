@@ -1,0 +1,188 @@
+"""Training configuration: frozen dataclasses with the paper's settings, loadable from TOML.
+
+``lsqface pretrain --config configs/X.toml`` and ``lsqface train --config
+configs/X.toml`` read one file with the sections below (every key optional;
+unknown keys are errors that name the key). configs/tiny.toml is for tests,
+configs/cpu.toml a CPU default, configs/paper.toml the paper's GPU settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from lsqface.config import from_dict, read_toml
+from lsqface.data.augment import SimilarityAugmentation
+from lsqface.errors import ConfigError
+from lsqface.nets.unet import SIZE_MULTIPLE, UNetConfig
+from lsqface.solver.fit import SolverConfig
+from lsqface.train.adaptive import AdaptiveConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training images come from.
+
+    Attributes:
+        source: "synthetic" (faces drawn from the 3DMM on the fly, lsqface.data.synthetic),
+            "folder" (an image folder of roughly cropped faces) or "celeba" (aligned CelebA).
+        root: the folder (source "folder") or the CelebA root (source "celeba").
+        background: "procedural" (random colour fields), "natural" (random crops of the photos
+            in ``background_root``, or of images packaged with installed libraries) or "none" (black);
+            fills what the moved face does not cover.
+        background_root: folder of natural images for ``background = "natural"``.
+        image_count: use only the first this many images of a folder / CelebA (0: all); the
+            paper pretrains on 1k CelebA images.
+        synthetic_pool: if positive, synthetic images repeat with this period (position modulo
+            the pool) and each is drawn once and kept in memory: short CPU runs and tests
+            spend their time training instead of rendering.
+        identity_std, expression_std, yaw_range, pitch_range, roll_range: synthetic face
+            distributions (lsqface.data.SyntheticConfig) for main training.
+        face_fraction: range of the synthetic face width as a fraction of the image width.
+        augmentation: the random similarity applied to folder / CelebA images (and to every
+            pretraining image and its targets).
+    """
+
+    source: Literal["synthetic", "folder", "celeba"] = "synthetic"
+    root: str = ""
+    background: Literal["procedural", "natural", "none"] = "procedural"
+    background_root: str = ""
+    image_count: int = 0
+    synthetic_pool: int = 0
+    identity_std: float = 1.0
+    expression_std: float = 0.5
+    yaw_range: float = 25.0
+    pitch_range: float = 15.0
+    roll_range: float = 180.0
+    face_fraction: tuple[float, float] = (0.45, 0.75)
+    augmentation: SimilarityAugmentation = field(default_factory=SimilarityAugmentation)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Supervised pretraining on roughly aligned images (seed F).
+
+    Attributes:
+        steps: iterations (paper: 14k).
+        batch_size: images per iteration, over all processes (paper: 5).
+        learning_rate: Adam's step size.
+        landmarks_5: the average 5-landmark positions (x0, y0, ..., x4, y4) in pixels of the
+            network input, CelebA order (eyes, nose tip, mouth corners); empty: the default
+            for the data source (docs/training.md).
+        camera_field_of_view: horizontal field of view of the aligning camera, degrees.
+        depth_target: the constant depth map's value (the network's depth at initialisation is 1.001).
+        correspondence_weight, depth_weight, confidence_weight: weights of the three supervised terms.
+    """
+
+    steps: int = 14000
+    batch_size: int = 5
+    learning_rate: float = 1e-4
+    landmarks_5: tuple[float, ...] = ()
+    camera_field_of_view: float = 30.0
+    depth_target: float = 1.0
+    correspondence_weight: float = 1.0
+    depth_weight: float = 0.1
+    confidence_weight: float = 0.1
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights and caps of the unsupervised losses (docs/training.md says why each exists).
+
+    Attributes:
+        photometric_weight: weight of the robust photometric term.
+        residual_cap: tau, the colour residual (RGB distance, display units) above which a pixel
+            counts as unexplained; uncovered pixels cost tau^2.
+        geometric_weight: weight of the correspondence-consistency term.
+        geometric_cap: cap of the reprojection distance, as a fraction of the image side.
+        statistical_weight: weight of sum_i w_i a_i^2 (the adaptive weights of seed G).
+    """
+
+    photometric_weight: float = 1.0
+    residual_cap: float = 0.25
+    geometric_weight: float = 1.0
+    geometric_cap: float = 0.25
+    statistical_weight: float = 1e-3
+
+
+@dataclass(frozen=True)
+class MainTrainConfig:
+    """Unsupervised main training.
+
+    Attributes:
+        steps: iterations.
+        batch_size: images per iteration, over all processes.
+        learning_rate: Adam's step size.
+        camera_centre_steps: during the first this many iterations, the solve's camera centre q
+            is pulled towards a fixed point in front of the face (seed F).
+        camera_centre_weight: that pull's weight (SolverConfig.camera_centre_weight).
+        camera_distance: the fixed point lies this many face widths in front of the mean face.
+        regularisation_scale: the solve's regularisation weight of each coefficient is this times
+            its adaptive weight (initial adaptive weight 0.099: scale 10 gives about 1, the
+            SolverConfig default).
+    """
+
+    steps: int = 100000
+    batch_size: int = 5
+    learning_rate: float = 1e-5
+    camera_centre_steps: int = 2000
+    camera_centre_weight: float = 1.0
+    camera_distance: float = 4.0
+    regularisation_scale: float = 10.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; ``lsqface pretrain/train --config FILE`` reads it.
+
+    Attributes:
+        input_size: side of the network's square input, pixels (divisible by 16).
+        uv_size: UV-3DMM image size, pixels (paper: 320).
+        network: which U-Net.
+        solver: the least-squares layer (sample count, eps, weights, precision).
+        data, pretrain, train, losses, adaptive: sections above.
+        micro_batches: split each process's batch into this many forward/backward passes whose
+            gradients add up (less memory; batch-norm statistics are per micro-batch).
+        seed: seeds the network initialisation, data and pixel sampling.
+        log_every: steps between TensorBoard scalars.
+        image_every: steps between TensorBoard images (reconstruction overlay, residual map).
+        checkpoint_every: steps between checkpoints.
+        num_threads: torch CPU threads per process (0: torch's default).
+        evaluate_count: at the end of a run, the fitted 5-landmark error on this many held-out
+            synthetic faces is written to RUN_DIR/evaluation.json (0: no evaluation).
+    """
+
+    input_size: int = 128
+    uv_size: int = 320
+    network: UNetConfig = field(default_factory=UNetConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    train: MainTrainConfig = field(default_factory=MainTrainConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
+    micro_batches: int = 1
+    seed: int = 0
+    log_every: int = 10
+    image_every: int = 200
+    checkpoint_every: int = 500
+    num_threads: int = 0
+    evaluate_count: int = 0
+
+    def __post_init__(self) -> None:
+        if self.input_size < SIZE_MULTIPLE or self.input_size % SIZE_MULTIPLE:
+            raise ConfigError(f"input_size must be a positive multiple of {SIZE_MULTIPLE}, got {self.input_size}.")
+        if self.micro_batches < 1:
+            raise ConfigError(f"micro_batches must be at least 1, got {self.micro_batches}.")
+        for name in ("pretrain", "train"):
+            section = getattr(self, name)
+            if section.batch_size < 1 or section.steps < 0:
+                raise ConfigError(f"{name}.batch_size must be at least 1 and {name}.steps not negative.")
+        if self.pretrain.landmarks_5 and len(self.pretrain.landmarks_5) != 10:
+            raise ConfigError("pretrain.landmarks_5 must hold 10 numbers (x, y of 5 landmarks) or be empty.")
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read a training TOML file (see configs/) into a :class:`TrainConfig`."""
+    return from_dict(TrainConfig, read_toml(path))

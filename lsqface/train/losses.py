@@ -1,0 +1,90 @@
+"""Unsupervised training losses (DESIGN.md "Training"; docs/training.md says why each exists).
+
+All three are per image, so a batch's loss is their mean and a batch split
+over processes or micro-batches gives the same gradient.
+
+- :func:`photometric_loss`: the fitted mesh rendered with the fitted camera;
+  per pixel min(r^2, tau^2) where the mesh covers the pixel (r the RGB
+  residual in display units) and tau^2 where it does not. Covering a pixel pays
+  only if the model explains its colour (seed K/L/M's robust residual that
+  "expands the face region").
+- :func:`geometric_loss`: the distance, in image sides, between each sampled
+  pixel and the projection of its correspondence's model point under the
+  fitted camera and shape, capped; it keeps the correspondence map consistent
+  with one camera and one shape.
+- :func:`statistical_loss`: sum_i w_i a_i^2 with the adaptive weights of seed G.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lsqface.render.interpolate import interpolate
+from lsqface.render.rasterize import rasterize
+from lsqface.solver.fit import LeastSquaresFit
+from lsqface.solver.sampling import gather_map
+
+
+def photometric_loss(image: torch.Tensor, image_vertices: torch.Tensor, colour: torch.Tensor, triangles: torch.Tensor,
+                     residual_cap: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Robust photometric loss of a rendered fitted mesh.
+
+    Args:
+        image: (B, 3, H, W) the input image in [0, 1] (display units).
+        image_vertices: (B, V, 3) projected vertices (x, y pixels, camera z), differentiable.
+        colour: (B, V, 3) reconstructed vertex colours in [0, 1], differentiable.
+        triangles: (F, 3) int64.
+        residual_cap: tau, in RGB distance units.
+
+    Returns:
+        (B,) mean cost per pixel, (B, H, W) the per-pixel cost (the robust residual map),
+        (B, 3, H, W) the rendering (0 where uncovered, for pictures).
+    """
+    batch, _, height, width = image.shape
+    fragments = rasterize(image_vertices.detach().float(), triangles, height, width)
+    rendered = interpolate(colour, fragments, image_vertices, triangles)  # (B, H, W, 3)
+    covered = fragments.triangle_id >= 0
+    squared = (rendered - image.permute(0, 2, 3, 1).to(rendered.dtype)).square().sum(dim=-1)
+    cap = residual_cap ** 2
+    cost = torch.where(covered, squared.clamp(max=cap), torch.full_like(squared, cap))
+    return cost.mean(dim=(1, 2)), cost, rendered.permute(0, 3, 1, 2)
+
+
+def geometric_loss(result: LeastSquaresFit, depth: torch.Tensor, cap: float) -> torch.Tensor:
+    """Capped squared reprojection distance of the sampled pixels, in image sides, per image.
+
+    The model point of sample j with the fitted shape is X_j = a_j + B_j m = P (d_j x_j) + q - r_j
+    (r_j the fit's geometric residual), and P (d_j x_j) + q projects exactly onto x_j (P = M^-1,
+    M = psi K R, q = -P psi K t), so the projection of X_j under K (R X + t) differs from x_j only
+    through r_j; computing it this way avoids sampling the basis again.
+
+    Args:
+        result: the least-squares fit (its samples, residuals, camera).
+        depth: (B, 1, H, W) the depth map the fit used.
+        cap: distances above this fraction of the image side count as this much.
+
+    Returns:
+        (B,) mean over samples of min(distance^2, cap^2), each sample weighted by the UV-3DMM
+        validity of its correspondence (a correspondence outside the face has no model point).
+    """
+    samples = result.samples
+    dtype = result.rotation.dtype
+    pixels = samples.pixels.to(dtype)
+    sample_depth = gather_map(depth, samples).to(dtype)  # (B, P, 1)
+    homogeneous = torch.cat([pixels, torch.ones_like(pixels[..., :1])], dim=-1) * sample_depth
+    model_points = homogeneous @ result.inverse_camera.transpose(1, 2) + result.camera_centre[:, None] - result.geometric_residuals
+    camera_points = model_points @ result.rotation.transpose(1, 2) + result.translation[:, None]
+    projected = camera_points @ result.intrinsics.transpose(1, 2)
+    reprojected = projected[..., :2] / projected[..., 2:3]
+    side = float(max(samples.height, samples.width))
+    distance = ((reprojected - pixels) / side).square().sum(dim=-1)
+    valid = (result.geometric_weights > 0).to(dtype)
+    return (distance.clamp(max=cap ** 2) * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1.0)
+
+
+def statistical_loss(shape_coefficients: torch.Tensor, albedo_coefficients: torch.Tensor,
+                     shape_weights: torch.Tensor, albedo_weights: torch.Tensor) -> torch.Tensor:
+    """(B,) sum_i w_i a_i^2 over shape (B, N) and albedo (B, N_alb) coefficients, weights (N,), (N_alb,)."""
+    shape = (shape_coefficients.square() * shape_weights.to(shape_coefficients)).sum(dim=1)
+    albedo = (albedo_coefficients.square() * albedo_weights.to(albedo_coefficients)).sum(dim=1)
+    return shape + albedo
