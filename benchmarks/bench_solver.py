@@ -123,7 +123,7 @@ def precision_errors(batch, samples):
         cross = cross - cross.transpose(1, 2)
         rotation = torch.eye(3, dtype=double) + torch.sin(angle)[:, None, None] * cross + (1 - torch.cos(angle))[:, None, None] * cross @ cross
         rotation = rotation @ torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=double))
-        intrinsics = torch.tensor([[500.0, 0, 111.5], [0, 500.0, 111.5], [0, 0, 1]], dtype=double).expand(batch, 3, 3)
+        intrinsics = torch.tensor([[500.0, 0, 112.0], [0, 500.0, 112.0], [0, 0, 1]], dtype=double).expand(batch, 3, 3)
         translation = torch.tensor([0.0, 0.0, 600.0], dtype=double).expand(batch, 3)
         camera = Camera(intrinsics, rotation, translation, torch.full((batch,), 0.01, dtype=double))
         inverse_camera, camera_centre = compose_inverse_camera(camera)

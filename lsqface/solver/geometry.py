@@ -1,7 +1,7 @@
 """Geometric linear least squares: inverse camera P, q and shape coefficients m (seed R, eqs 33-37).
 
 For sampled pixel j with homogeneous pixel coordinates x_j = (x_j, y_j, 1)
-(pixels; (0, 0) is the centre of the top-left pixel, y grows downwards, see
+(pixels; pixel centres at integer + 0.5, y grows downwards, see
 :mod:`lsqface.solver.sampling`), depth d_j, confidence w_j, and the UV-3DMM's
 shape mean a_j (3) and basis B_j (3 x N) at the pixel's correspondence, the
 three equations
@@ -24,7 +24,7 @@ factorised by Cholesky (see :func:`cholesky_solve_checked`).
 Conditioning. Pixel coordinates are O(100) and depth arbitrary, which would
 make the P-columns of the normal matrix differ in scale by 10^4 and more.
 Inside the solver pixels are mapped to ``x_n = N x`` with
-``N = [[1/s, 0, -c_x/s], [0, 1/s, -c_y/s], [0, 0, 1]]``, c = ((W-1)/2, (H-1)/2)
+``N = [[1/s, 0, -c_x/s], [0, 1/s, -c_y/s], [0, 0, 1]]``, c = (W/2, H/2)
 the image centre and s = max(H, W) / 2, so the image spans [-1, 1]; depth is
 divided by its root-mean-square over the samples of each image, d_s. The solve
 finds P_n with P_n d_n x_n = P d x, and returns ``P = P_n N / d_s`` in pixel
@@ -93,7 +93,7 @@ def pixel_normalisation(height: int, width: int, *, dtype=torch.float64, device=
     """The (3, 3) matrix N taking homogeneous pixels of an H x W image to [-1, 1] (module docstring)."""
     scale = max(height, width) / 2.0
     return torch.tensor(
-        [[1 / scale, 0, -(width - 1) / 2 / scale], [0, 1 / scale, -(height - 1) / 2 / scale], [0, 0, 1]],
+        [[1 / scale, 0, -width / 2 / scale], [0, 1 / scale, -height / 2 / scale], [0, 0, 1]],
         dtype=dtype,
         device=device,
     )
@@ -237,7 +237,7 @@ def solve_geometry(
     """Fit P, q and m to the samples (seed R eqs 33-37), conditioned as in the module docstring.
 
     Args:
-        pixels: (B, P, 2) pixel coordinates (x, y) in pixels.
+        pixels: (B, P, 2) pixel coordinates (x, y) in pixels, centres at integer + 0.5.
         depth: (B, P) depth, in the network's units (the camera's z times psi, see camera.py).
         confidence: (B, P) geometric confidence w_j >= 0.
         mean: (B, P, 3) shape mean at the correspondences, model units.

@@ -38,7 +38,7 @@ def make_camera(batch, generator, size=224, focal_range=(400.0, 700.0)):
         yaw, pitch, roll = (torch.rand(3, generator=generator, dtype=torch.float64) * 2 - 1) * torch.tensor([0.6, 0.3, 3.1])
         rotations.append(axis_rotation(roll.item(), 2) @ axis_rotation(yaw.item(), 1) @ axis_rotation(pitch.item(), 0) @ frontal)
         focal = focal_range[0] + (focal_range[1] - focal_range[0]) * torch.rand(1, generator=generator, dtype=torch.float64).item()
-        intrinsics.append(torch.tensor([[focal, 0, (size - 1) / 2 + 5], [0, focal * 1.02, (size - 1) / 2 - 3], [0, 0, 1]], dtype=torch.float64))
+        intrinsics.append(torch.tensor([[focal, 0, size / 2 + 5], [0, focal * 1.02, size / 2 - 3], [0, 0, 1]], dtype=torch.float64))
     translation = torch.randn(batch, 3, generator=generator, dtype=torch.float64)
     translation[:, 2] = 50 + 10 * torch.rand(batch, generator=generator, dtype=torch.float64)
     psi = 0.02 + 0.02 * torch.rand(batch, generator=generator, dtype=torch.float64)
