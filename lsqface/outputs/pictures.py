@@ -39,7 +39,9 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from lsqface.errors import ImageError  # noqa: E402
 from lsqface.outputs.export import write_png  # noqa: E402
 from lsqface.outputs.texture import photo_texture  # noqa: E402
-from lsqface.render.shading import composite, lambert, render_mesh  # noqa: E402
+from lsqface.render.interpolate import interpolate  # noqa: E402
+from lsqface.render.rasterize import rasterize  # noqa: E402
+from lsqface.render.shading import composite, lambert  # noqa: E402
 
 __all__ = [
     "PICTURE_NAMES",
@@ -106,9 +108,11 @@ def mesh_pictures(reconstruction, index: int, photo: np.ndarray) -> dict[str, np
     triangles = reconstruction.triangles.cpu()
     grey = _shaded_grey(reconstruction, index)
     colour = reconstruction.colour[index:index + 1].detach().cpu().float()
-    # One rasterisation serves the three pictures: render both colour sets at once.
-    rendered, mask = render_mesh(vertices.expand(2, -1, -1), triangles, torch.cat([grey, colour]), height, width,
-                                 cull_backfaces=True)
+    # One rasterisation serves the three pictures: interpolate both colour sets at once.
+    fragments = rasterize(vertices, triangles, height, width, cull_backfaces=True)
+    values = interpolate(torch.cat([grey, colour], -1), fragments, None, triangles).permute(0, 3, 1, 2)
+    rendered = torch.cat([values[:, :3], values[:, 3:]])
+    mask = fragments.mask[:, None].float().expand(2, -1, -1, -1)
     background = torch.from_numpy(photo).permute(2, 0, 1)[None]
     overlay = composite(background, rendered[:1], mask[:1], OVERLAY_ALPHA)
     coloured = composite(background, rendered[1:], mask[1:])

@@ -1,0 +1,421 @@
+"""A video in, a six-panel MP4 and one JSON line per frame out (seed O).
+
+Frames are read with imageio (its ffmpeg comes with the imageio-ffmpeg
+package, so no system ffmpeg is needed), reconstructed in batches through the
+same :class:`lsqface.reconstruct.Reconstructor` as single photos, and written
+as H.264 (yuv420p, even width and height, plays everywhere) with this layout:
+
+    +----------------+----------------+----------------+
+    | input          | reconstruction | geometry       |
+    +----------------+----------------+----------------+
+    | correspondence | confidence     | depth          |
+    +----------------+----------------+----------------+
+
+Each panel is the input frame's size, scaled down so its longer side is at
+most ``PANEL_SIDE`` pixels; the meshes are rendered at the panel's size with
+the camera scaled accordingly. Beside the video, ``<output>.jsonl`` holds one
+line per frame: index, time, camera, pose, landmarks and coefficients, or an
+``"error"`` when the least-squares solve failed for that frame (the frame is
+then drawn with the input and the network's maps only, and the video goes on).
+
+Temporal smoothing (off by default): with ``smoothing = a`` in [0, 1), every
+fitted parameter p (rotation, translation, camera intrinsics, identity,
+expression and albedo coefficients, lighting) is replaced by the exponential
+moving average s_t = a s_(t-1) + (1 - a) p_t over the frames whose solve
+succeeded, and the mesh, colour and landmarks are recomputed from s_t. The
+averaged rotation matrix is projected back onto the rotations (SVD). ``a``
+is the weight of the past: 0.5 halves a jitter's amplitude at the cost of
+about one frame of lag; 0.9 is smooth but lags ten frames behind fast turns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from lsqface.errors import ConfigError, ImageError, LsqfaceError
+from lsqface.files import atomic_path
+from lsqface.outputs.pictures import (
+    confidence_picture,
+    correspondence_picture,
+    depth_picture,
+    mesh_pictures,
+    to_uint8,
+)
+
+__all__ = ["VideoSummary", "reconstruct_video", "read_video", "smooth_fit", "frame_record"]
+
+#: Longest side of one panel, pixels: six 480 px panels make a 1440 x 960 video.
+PANEL_SIDE = 480
+PANEL_TITLES = ("input", "reconstruction", "geometry", "correspondence", "confidence", "depth")
+_FIT_PARAMETERS = ("rotation", "translation", "intrinsics", "identity_coefficients", "expression_coefficients",
+                   "albedo_coefficients", "inverse_lighting")
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    """What :func:`reconstruct_video` did.
+
+    Attributes:
+        video: the MP4 written; parameters: the JSON-lines file beside it.
+        frames: frames read and written; failed: frames whose solve failed.
+        fps: frame rate (that of the input).
+        width, height: size of the output video, pixels.
+        seconds: wall-clock time.
+    """
+
+    video: Path
+    parameters: Path
+    frames: int
+    failed: int
+    fps: float
+    width: int
+    height: int
+    seconds: float
+
+    def __str__(self) -> str:
+        rate = self.frames / self.seconds if self.seconds > 0 else float("inf")
+        failed = f", {self.failed} failed" if self.failed else ""
+        return (f"{self.video} ({self.frames} frames{failed}, {self.width}x{self.height} at {self.fps:g} fps, "
+                f"{rate:.2f} frames/s) and {self.parameters}")
+
+
+def read_video(path: str | Path) -> tuple[dict, Iterator[np.ndarray]]:
+    """Open a video: its metadata (``fps``, ``size`` (width, height), ``nframes`` maybe ``inf``) and its frames.
+
+    Frames are (H, W, 3) uint8 RGB.
+
+    Raises:
+        ImageError: the file does not exist or ffmpeg cannot read it as a video.
+    """
+    import imageio
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"Video {path} does not exist; pass the path of a video file (MP4, MOV, AVI, MKV...).")
+    try:
+        reader = imageio.get_reader(path, "ffmpeg")
+        metadata = reader.get_meta_data()
+    except (OSError, RuntimeError, ValueError, IndexError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ImageError(f"Cannot read {path} as a video ({reason}); pass a video file ffmpeg can decode.") from None
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            for frame in reader:
+                yield np.ascontiguousarray(np.asarray(frame)[..., :3])
+        except (OSError, RuntimeError) as error:
+            raise ImageError(f"Video {path} stops being readable mid-way ({type(error).__name__}); re-encode it.") from None
+        finally:
+            reader.close()
+
+    return metadata, frames()
+
+
+def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    batch: list[np.ndarray] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _project_to_rotation(matrix: torch.Tensor) -> torch.Tensor:
+    """The rotation nearest (Frobenius) to each (B, 3, 3) matrix."""
+    u, _, vh = torch.linalg.svd(matrix)
+    sign = torch.sign(torch.linalg.det(u @ vh))
+    correction = torch.ones_like(matrix[..., 0])
+    correction[..., 2] = sign
+    return (u * correction[..., None, :]) @ vh
+
+
+def smooth_fit(fit, state: dict[str, torch.Tensor] | None, smoothing: float, rows: Sequence[int]):
+    """Exponential moving average of a fit's parameters over its batch rows, in order.
+
+    Args:
+        fit: a :class:`lsqface.solver.fit.LeastSquaresFit` of B frames (consecutive).
+        state: the average after the previous frame (parameter name -> (1, ...) tensor), or None.
+        smoothing: a in [0, 1): s_t = a s_(t-1) + (1 - a) p_t.
+        rows: which rows take part (frames whose solve succeeded), increasing.
+
+    Returns:
+        (the fit with every parameter replaced by its running average at that row, the new state).
+    """
+    values = {name: getattr(fit, name).clone() for name in _FIT_PARAMETERS}
+    for row in rows:
+        current = {name: values[name][row:row + 1] for name in _FIT_PARAMETERS}
+        if state is None:
+            state = {name: tensor.clone() for name, tensor in current.items()}
+        else:
+            state = {name: smoothing * state[name] + (1.0 - smoothing) * current[name] for name in _FIT_PARAMETERS}
+            state["rotation"] = _project_to_rotation(state["rotation"])
+        for name in _FIT_PARAMETERS:
+            values[name][row:row + 1] = state[name]
+    return dataclasses.replace(fit, **values), state
+
+
+def with_fit(reconstruction, uv_model, fit, softplus_eps: float = 4.0):
+    """The reconstruction recomputed from other fitted parameters (same maps and framing).
+
+    Mirrors the tail of :func:`lsqface.reconstruct.reconstruct_from_maps`: mesh, colour,
+    original-image camera, pose and landmarks from ``fit``'s R, t, K and coefficients.
+    """
+    from lsqface.reconstruct import fitted_mesh
+    from lsqface.solver.pose import pose_from_rotation
+
+    dtype = torch.float64
+    fit64 = dataclasses.replace(fit, **{name: getattr(fit, name).to(dtype) for name in _FIT_PARAMETERS})
+    mesh = fitted_mesh(uv_model, fit64, softplus_eps)
+    intrinsics = torch.linalg.solve(reconstruction.to_network.to(dtype), fit64.intrinsics)
+    intrinsics = intrinsics / intrinsics[:, 2:3, 2:3]
+    sixty_eight, five = uv_model.model.landmark_points(mesh.vertices.detach().cpu().numpy())
+
+    def project(points: np.ndarray) -> torch.Tensor:
+        camera = torch.as_tensor(points, dtype=dtype) @ intrinsics.cpu().transpose(1, 2)
+        return camera[..., :2] / camera[..., 2:3]
+
+    return dataclasses.replace(
+        reconstruction, vertices=mesh.vertices, normals=mesh.normals, albedo=mesh.albedo, colour=mesh.colour,
+        intrinsics=intrinsics, rotation=fit64.rotation, translation=fit64.translation,
+        pose=torch.rad2deg(pose_from_rotation(fit64.rotation)), identity=fit.identity_coefficients,
+        expression=fit.expression_coefficients, albedo_coefficients=fit.albedo_coefficients,
+        inverse_lighting=fit.inverse_lighting, landmarks_68=project(sixty_eight), landmarks_5=project(five), fit=fit,
+    )
+
+
+def _listed(tensor: torch.Tensor, digits: int = 6) -> list:
+    return np.round(tensor.detach().cpu().double().numpy(), digits).tolist()
+
+
+def frame_record(reconstruction, index: int, frame: int, seconds: float) -> dict:
+    """The JSON line of one reconstructed frame (see docs/pictures-video.md for the schema)."""
+    yaw, pitch, roll = _listed(reconstruction.pose[index], 4)
+    return {
+        "frame": frame,
+        "time": round(seconds, 6),
+        "intrinsics": _listed(reconstruction.intrinsics[index]),
+        "rotation": _listed(reconstruction.rotation[index], 8),
+        "translation": _listed(reconstruction.translation[index]),
+        "pose": {"yaw": yaw, "pitch": pitch, "roll": roll},
+        "landmarks_5": _listed(reconstruction.landmarks_5[index], 3),
+        "landmarks_68": _listed(reconstruction.landmarks_68[index], 3),
+        "identity": _listed(reconstruction.identity[index]),
+        "expression": _listed(reconstruction.expression[index]),
+        "albedo": _listed(reconstruction.albedo_coefficients[index]),
+        "lighting": _listed(reconstruction.inverse_lighting[index]),
+    }
+
+
+def _fit_in_panel(picture: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scale a picture to fit (height, width) keeping its aspect, centred on black."""
+    picture_height, picture_width = picture.shape[:2]
+    scale = min(height / picture_height, width / picture_width)
+    size = (max(1, round(picture_width * scale)), max(1, round(picture_height * scale)))
+    resized = np.asarray(Image.fromarray(picture).resize(size, Image.NEAREST if scale >= 2 else Image.BILINEAR))
+    panel = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - size[1]) // 2, (width - size[0]) // 2
+    panel[top:top + size[1], left:left + size[0]] = resized
+    return panel
+
+
+def _label(panel: np.ndarray, text: str) -> np.ndarray:
+    image = Image.fromarray(panel)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    left, top, right, bottom = draw.textbbox((3, 2), text, font=font)
+    draw.rectangle([left - 2, top - 1, right + 2, bottom + 1], fill=(0, 0, 0))
+    draw.text((3, 2), text, fill=(255, 255, 255), font=font)
+    return np.asarray(image)
+
+
+def _compose(panels: Sequence[np.ndarray]) -> np.ndarray:
+    """Six equal panels in two rows of three, padded to even width and height (yuv420p)."""
+    top = np.concatenate([_label(panel, title) for panel, title in zip(panels[:3], PANEL_TITLES[:3])], 1)
+    bottom = np.concatenate([_label(panel, title) for panel, title in zip(panels[3:], PANEL_TITLES[3:])], 1)
+    frame = np.concatenate([top, bottom], 0)
+    height, width = frame.shape[:2]
+    return np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)))
+
+
+def _frame_panels(frame: np.ndarray, panel_size: tuple[int, int], maps, row: int, reconstruction=None,
+                  index: int = 0) -> list[np.ndarray]:
+    """The six panels of one frame; without a reconstruction the mesh panels show the input, dimmed."""
+    height, width = panel_size
+    photo = np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR)) if frame.shape[:2] != panel_size else frame
+    if reconstruction is not None:
+        scale = torch.diag(torch.tensor([width / frame.shape[1], height / frame.shape[0], 1.0], dtype=torch.float64))
+        scaled = dataclasses.replace(reconstruction, intrinsics=scale @ reconstruction.intrinsics.to(torch.float64),
+                                     image_sizes=[panel_size] * len(reconstruction))
+        meshes = mesh_pictures(scaled, index, photo)
+        top = [photo, meshes["reconstruction"], meshes["geometry"]]
+    else:
+        dimmed = (photo.astype(np.float32) * 0.35).astype(np.uint8)
+        top = [photo, _label(dimmed, "    fit failed"), _label(dimmed.copy(), "    fit failed")]
+    confidence = maps.confidence[row]
+    bottom = [
+        _fit_in_panel(correspondence_picture(maps.correspondence[row], confidence[0]), height, width),
+        _fit_in_panel(confidence_picture(confidence), height, width),
+        _fit_in_panel(depth_picture(maps.depth[row, 0], confidence[0]), height, width),
+    ]
+    return top + bottom
+
+
+def _panel_size(height: int, width: int) -> tuple[int, int]:
+    scale = min(1.0, PANEL_SIDE / max(height, width))
+    return max(2, round(height * scale)), max(2, round(width * scale))
+
+
+def _solve(reconstructor, network_image, maps, to_network, sizes):
+    """Fit a batch; if the batched solve fails, fit frame by frame so one bad frame spoils only itself.
+
+    Returns a list with, per frame, (reconstruction, row) or the error sentence.
+    """
+    from lsqface.reconstruct import reconstruct_from_maps
+
+    def fit(rows: slice):
+        with torch.no_grad():
+            return reconstruct_from_maps(
+                reconstructor.uv_model, network_image[rows].to(reconstructor.device), maps.correspondence[rows],
+                maps.depth[rows], maps.confidence[rows], to_network=to_network[rows], image_sizes=sizes[rows],
+                config=reconstructor.config,
+            )
+
+    def check(reconstruction, row):
+        if not (torch.isfinite(reconstruction.vertices[row]).all() and torch.isfinite(reconstruction.intrinsics[row]).all()):
+            return "The fit is not finite (the network's maps do not describe a face)."
+        return (reconstruction, row)
+
+    try:
+        whole = fit(slice(None))
+        return [check(whole, row) for row in range(len(sizes))]
+    except LsqfaceError:
+        pass
+    results = []
+    for row in range(len(sizes)):
+        try:
+            results.append(check(fit(slice(row, row + 1)), 0))
+        except LsqfaceError as error:
+            results.append(str(error))
+    return results
+
+
+def reconstruct_video(reconstructor, input_path: str | Path, output_path: str | Path, *, smoothing: float = 0.0,
+                      batch_size: int = 8, box: Sequence[float] | None = None, progress: bool = True) -> VideoSummary:
+    """Reconstruct every frame of a video; write the six-panel MP4 and the JSON-lines parameters.
+
+    Args:
+        reconstructor: a :class:`lsqface.reconstruct.Reconstructor`.
+        input_path: any video ffmpeg decodes.
+        output_path: the MP4 to write; the parameters go to the same name with ``.jsonl``.
+        smoothing: exponential-moving-average weight of the past in [0, 1); 0 (default) is off.
+        batch_size: frames per network pass and solve.
+        box: a face box (x, y, width, height) in frame pixels used for every frame, or None for
+            the whole frame.
+        progress: show a tqdm progress bar (on stderr).
+
+    Raises:
+        ImageError: the input cannot be read as a video or has no frames.
+        ConfigError: ``smoothing`` outside [0, 1) or ``batch_size`` below 1.
+    """
+    from tqdm import tqdm
+    import imageio_ffmpeg
+
+    if not (0.0 <= float(smoothing) < 1.0):
+        raise ConfigError(f"The smoothing factor must be in [0, 1), got {smoothing}; 0 turns smoothing off.")
+    if int(batch_size) < 1:
+        raise ConfigError(f"The batch size must be at least 1, got {batch_size}.")
+    started = time.perf_counter()
+    output_path = Path(output_path)
+    parameters_path = output_path.with_suffix(".jsonl")
+    metadata, frames = read_video(input_path)
+    fps = float(metadata.get("fps") or 25.0)
+    if not math.isfinite(fps) or fps <= 0:
+        fps = 25.0
+    total = metadata.get("nframes")
+    if total is None or not math.isfinite(total):
+        duration = metadata.get("duration")
+        total = round(duration * fps) if duration and math.isfinite(duration) else None
+    count, failed, state = 0, 0, None
+    writer = None
+    video_size = (0, 0)
+    boxes = None if box is None else [tuple(float(value) for value in box)]
+    with atomic_path(output_path) as video_temporary, atomic_path(parameters_path) as parameters_temporary, \
+            open(parameters_temporary, "w", encoding="utf-8") as parameters, \
+            tqdm(total=total, unit="frame", desc="lsqface video", disable=not progress) as bar:
+        try:
+            for batch in _batches(frames, int(batch_size)):
+                network_image, to_network, sizes = reconstructor.prepare(batch, None if boxes is None else boxes * len(batch))
+                maps = reconstructor.predict_maps(network_image)
+                maps = dataclasses.replace(maps, **{name: getattr(maps, name).cpu() for name in ("correspondence", "depth", "confidence")})
+                results = _solve(reconstructor, network_image, maps, to_network, sizes)
+                if smoothing > 0:
+                    results, state = _smooth_results(reconstructor, results, smoothing, state)
+                for row, (frame, result) in enumerate(zip(batch, results)):
+                    panel_size = _panel_size(*frame.shape[:2])
+                    seconds = count / fps
+                    if isinstance(result, str):
+                        record = {"frame": count, "time": round(seconds, 6), "error": result}
+                        panels = _frame_panels(frame, panel_size, maps, row)
+                        failed += 1
+                    else:
+                        reconstruction, index = result
+                        record = frame_record(reconstruction, index, count, seconds)
+                        panels = _frame_panels(frame, panel_size, maps, row, reconstruction, index)
+                    picture = _compose(panels)
+                    if writer is None:
+                        video_size = (picture.shape[1], picture.shape[0])
+                        writer = imageio_ffmpeg.write_frames(
+                            str(video_temporary), video_size, fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+                            macro_block_size=1, ffmpeg_log_level="error", output_params=["-f", "mp4"],
+                        )
+                        writer.send(None)
+                    if (picture.shape[1], picture.shape[0]) != video_size:
+                        picture = np.asarray(Image.fromarray(picture).resize(video_size, Image.BILINEAR))
+                    writer.send(np.ascontiguousarray(picture))
+                    parameters.write(json.dumps(record) + "\n")
+                    count += 1
+                    bar.update(1)
+        finally:
+            if writer is not None:
+                writer.close()
+        if count == 0:
+            raise ImageError(f"Video {input_path} has no frames; pass a video with at least one frame.")
+    return VideoSummary(output_path, parameters_path, count, failed, fps, video_size[0], video_size[1],
+                        time.perf_counter() - started)
+
+
+def _smooth_results(reconstructor, results: list, smoothing: float, state: dict | None) -> tuple[list, dict | None]:
+    """Replace each successful frame's parameters by their running average (see the module docstring).
+
+    Returns the new results and the average after the last successful frame.
+    """
+    smoothed: list = []
+    groups: dict[int, tuple] = {}
+    for position, result in enumerate(results):
+        if not isinstance(result, str):
+            reconstruction, row = result
+            groups.setdefault(id(reconstruction), (reconstruction, []))[1].append((position, row))
+    replaced: dict[int, object] = {}
+    # Frames are averaged in time order; rows of one reconstruction are consecutive frames.
+    for key, (reconstruction, members) in sorted(groups.items(), key=lambda item: item[1][1][0][0]):
+        fit, state = smooth_fit(reconstruction.fit, state, smoothing, [row for _, row in members])
+        replaced[key] = with_fit(reconstruction, reconstructor.uv_model, fit, reconstructor.config.solver.softplus_eps)
+    for result in results:
+        if isinstance(result, str):
+            smoothed.append(result)
+        else:
+            reconstruction, row = result
+            smoothed.append((replaced[id(reconstruction)], row))
+    return smoothed, state
