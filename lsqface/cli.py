@@ -91,17 +91,36 @@ def _command_reconstruct(args: argparse.Namespace) -> int:
 
     kinds = [kind.strip() for kind in args.save.split(",") if kind.strip()]
     box = _parse_box(args.bbox)
+    if box is not None and args.detect:
+        raise LsqfaceError("Give either --bbox or --detect, not both.")
     inputs = expand_inputs(args.inputs)
     uv_model = load_uv_model(source=args.source, region=args.region) if args.source or args.region else None
     reconstructor = Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
     report = reconstruct_files(
-        reconstructor, inputs, args.output, kinds=kinds, batch_size=args.batch_size, box=box, progress=not args.quiet
+        reconstructor, inputs, args.output, kinds=kinds, batch_size=args.batch_size, box=box, detect=args.detect,
+        progress=not args.quiet,
     )
     for path, reason in report.failed.items():
         print(f"lsqface: failed: {path}: {reason}", file=sys.stderr)
     done = len(report.written)
-    print(f"reconstructed {done} of {done + len(report.failed)} images into {args.output}")
+    print(f"reconstructed {done} of {len(inputs)} images into {args.output}")
     return 0 if report.ok else 1
+
+
+def _command_video(args: argparse.Namespace) -> int:
+    from lsqface.morphable.cache import load_uv_model
+    from lsqface.outputs.video import reconstruct_video
+    from lsqface.reconstruct import Reconstructor
+
+    box = _parse_box(args.bbox)
+    uv_model = load_uv_model(source=args.source, region=args.region) if args.source or args.region else None
+    reconstructor = Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
+    summary = reconstruct_video(
+        reconstructor, args.input, args.output, smoothing=args.smoothing, batch_size=args.batch_size, box=box,
+        progress=not args.quiet,
+    )
+    print(summary)
+    return 0
 
 
 def _command_train_stage(args: argparse.Namespace) -> int:
@@ -219,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     reconstruct.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     reconstruct.add_argument("--bbox", default=None, help="face box x,y,width,height in pixels, for photos where the face is small")
+    reconstruct.add_argument(
+        "--detect",
+        action="store_true",
+        help="find the faces first (dlib HOG at eight rotations; pip install 'lsqface[detect]') and "
+        "reconstruct each: for photos where the face is small, and group photos",
+    )
     reconstruct.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
     reconstruct.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
     reconstruct.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -240,6 +265,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_train_options(train, "runs/train")
     train.set_defaults(handler=_command_train_stage)
+    video = commands.add_parser(
+        "video", help="reconstruct every frame of a video: a six-panel MP4 and one JSON line per frame",
+        description="Reconstruct each frame of a video. Writes OUTPUT (H.264 MP4: input, reconstruction, geometry "
+        "over correspondence, confidence, depth) and OUTPUT with .jsonl (camera, pose, landmarks and coefficients "
+        "per frame). A frame whose fit fails is drawn with its maps only and gets an \"error\" line.",
+    )
+    video.add_argument("input", metavar="INPUT", help="video file (anything ffmpeg reads)")
+    video.add_argument("-o", "--output", required=True, help="MP4 to write; the .jsonl goes beside it")
+    video.add_argument("--checkpoint", default=None, help="network checkpoint (default: the one shipped with lsqface)")
+    video.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    video.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default 8)")
+    video.add_argument(
+        "--smoothing", type=float, default=0.0,
+        help="temporal smoothing in [0, 1): weight of the past in an exponential moving average of the fitted "
+        "parameters (default 0, off; 0.5 halves jitter with one frame of lag)",
+    )
+    video.add_argument("--bbox", default=None, help="face box x,y,width,height in pixels, used for every frame")
+    video.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
+    video.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
+    video.add_argument("--quiet", action="store_true", help="no progress bar")
+    video.set_defaults(handler=_command_video)
     return parser
 
 

@@ -143,3 +143,19 @@ def test_bad_bbox_and_cut_short_checkpoint(tmp_path, checkpoint, capsys):
     cut.write_bytes(checkpoint.read_bytes()[:1000])
     assert main(["reconstruct", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(cut)]) == 2
     assert "cut short" in capsys.readouterr().err
+
+
+def test_detect_gives_one_reconstruction_per_face(tmp_path, checkpoint, monkeypatch, ict_uv_model, capsys):
+    pytest.importorskip("dlib", reason="the optional detector needs: pip install 'lsqface[detect]'")
+    import matplotlib.cbook
+
+    face = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+    group = Image.new("RGB", (1400, 700), (40, 60, 80))
+    group.paste(face, (50, 50))
+    group.paste(face.rotate(120, expand=False), (800, 50))
+    group.save(tmp_path / "group.jpg")
+    code = _run(["reconstruct", str(tmp_path / "group.jpg"), "--detect", "-o", str(tmp_path / "out"),
+                 "--checkpoint", str(checkpoint), "--save", "json", "--quiet"], monkeypatch, ict_uv_model)
+    assert code == 0, capsys.readouterr().err
+    written = sorted(path.name for path in (tmp_path / "out").iterdir())
+    assert written == ["group_face0.json", "group_face1.json"]

@@ -87,6 +87,7 @@ def reconstruct_files(
     kinds: Iterable[str] = SAVE_KINDS,
     batch_size: int = 8,
     box: Sequence[float] | None = None,
+    detect: bool = False,
     progress: bool = True,
 ) -> BatchReport:
     """Reconstruct every input image and write its files under ``output``.
@@ -96,8 +97,10 @@ def reconstruct_files(
         inputs: image paths (see :func:`expand_inputs`).
         output: folder for the results (created).
         kinds: which files to write (``SAVE_KINDS``).
-        batch_size: images per forward pass.
+        batch_size: faces per forward pass.
         box: optional face box (x, y, width, height) applied to every image.
+        detect: find the faces with :func:`lsqface.detect.detect_faces` and reconstruct each
+            (files ``STEM_face0``, ``STEM_face1``, ... largest face first).
         progress: show a tqdm progress bar.
     """
     kinds = list(kinds)
@@ -110,34 +113,40 @@ def reconstruct_files(
     stems = dict(zip(inputs, _stems(inputs)))
     bar = tqdm(total=len(inputs), unit="image", disable=not progress, desc="reconstruct")
     for start in range(0, len(inputs), batch_size):
-        batch: list[tuple[Path, np.ndarray]] = []
+        # One item per face: (path, photo, box, stem).
+        items: list[tuple[Path, np.ndarray, Sequence[float] | None, str]] = []
         for path in inputs[start:start + batch_size]:
             try:
-                batch.append((path, read_image(path)))
+                photo = read_image(path)
+                if detect:
+                    from lsqface.detect import detect_faces
+
+                    boxes = detect_faces(photo)
+                    if not boxes:
+                        raise ImageError(f"No face was found in {path.name}; pass its box with --bbox x,y,width,height.")
+                    items += [(path, photo, face, f"{stems[path]}_face{k}") for k, face in enumerate(boxes)]
+                else:
+                    items.append((path, photo, box, stems[path]))
             except LsqfaceError as error:
                 report.failed[str(path)] = str(error)
-                bar.update(1)
-        groups = [batch]
+            bar.update(1)
+        groups = [items[k:k + batch_size] for k in range(0, len(items), batch_size)]
         while groups:
             group = groups.pop(0)
-            if not group:
-                continue
             try:
-                result = reconstructor([photo for _, photo in group], None if box is None else [box] * len(group))
+                result = reconstructor([photo for _, photo, _, _ in group], [face for _, _, face, _ in group])
             except LsqfaceError as error:
                 if len(group) > 1:
                     groups = [[item] for item in group] + groups
                     continue
-                report.failed[str(group[0][0])] = str(error)
-                bar.update(1)
+                report.failed[f"{group[0][0]} ({group[0][3]})" if detect else str(group[0][0])] = str(error)
                 continue
-            for index, (path, photo) in enumerate(group):
+            for index, (path, photo, _, stem) in enumerate(group):
                 try:
-                    report.written[str(path)] = save_reconstruction(
-                        result, index, photo, output, stems[path], kinds, image_name=path.name
+                    report.written.setdefault(str(path), []).extend(
+                        save_reconstruction(result, index, photo, output, stem, kinds, image_name=path.name)
                     )
                 except LsqfaceError as error:
                     report.failed[str(path)] = str(error)
-                bar.update(1)
     bar.close()
     return report
