@@ -107,6 +107,33 @@ def regularisation_vector(weight: float | torch.Tensor, batch: int, count: int, 
     return weight.expand(batch, count) if weight.ndim < 2 else weight.expand(batch, count)
 
 
+class _WeightedGram(torch.autograd.Function):
+    """sum_r w_r B_r^T B_r with a hand-written backward of one bmm (autograd would need two)."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows, weights)
+        return torch.bmm((rows * weights[..., None]).transpose(1, 2), rows)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        rows, weights = ctx.saved_tensors
+        # d/dB_r = w_r B_r (G + G^T);  d/dw_r = B_r G B_r^T = (B_r (G + G^T)) . B_r / 2.
+        rows_times_grad = torch.bmm(rows, grad + grad.transpose(1, 2))
+        grad_rows = rows_times_grad * weights[..., None] if ctx.needs_input_grad[0] else None
+        grad_weights = 0.5 * (rows_times_grad * rows).sum(-1) if ctx.needs_input_grad[1] else None
+        return grad_rows, grad_weights
+
+
+def weighted_gram(rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_r weights_r rows_r^T rows_r: rows (B, R, N), weights (B, R) -> (B, N, N); differentiable in both.
+
+    One pass to weight the rows and one batched matmul forward; one batched
+    matmul and two elementwise passes backward.
+    """
+    return _WeightedGram.apply(rows, weights)
+
+
 def cholesky_solve_checked(normal: torch.Tensor, rhs: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Solve ``normal x = rhs`` for symmetric positive (semi)definite ``normal`` (B, n, n), ``rhs`` (B, n).
 
@@ -179,7 +206,6 @@ def solve_geometry_normalised(
     # and the only elementwise pass over it is the weighting below.
     basis_rows = basis.reshape(batch, points * 3, count)
     row_weights = confidence[..., None].expand(batch, points, 3).reshape(batch, points * 3)
-    weighted_rows = basis_rows * row_weights[..., None]  # w_j B_j, (B, 3P, N)
     # Blocks of Phi^T Omega Phi (eq. 37), ordered (vec P, q, m).
     weighted = confidence[..., None] * scaled  # w_j d_j x_j
     gram_pixels = torch.bmm(weighted.transpose(1, 2), scaled)  # (B, 3, 3)
@@ -187,12 +213,13 @@ def solve_geometry_normalised(
     block_pp = torch.einsum("ce,bij->bciej", eye3, gram_pixels).reshape(batch, 9, 9)
     block_pq = torch.einsum("ce,bi->bcie", eye3, weighted.sum(1)).reshape(batch, 9, 3)
     block_qq = confidence.sum(1)[:, None, None] * eye3
-    # [d x_j ; 1]^T (w_j B_j) in one bmm: rows 0-2 give the P-m block, row 3 the q-m block.
-    lifted = torch.cat((scaled, torch.ones_like(scaled[..., :1])), dim=-1)  # (B, P, 4)
-    cross = -torch.bmm(lifted.transpose(1, 2), weighted_rows.reshape(batch, points, 3 * count)).reshape(batch, 4, 3, count)
+    # (w_j [d x_j ; 1])^T B_j in one bmm, the weights on the small side: rows 0-2 give the P-m block,
+    # row 3 the q-m block.
+    lifted = confidence[..., None] * torch.cat((scaled, torch.ones_like(scaled[..., :1])), dim=-1)  # (B, P, 4)
+    cross = -torch.bmm(lifted.transpose(1, 2), basis.reshape(batch, points, 3 * count)).reshape(batch, 4, 3, count)
     block_pm = cross[:, :3].transpose(1, 2).reshape(batch, 9, count)  # row 3c + i: -sum_j w_j (d x_j)_i B_j[c, :]
     block_qm = cross[:, 3]
-    block_mm = torch.bmm(weighted_rows.transpose(1, 2), basis_rows)  # sum_j w_j B_j^T B_j
+    block_mm = weighted_gram(basis_rows, row_weights)  # sum_j w_j B_j^T B_j
     normal = torch.cat(
         (
             torch.cat((block_pp, block_pq, block_pm), dim=2),

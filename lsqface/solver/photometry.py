@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from lsqface.lighting.sh import SH_COUNT, constant_lighting, sh_basis
-from lsqface.solver.geometry import cholesky_solve_checked, regularisation_vector
+from lsqface.solver.geometry import cholesky_solve_checked, regularisation_vector, weighted_gram
 
 
 @dataclass(frozen=True)
@@ -97,17 +97,17 @@ def solve_photometry(
     basis = sh_basis(normals)  # F_j, (B, P, 9)
     albedo_rows = albedo_basis.reshape(batch, points * 3, count)
     row_weights = confidence[..., None].expand(batch, points, 3).reshape(batch, points * 3)
-    weighted_rows = albedo_rows * row_weights[..., None]  # w_j D_jk, (B, 3P, N_alb)
     weighted_colours = confidence[..., None] * colours  # w_j i_jk
     block_ll = torch.einsum("bpk,bpi,bpj->bkij", weighted_colours * colours, basis, basis)  # (B, 3, 9, 9)
     eye3 = torch.eye(3, dtype=colours.dtype, device=colours.device)
     block_ll = torch.einsum("kl,bkij->bkilj", eye3, block_ll).reshape(batch, 3 * SH_COUNT, 3 * SH_COUNT)
-    # -sum_j w_j i_jk F_j D_jk^T for each channel k: one bmm per channel on strided views (no copy of D).
-    lighting_rows = weighted_colours[..., None] * basis[:, :, None, :]  # (B, P, 3, 9)
-    block_lh = -torch.stack(
-        [torch.bmm(lighting_rows[:, :, k].transpose(1, 2), albedo_basis[:, :, k]) for k in range(3)], dim=1
-    ).reshape(batch, 3 * SH_COUNT, count)
-    block_hh = torch.bmm(weighted_rows.transpose(1, 2), albedo_rows)
+    # -sum_j w_j i_jk F_j D_jk^T for each channel k: one bmm over all channel pairs (k, k'), keeping
+    # k = k' (3x the flops of this small product, but one pass over D forward and backward).
+    lighting_rows = (weighted_colours[..., None] * basis[:, :, None, :]).reshape(batch, points, 3 * SH_COUNT)
+    all_pairs = torch.bmm(lighting_rows.transpose(1, 2), albedo_basis.reshape(batch, points, 3 * count))
+    all_pairs = all_pairs.reshape(batch, 3, SH_COUNT, 3, count)
+    block_lh = -torch.diagonal(all_pairs, dim1=1, dim2=3).permute(0, 3, 1, 2).reshape(batch, 3 * SH_COUNT, count)
+    block_hh = weighted_gram(albedo_rows, row_weights)
     normal = torch.cat(
         (torch.cat((block_ll, block_lh), dim=2), torch.cat((block_lh.transpose(1, 2), block_hh), dim=2)), dim=1
     )

@@ -146,3 +146,14 @@ def test_non_finite_input_raises_a_sentence(scene_factory):
     depth[0, 3] = float("nan")
     with pytest.raises(SolverError, match="NaN"):
         solve_geometry(scene.pixels, depth, scene.confidence, scene.mean, scene.basis, GeometryRegularisation(), scene.image_size)
+
+
+def test_weighted_gram_backward_is_the_autograd_one():
+    from lsqface.solver.geometry import weighted_gram
+
+    generator = torch.Generator().manual_seed(9)
+    rows = torch.randn(2, 7, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(2, 7, generator=generator, dtype=torch.float64, requires_grad=True)
+    expected = torch.einsum("brn,br,brm->bnm", rows, weights, rows)
+    torch.testing.assert_close(weighted_gram(rows, weights), expected)
+    assert torch.autograd.gradcheck(weighted_gram, (rows, weights))
