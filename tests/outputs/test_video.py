@@ -1,0 +1,172 @@
+"""`lsqface video` and reconstruct_video on short clips the tests write, with tiny random networks.
+
+No trained network exists in the tests, so the fits are silly; what is checked is the path: every frame
+read, drawn and recorded, failed solves survived, the MP4 playable, the parameters consistent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import imageio
+import numpy as np
+import pytest
+import torch
+
+from lsqface.cli import main
+from lsqface.data.synthetic import SyntheticConfig, generate_faces
+from lsqface.errors import ConfigError, ImageError
+from lsqface.nets.checkpoint import save_checkpoint
+from lsqface.nets.unet import UNet, UNetConfig
+from lsqface.outputs.video import read_video, reconstruct_video, smooth_fit, with_fit
+from lsqface.reconstruct import DEFAULT_CHECKPOINT, ReconstructConfig, Reconstructor, reconstruct_from_maps
+from lsqface.solver.fit import SolverConfig
+
+FRAME_COUNT, FRAME_SIZE, FPS = 10, 64, 10
+TINY = UNetConfig(variant="narrow", width=0.125)
+
+
+def write_clip(path, count=FRAME_COUNT, size=FRAME_SIZE):
+    """A clip of a bright bar moving over a gradient, H.264 through imageio."""
+    rows, columns = np.mgrid[0:size, 0:size]
+    with imageio.get_writer(path, fps=FPS, codec="libx264", pixelformat="yuv420p", macro_block_size=16) as writer:
+        for k in range(count):
+            frame = np.stack([rows * 4, columns * 4, np.full_like(rows, 128)], -1).astype(np.uint8)
+            frame[:, 5 * k:5 * k + 10] = 255
+            writer.append_data(frame)
+    return path
+
+
+def count_frames(path):
+    with imageio.get_reader(path, "ffmpeg") as reader:
+        frames = [frame for frame in reader]
+    return len(frames), frames[0].shape
+
+
+def read_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    network = UNet(TINY)
+    return save_checkpoint(tmp_path / "tiny.pt", {
+        "network_config": dataclasses.asdict(TINY),
+        "input_size": 32,
+        "network_state": network.state_dict(),
+        "solver_config": dataclasses.asdict(SolverConfig(sample_count=500)),
+    })
+
+
+def test_video_command_writes_a_playable_mp4_and_one_json_line_per_frame(ict_uv_model, checkpoint, tmp_path, monkeypatch, capsys):
+    # The CLI loads the default face model; give it the session's (the real ICT model at 128 px UV).
+    monkeypatch.setattr("lsqface.morphable.cache.load_uv_model", lambda *args, **kwargs: ict_uv_model)
+    clip = write_clip(tmp_path / "clip.mp4")
+    output = tmp_path / "out" / "video.mp4"
+    assert main(["video", str(clip), "-o", str(output), "--checkpoint", str(checkpoint), "--batch-size", "4", "--quiet"]) == 0
+    assert str(output) in capsys.readouterr().out
+    frames, shape = count_frames(output)
+    assert frames == FRAME_COUNT
+    assert shape == (2 * FRAME_SIZE, 3 * FRAME_SIZE, 3)  # two rows of three panels, even sizes
+    lines = read_lines(output.with_suffix(".jsonl"))
+    assert [line["frame"] for line in lines] == list(range(FRAME_COUNT))
+    np.testing.assert_allclose([line["time"] for line in lines], np.arange(FRAME_COUNT) / FPS)
+    for line in lines:
+        if "error" in line:
+            assert isinstance(line["error"], str) and line["error"]
+            continue
+        assert np.array(line["intrinsics"]).shape == (3, 3) and np.array(line["rotation"]).shape == (3, 3)
+        assert len(line["translation"]) == 3 and set(line["pose"]) == {"yaw", "pitch", "roll"}
+        assert np.array(line["landmarks_5"]).shape == (5, 2) and np.array(line["landmarks_68"]).shape == (68, 2)
+        assert len(line["identity"]) == ict_uv_model.model.n_identity
+        assert len(line["expression"]) == ict_uv_model.model.n_expression
+        assert len(line["albedo"]) == ict_uv_model.model.n_albedo and np.array(line["lighting"]).shape == (3, 9)
+        rotation = np.array(line["rotation"])
+        np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-6)
+    assert not [path for path in output.parent.iterdir() if path.name.startswith(".")]  # no temporary files left
+
+
+class HalfBlindUNet(UNet):
+    """A U-Net that sees nothing in odd frames (zero confidence): their solve must fail."""
+
+    def forward(self, image):
+        maps = super().forward(image)
+        confidence = maps.confidence.clone()
+        confidence[1::2] = 0.0
+        return dataclasses.replace(maps, confidence=confidence)
+
+
+def test_failed_frames_are_drawn_and_recorded_with_an_error(ict_uv_model, tmp_path):
+    torch.manual_seed(0)
+    reconstructor = Reconstructor(HalfBlindUNet(TINY), ict_uv_model,
+                                  ReconstructConfig(input_size=32, solver=SolverConfig(sample_count=500)))
+    clip = write_clip(tmp_path / "clip.mp4", count=4)
+    summary = reconstruct_video(reconstructor, clip, tmp_path / "out.mp4", batch_size=4, smoothing=0.5, progress=False)
+    lines = read_lines(tmp_path / "out.jsonl")
+    assert ["error" in line for line in lines] == [False, True, False, True]
+    assert summary.frames == 4 and summary.failed == 2
+    assert count_frames(tmp_path / "out.mp4")[0] == 4
+
+
+def test_unreadable_video_exits_2_with_one_line(checkpoint, tmp_path, capsys):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("this is not a video\n")
+    assert main(["video", str(fake), "-o", str(tmp_path / "out.mp4"), "--checkpoint", str(checkpoint), "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lsqface: error:") and "notes.mp4" in lines[0]
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out.jsonl").exists()
+    with pytest.raises(ImageError):
+        read_video(tmp_path / "missing.mp4")
+
+
+@pytest.mark.skipif(DEFAULT_CHECKPOINT.is_file(), reason="a default network ships now")
+def test_without_a_checkpoint_the_command_says_to_pass_one(tmp_path, capsys):
+    clip = write_clip(tmp_path / "clip.mp4", count=2)
+    assert main(["video", str(clip), "-o", str(tmp_path / "out.mp4")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--checkpoint" in lines[0]
+
+
+def test_bad_options_are_refused(ict_uv_model, tmp_path):
+    reconstructor = Reconstructor(UNet(TINY), ict_uv_model, ReconstructConfig(input_size=32))
+    clip = write_clip(tmp_path / "clip.mp4", count=1)
+    with pytest.raises(ConfigError):
+        reconstruct_video(reconstructor, clip, tmp_path / "out.mp4", smoothing=1.0, progress=False)
+    with pytest.raises(ConfigError):
+        reconstruct_video(reconstructor, clip, tmp_path / "out.mp4", batch_size=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def oracle(ict_uv_model):
+    faces = generate_faces(ict_uv_model, [11, 12, 13], SyntheticConfig(size=64))
+    return reconstruct_from_maps(ict_uv_model, faces.image, faces.correspondence, faces.depth, faces.confidence)
+
+
+def test_with_fit_reproduces_the_reconstruction(ict_uv_model, oracle):
+    again = with_fit(oracle, ict_uv_model, oracle.fit)
+    for name in ("vertices", "colour", "intrinsics", "pose", "landmarks_68", "landmarks_5"):
+        torch.testing.assert_close(getattr(again, name), getattr(oracle, name), rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_smoothing_is_an_exponential_moving_average(oracle):
+    fit = oracle.fit
+    unchanged, _ = smooth_fit(fit, None, 0.0, [0, 1, 2])
+    torch.testing.assert_close(unchanged.translation, fit.translation)
+    torch.testing.assert_close(unchanged.rotation, fit.rotation)
+    smoothing = 0.6
+    smoothed, state = smooth_fit(fit, None, smoothing, [0, 2])  # frame 1 failed: left out
+    translation = fit.translation.double().numpy()
+    expected = [translation[0], None, smoothing * translation[0] + (1 - smoothing) * translation[2]]
+    np.testing.assert_allclose(smoothed.translation[0].double().numpy(), expected[0], rtol=1e-6)
+    np.testing.assert_allclose(smoothed.translation[2].double().numpy(), expected[2], rtol=1e-6)
+    np.testing.assert_allclose(smoothed.translation[1].double().numpy(), translation[1], rtol=1e-6)
+    # The averaged rotation is the rotation nearest to the averaged matrix (orthogonal Procrustes).
+    average = smoothing * fit.rotation[0].double().numpy() + (1 - smoothing) * fit.rotation[2].double().numpy()
+    u, _, vt = np.linalg.svd(average)
+    np.testing.assert_allclose(smoothed.rotation[2].double().numpy(), u @ vt, atol=1e-5)
+    # The state carries over to the next batch.
+    following, _ = smooth_fit(fit, state, smoothing, [0])
+    np.testing.assert_allclose(following.translation[0].double().numpy(),
+                               smoothing * expected[2] + (1 - smoothing) * translation[0], rtol=1e-6)
