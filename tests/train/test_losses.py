@@ -1,0 +1,75 @@
+"""Unsupervised losses against independent computations."""
+
+import torch
+
+from lsqface.data.synthetic import SyntheticConfig, generate_faces
+from lsqface.morphable.uv_model import sample_shape
+from lsqface.solver.fit import SolverConfig, fit
+from lsqface.train.losses import geometric_loss, photometric_loss, statistical_loss
+
+
+def _square(left, top, right, bottom, z=10.0):
+    vertices = torch.tensor([[[left, top, z], [right, top, z], [right, bottom, z], [left, bottom, z]]], dtype=torch.float64)
+    triangles = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    return vertices, triangles
+
+
+def test_photometric_cost_is_capped_residual_on_covered_and_cap_elsewhere():
+    height = width = 8
+    image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    vertices, triangles = _square(2.0, 2.0, 6.0, 6.0)  # covers pixel centres 2.5 .. 5.5: a 4 x 4 block
+    colour = torch.full((1, 4, 3), 0.5, dtype=torch.float64, requires_grad=True)
+    tau = 0.3
+    mean_cost, cost, rendered = photometric_loss(image, vertices, colour, triangles, tau)
+    squared = (0.5 - image[0]).square().sum(0)
+    expected = torch.full((height, width), tau ** 2, dtype=torch.float64)
+    expected[2:6, 2:6] = squared[2:6, 2:6].clamp(max=tau ** 2)
+    assert torch.allclose(cost[0], expected, atol=1e-12)
+    assert torch.allclose(mean_cost, expected.mean()[None], atol=1e-12)
+    assert torch.all(rendered[0, :, 2:6, 2:6] == 0.5) and torch.all(rendered[0, :, :2] == 0)
+    mean_cost.sum().backward()
+    # Only pixels under the cap pull on the colour: the gradient is the sum of their 2 (c - i) / HW.
+    inside = squared[2:6, 2:6] < tau ** 2
+    expected_gradient = (2 * (0.5 - image[0, :, 2:6, 2:6]) * inside).sum(dim=(1, 2)) / (height * width)
+    assert torch.allclose(colour.grad.sum(dim=1)[0], expected_gradient, atol=1e-12)
+
+
+def test_photometric_gradient_reaches_vertex_positions():
+    image = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
+    image[..., :, :4] = 1.0  # left half white
+    vertices, triangles = _square(1.0, 1.0, 7.0, 7.0)
+    vertices.requires_grad_(True)
+    colour = torch.zeros(1, 4, 3, dtype=torch.float64)
+    colour[:, [0, 3]] = 1.0  # white on the left edge, black on the right: a gradient across the square
+    mean_cost, _, _ = photometric_loss(image, vertices, colour, triangles, 10.0)
+    mean_cost.sum().backward()
+    assert torch.isfinite(vertices.grad).all() and vertices.grad[..., :2].abs().sum() > 0
+
+
+def test_geometric_loss_is_the_reprojection_of_the_fitted_model_points(ict_uv_model):
+    faces = generate_faces(ict_uv_model, [3, 4], SyntheticConfig(size=32))
+    generator = torch.Generator().manual_seed(0)
+    # Perturbed true maps: the fit is not exact, so residuals and reprojections are not zero.
+    correspondence = (faces.correspondence + 0.01 * torch.randn(faces.correspondence.shape, generator=generator)).clamp(0, 1)
+    confidence = faces.confidence.expand(-1, 2, -1, -1) + 1e-3
+    result = fit(ict_uv_model, faces.image.double(), correspondence.double(), faces.depth.double() + 1e-3, confidence.double(),
+                 SolverConfig(sample_count=200), torch.Generator().manual_seed(1))
+    loss = geometric_loss(result, faces.depth.double() + 1e-3, cap=10.0)
+    # Independent: sample the basis at the correspondences, build a + B m, project with K (R X + t).
+    mean, basis = sample_shape(ict_uv_model, result.correspondence.to(ict_uv_model.shape_images.dtype))
+    model_points = mean.double() + (basis.double() @ result.shape_coefficients[:, None, :, None]).squeeze(-1)
+    camera = model_points @ result.rotation.transpose(1, 2) + result.translation[:, None]
+    projected = camera @ result.intrinsics.transpose(1, 2)
+    distance = ((projected[..., :2] / projected[..., 2:] - result.samples.pixels.double()) / 32.0).square().sum(-1)
+    valid = (result.geometric_weights > 0).double()
+    expected = (distance * valid).sum(1) / valid.sum(1)
+    assert torch.allclose(loss, expected, rtol=1e-6, atol=1e-12)
+    assert float(expected.max()) > 0
+    capped = geometric_loss(result, faces.depth.double() + 1e-3, cap=1e-4)
+    assert torch.all(capped <= 1e-8 + 1e-12)
+
+
+def test_statistical_loss_is_the_weighted_sum_of_squares():
+    shape, albedo = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0]])
+    value = statistical_loss(shape, albedo, torch.tensor([0.5, 2.0]), torch.tensor([0.1]))
+    assert torch.allclose(value, torch.tensor([0.5 + 8.0 + 0.9]))
