@@ -100,11 +100,14 @@ def pixel_normalisation(height: int, width: int, *, dtype=torch.float64, device=
 
 
 def regularisation_vector(weight: float | torch.Tensor, batch: int, count: int, like: torch.Tensor) -> torch.Tensor:
-    """Broadcast a weight given as float, (count,), (B,) or (B, count) to (B, count)."""
+    """Broadcast a weight given as float, (count,), (B,) or (B, count) to (B, count).
+
+    A 1-D weight of length ``count`` is per unknown; of length B (and B != count) per image.
+    """
     weight = torch.as_tensor(weight, dtype=like.dtype, device=like.device)
     if weight.ndim == 1 and weight.shape[0] == batch and count != batch:
         weight = weight[:, None]
-    return weight.expand(batch, count) if weight.ndim < 2 else weight.expand(batch, count)
+    return weight.expand(batch, count)
 
 
 class _WeightedGram(torch.autograd.Function):

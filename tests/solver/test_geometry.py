@@ -157,3 +157,14 @@ def test_weighted_gram_backward_is_the_autograd_one():
     expected = torch.einsum("brn,br,brm->bnm", rows, weights, rows)
     torch.testing.assert_close(weighted_gram(rows, weights), expected)
     assert torch.autograd.gradcheck(weighted_gram, (rows, weights))
+
+
+def test_regularisation_weights_broadcast_per_unknown_and_per_image():
+    from lsqface.solver.geometry import regularisation_vector
+
+    like = torch.zeros(1, dtype=torch.float64)
+    assert torch.equal(regularisation_vector(0.5, 2, 3, like), torch.full((2, 3), 0.5, dtype=torch.float64))
+    per_unknown = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    assert torch.equal(regularisation_vector(per_unknown, 2, 3, like), per_unknown.expand(2, 3))
+    per_image = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    assert torch.equal(regularisation_vector(per_image, 2, 3, like), per_image[:, None].expand(2, 3))
