@@ -100,7 +100,7 @@ def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256
     Args:
         reconstruction: a :class:`lsqface.reconstruct.Reconstruction`.
         index: which face of the batch.
-        photo: (H, W, 3) float in [0, 1], the ORIGINAL image of that face (H, W = its image size).
+        photo: (H, W, 3) float in [0, 1] (or uint8), the ORIGINAL image of that face (H, W = its image size).
         size: texture side S, texels.
 
     Returns:
@@ -110,7 +110,8 @@ def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256
     Raises:
         ImageError: the photo's size is not the reconstruction's image size.
     """
-    photo = np.asarray(photo, dtype=np.float32)
+    photo = np.asarray(photo)
+    photo = photo.astype(np.float32) / 255.0 if photo.dtype == np.uint8 else photo.astype(np.float32)
     height, width = reconstruction.image_sizes[index]
     if photo.ndim != 3 or photo.shape[2] != 3 or photo.shape[:2] != (height, width):
         raise ImageError(

@@ -49,7 +49,6 @@ from lsqface.outputs.pictures import (
     correspondence_picture,
     depth_picture,
     mesh_pictures,
-    to_uint8,
 )
 
 __all__ = ["VideoSummary", "reconstruct_video", "read_video", "smooth_fit", "frame_record"]

@@ -41,13 +41,20 @@ def true_texture(uv_model, faces, index):
     return colour.numpy(), cosine.numpy(), fragments.mask[0].numpy()
 
 
-def test_visible_texels_have_the_true_colour(ict_uv_model, yawed_faces):
+@pytest.fixture(scope="module")
+def textures(ict_uv_model, yawed_faces):
+    """Per face: (texture, visible) from the photo and (true colour, cosine, covered) from the truth."""
     faces, reconstruction = yawed_faces
+    results = []
     for index in range(2):
         photo = faces.image[index].permute(1, 2, 0).numpy()
-        texture, visible = photo_texture(reconstruction, index, photo, size=SIZE)
+        results.append((photo_texture(reconstruction, index, photo, size=SIZE), true_texture(ict_uv_model, faces, index)))
+    return results
+
+
+def test_visible_texels_have_the_true_colour(textures):
+    for (texture, visible), (truth, cosine, covered) in textures:
         assert texture.shape == (SIZE, SIZE, 3) and visible.shape == (SIZE, SIZE)
-        truth, cosine, covered = true_texture(ict_uv_model, faces, index)
         # Away from grazing angles a texel is sampled from a well-resolved part of the photo.
         frontal = visible & (cosine > 0.5)
         assert frontal.sum() > 0.3 * covered.sum()
@@ -56,13 +63,12 @@ def test_visible_texels_have_the_true_colour(ict_uv_model, yawed_faces):
         assert np.quantile(error, 0.9) < 0.06, np.quantile(error, 0.9)
 
 
-def test_far_side_of_a_turned_face_is_invisible(ict_uv_model, yawed_faces):
+def test_far_side_of_a_turned_face_is_invisible(yawed_faces, textures):
     faces, reconstruction = yawed_faces
     index = int(faces.pose[:, 0].abs().argmax())
     assert abs(float(faces.pose[index, 0])) > 40.0  # really turned
     photo = faces.image[index].permute(1, 2, 0).numpy()
-    texture, visible = photo_texture(reconstruction, index, photo, size=SIZE)
-    _, cosine, covered = true_texture(ict_uv_model, faces, index)
+    (texture, visible), (_, cosine, covered) = textures[index]
     away = covered & (cosine < -0.1)
     assert away.sum() > 0.1 * covered.sum()
     assert not visible[away].any()
