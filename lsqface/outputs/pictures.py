@@ -247,7 +247,8 @@ def map_pictures(reconstruction, index: int) -> dict[str, np.ndarray]:
     }
 
 
-def reconstruction_pictures(reconstruction, index: int, photo: np.ndarray, texture_size: int = 256) -> dict[str, np.ndarray]:
+def reconstruction_pictures(reconstruction, index: int, photo: np.ndarray, texture_size: int = 256,
+                            texture: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Every picture of :data:`PICTURE_NAMES` for face ``index`` of a reconstruction.
 
     Args:
@@ -255,6 +256,8 @@ def reconstruction_pictures(reconstruction, index: int, photo: np.ndarray, textu
         index: which face of the batch.
         photo: (H, W, 3) float in [0, 1] or uint8: the original image of that face.
         texture_size: side of the ``uv_photo`` picture, texels.
+        texture: the (texture, visible) pair of :func:`lsqface.outputs.texture.photo_texture` if the
+            caller has it already (saves computing it twice); None computes it.
 
     Returns:
         name -> (h, w, 3) uint8; overlay, reconstruction, geometry and landmarks are (H, W, 3).
@@ -262,7 +265,7 @@ def reconstruction_pictures(reconstruction, index: int, photo: np.ndarray, textu
     photo = _check_photo(reconstruction, index, photo)
     pictures = mesh_pictures(reconstruction, index, photo)
     pictures.update(map_pictures(reconstruction, index))
-    texture, visible = photo_texture(reconstruction, index, photo, size=texture_size)
+    texture, visible = texture if texture is not None else photo_texture(reconstruction, index, photo, size=texture_size)
     pictures["uv_photo"] = to_uint8(texture * np.where(visible, 1.0, 0.5)[..., None])
     pictures["point_cloud"] = point_cloud_picture(reconstruction, index)
     pictures["landmarks"] = landmark_picture(
