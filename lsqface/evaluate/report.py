@@ -1,0 +1,257 @@
+"""The evaluation report: Markdown tables, plots and per-image JSON lines.
+
+Files written into the report folder (each atomically):
+
+- ``report.md``: a landmark table (one row per benchmark, beside the seed's
+  Table 2 numbers), a synthetic table (one row per in-plane rotation range),
+  an identity table when measured, and links to the plots;
+- ``<benchmark>.jsonl``: one line per image,
+  ``{"image": name, "five": [[x, y] x 5], "five_direct": [[x, y] x 5],
+  "sixty_eight": [[x, y] x 68]}`` in original-image pixels (null and an
+  ``"error"`` reason for an image that failed);
+- ``synthetic.jsonl``: one line per synthetic face and range, with its seed,
+  roll and errors;
+- ``error-vs-rotation.png`` and ``error-distribution.png`` (cumulative error
+  distributions).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from lsqface.evaluate.benchmark import SyntheticResults
+from lsqface.evaluate.landmarks import FAILURE_THRESHOLD, LandmarkPredictions, summarise
+from lsqface.files import write_bytes_atomic, write_text_atomic
+
+#: The seed's Table 2 (direct, fitted) 5-landmark errors, percent of the inter-ocular distance.
+SEED_TABLE_2 = {"MAFL": (8.10, 7.86), "AFLW": (9.82, 9.74)}
+
+
+def _number(value: float, digits: int = 2) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def landmark_table(benchmarks: Mapping[str, LandmarkPredictions]) -> str:
+    """The Markdown landmark table: mean errors, failure rates and the seed's numbers per benchmark."""
+    lines = [
+        "| Benchmark | Images | Direct (%) | Fitted (%) | Direct > 10 % (%) | Fitted > 10 % (%) | Failed | Seed direct (%) | Seed fitted (%) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, predictions in benchmarks.items():
+        direct, fitted = summarise(predictions.errors("direct")), summarise(predictions.errors("fitted"))
+        seed = SEED_TABLE_2.get(name.upper(), (float("nan"), float("nan")))
+        lines.append(
+            f"| {name} | {fitted['count']} | {_number(direct['mean'])} | {_number(fitted['mean'])} | "
+            f"{_number(direct['failure_rate'], 1)} | {_number(fitted['failure_rate'], 1)} | {len(predictions.failures)} | "
+            f"{_number(seed[0])} | {_number(seed[1])} |"
+        )
+    return "\n".join(lines)
+
+
+def synthetic_table(results: Sequence[SyntheticResults]) -> str:
+    """The Markdown synthetic table: one row per in-plane rotation range."""
+    lines = [
+        "| Roll range (deg) | Faces | Fitted (%) | Direct (%) | Fitted > 10 % (%) | Direct > 10 % (%) | Vertex (mm) | Rotation (deg) | Solve failures |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        row = result.summary()
+        lines.append(
+            f"| {row['roll_range']:g} | {row['count']} | {_number(row['fitted'])} | {_number(row['direct'])} | "
+            f"{_number(row['fitted_failure_rate'], 1)} | {_number(row['direct_failure_rate'], 1)} | "
+            f"{_number(row['vertex_mm'])} | {_number(row['rotation_degrees'])} | {row['solve_failures']} |"
+        )
+    return "\n".join(lines)
+
+
+def identity_table(identity: Mapping[str, float]) -> str:
+    """The Markdown identity table of {name: value} (similarities and earth mover's distances)."""
+    lines = ["| Measure | Value |", "|---|---|"]
+    lines += [f"| {name} | {_number(float(value), 3)} |" for name, value in identity.items()]
+    return "\n".join(lines)
+
+
+def _png(figure) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def rotation_plot(results: Sequence[SyntheticResults]) -> bytes:
+    """PNG bytes: landmark error of every synthetic face against its |in-plane rotation|, with range means."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    roll = np.concatenate([np.abs(r.roll) for r in results]) if results else np.zeros(0)
+    for kind, colour in (("fitted", "tab:blue"), ("direct", "tab:orange")):
+        errors = np.concatenate([getattr(r, f"{kind}_error") for r in results]) if results else np.zeros(0)
+        axes.scatter(roll, errors, s=6, alpha=0.4, color=colour, label=f"{kind} (faces)")
+        axes.plot([r.roll_range for r in results], [float(np.mean(getattr(r, f"{kind}_error"))) for r in results],
+                  "o-", color=colour, label=f"{kind} (mean over range)")
+    axes.axhline(FAILURE_THRESHOLD, color="grey", lw=0.8, ls="--")
+    axes.set_xlabel("in-plane rotation |roll| (degrees); means plotted at the range's bound")
+    axes.set_ylabel("5-landmark error (% inter-ocular)")
+    axes.set_yscale("symlog", linthresh=1.0)
+    axes.legend(fontsize=8)
+    axes.set_title("Synthetic faces: error against in-plane rotation")
+    return _png(figure)
+
+
+def distribution_plot(curves: Mapping[str, np.ndarray]) -> bytes:
+    """PNG bytes: cumulative error distributions (fraction of images with error below x) of {label: errors}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    for label, errors in curves.items():
+        ordered = np.sort(np.asarray(errors, dtype=np.float64))
+        if ordered.size:
+            axes.step(ordered, np.arange(1, ordered.size + 1) / ordered.size, where="post", label=label)
+    axes.axvline(FAILURE_THRESHOLD, color="grey", lw=0.8, ls="--")
+    axes.set_xlim(0, 2 * FAILURE_THRESHOLD)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("5-landmark error (% inter-ocular)")
+    axes.set_ylabel("fraction of images")
+    axes.legend(fontsize=8)
+    axes.set_title("Cumulative error distributions")
+    return _png(figure)
+
+
+def _jsonl(records: Sequence[dict]) -> str:
+    return "".join(json.dumps(record) + "\n" for record in records)
+
+
+def file_stem(name: str) -> str:
+    """A benchmark name as a file name stem (lower case, letters, digits and dashes)."""
+    return "".join(character if character.isalnum() else "-" for character in name.lower()).strip("-") or "benchmark"
+
+
+def write_report(folder: str | Path, landmarks: Mapping[str, LandmarkPredictions] | None = None,
+                 synthetic: Sequence[SyntheticResults] | None = None, identity: Mapping[str, float] | None = None,
+                 title: str = "lsqface evaluation", notes: Sequence[str] = ()) -> Path:
+    """Write the report folder (module notes) and return the path of ``report.md``.
+
+    Args:
+        folder: the report folder (created).
+        landmarks: {benchmark name: predictions}; MAFL and AFLW rows show the seed's numbers beside.
+        synthetic: the synthetic benchmark's results, one per range.
+        identity: {measure: value} of the identity evaluation.
+        title: the report's heading.
+        notes: lines added under the heading (what was evaluated, the command).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    landmarks = dict(landmarks or {})
+    synthetic = list(synthetic or [])
+    parts = [f"# {title}", ""]
+    parts += [f"{line}  " for line in notes]
+    parts += ["", "Errors: mean point distance over the inter-ocular distance, percent; a face that cannot be "
+              "reconstructed counts as 100 %. Direct: read from the correspondence map; fitted: the fitted "
+              "3DMM's landmarks. '> 10 %': failure rate.", ""]
+    curves: dict[str, np.ndarray] = {}
+    if landmarks:
+        parts += ["## 5-landmark error", "", landmark_table(landmarks), ""]
+        for name, predictions in landmarks.items():
+            write_text_atomic(folder / f"{file_stem(name)}.jsonl", _jsonl(predictions.records()))
+            parts.append(f"Per-image predictions: [{file_stem(name)}.jsonl]({file_stem(name)}.jsonl)  ")
+            curves[f"{name} fitted"] = predictions.errors("fitted")
+            curves[f"{name} direct"] = predictions.errors("direct")
+        parts.append("")
+    if synthetic:
+        parts += ["## Synthetic faces with ground truth", "",
+                  "Vertex error after similarity alignment over the face region; rotation error of the camera.", "",
+                  synthetic_table(synthetic), "", "![error against in-plane rotation](error-vs-rotation.png)", "",
+                  "Per-face errors: [synthetic.jsonl](synthetic.jsonl)", ""]
+        write_bytes_atomic(folder / "error-vs-rotation.png", rotation_plot(synthetic))
+        write_text_atomic(folder / "synthetic.jsonl", _jsonl([record for result in synthetic for record in result.records()]))
+        curves["synthetic fitted"] = np.concatenate([result.fitted_error for result in synthetic])
+        curves["synthetic direct"] = np.concatenate([result.direct_error for result in synthetic])
+    if curves:
+        write_bytes_atomic(folder / "error-distribution.png", distribution_plot(curves))
+        parts += ["## Error distributions", "", "![cumulative error distributions](error-distribution.png)", ""]
+    if identity:
+        parts += ["## Identity", "", identity_table(identity), ""]
+    path = folder / "report.md"
+    write_text_atomic(path, "\n".join(parts))
+    return path
+
+
+def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, synthetic_count: int = 0,
+                   ranges: Sequence[float] = (0.0, 15.0, 45.0, 90.0, 180.0), synthetic_size: int = 128,
+                   mafl: str | Path | None = None, aflw: str | Path | None = None, folder_images: str | Path | None = None,
+                   folder_landmarks: str | Path | None = None, oracle: bool = False, batch_size: int = 8,
+                   progress: bool = False, notes: Sequence[str] = ()) -> Path:
+    """Run the requested benchmarks and write the report (what ``lsqface evaluate`` does).
+
+    Args:
+        folder: the report folder.
+        reconstructor: a :class:`lsqface.reconstruct.Reconstructor` (not needed with ``oracle``).
+        uv_model: the UV-3DMM of the synthetic faces (default: the reconstructor's).
+        synthetic_count: synthetic faces per in-plane rotation range (0: no synthetic benchmark).
+        ranges: in-plane rotation ranges, degrees.
+        synthetic_size: side of the synthetic images, pixels.
+        mafl: CelebA folder holding MAFL/ (the MAFL test split is evaluated).
+        aflw: the aflw_release-2 folder (its test split is evaluated).
+        folder_images, folder_landmarks: an image folder and its landmark file
+            (:func:`lsqface.evaluate.landmarks.read_landmark_file`).
+        oracle: evaluate the true maps of the synthetic faces instead of a network (a self-check).
+        batch_size: images per forward pass.
+        progress: show progress bars.
+        notes: lines for the report's head.
+
+    Raises:
+        ConfigError: nothing to evaluate, the oracle asked for photos, or a folder without landmarks.
+    """
+    from lsqface.errors import ConfigError
+    from lsqface.evaluate.benchmark import ORACLE, evaluate_synthetic
+    from lsqface.evaluate.landmarks import dataset_benchmark, evaluate_landmarks, folder_benchmark
+
+    photos = [value for value in (mafl, aflw, folder_images) if value is not None]
+    if (folder_images is None) != (folder_landmarks is None):
+        raise ConfigError("Give --folder and --landmarks together: the images and their landmark file.")
+    if not photos and synthetic_count <= 0:
+        raise ConfigError("Nothing to evaluate; give --synthetic N, --mafl, --aflw or --folder with --landmarks.")
+    if oracle and photos:
+        raise ConfigError("The oracle has true maps for synthetic faces only; drop --oracle or the photo benchmarks.")
+    wrap = None
+    if progress:
+        from tqdm import tqdm
+
+        wrap = lambda iterable: tqdm(iterable, unit="batch", leave=False)  # noqa: E731
+    benchmarks: dict[str, list] = {}
+    if mafl is not None:
+        from lsqface.data.celeba import MAFL
+
+        benchmarks["MAFL"] = dataset_benchmark(MAFL(mafl, split="test"))
+    if aflw is not None:
+        from lsqface.data.aflw import AFLW
+
+        benchmarks["AFLW"] = dataset_benchmark(AFLW(aflw, split="test"))
+    if folder_images is not None:
+        benchmarks[Path(folder_images).name or "folder"] = folder_benchmark(folder_images, folder_landmarks)
+    landmarks = {
+        name: evaluate_landmarks(reconstructor, paths, truth, names, batch_size=batch_size, progress=wrap)
+        for name, (paths, names, truth) in benchmarks.items()
+    }
+    synthetic = None
+    if synthetic_count > 0:
+        source = ORACLE if oracle else reconstructor
+        model = uv_model if uv_model is not None else reconstructor.uv_model
+        synthetic = evaluate_synthetic(source, model, ranges, synthetic_count, synthetic_size, batch_size=batch_size,
+                                       progress=wrap)
+    title = "lsqface evaluation (oracle: true maps)" if oracle else "lsqface evaluation"
+    return write_report(folder, landmarks, synthetic, title=title, notes=notes)

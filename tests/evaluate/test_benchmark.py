@@ -1,0 +1,49 @@
+"""Synthetic benchmark: the oracle (true maps) scores near zero; seeds are the reserved ones."""
+
+import numpy as np
+import pytest
+
+from lsqface.evaluate.benchmark import EVALUATION_SEED_START, ORACLE, evaluate_synthetic, evaluation_seeds
+
+
+@pytest.fixture(scope="module")
+def oracle_results(ict_uv_model):
+    from lsqface.reconstruct import ReconstructConfig
+    from lsqface.solver.fit import SolverConfig
+
+    # Two faces at two ranges keep it to a few seconds; fewer samples than the default solve suffice for true maps.
+    config = ReconstructConfig(input_size=64, solver=SolverConfig(sample_count=2000))
+    return evaluate_synthetic(ORACLE, ict_uv_model, ranges=(0.0, 90.0), count=2, size=64, batch_size=2, oracle_config=config)
+
+
+def test_the_oracle_scores_near_zero_at_every_range(oracle_results):
+    for result in oracle_results:
+        summary = result.summary()
+        assert summary["solve_failures"] == 0 and summary["count"] == 2
+        assert summary["fitted"] < 1.0, summary  # percent of the inter-ocular distance
+        assert summary["vertex_mm"] < 1.0, summary
+        assert summary["rotation_degrees"] < 1.0, summary
+        assert summary["direct"] < 5.0, summary  # hidden mouth-corner vertices keep it above the fitted error
+        assert summary["fitted_failure_rate"] == 0.0
+
+
+def test_ranges_share_seeds_and_bound_the_roll(oracle_results):
+    still, turned = oracle_results
+    assert np.array_equal(still.seeds, turned.seeds)
+    assert list(still.seeds) == evaluation_seeds(2) and min(still.seeds) >= EVALUATION_SEED_START
+    assert np.allclose(still.roll, 0.0)
+    assert np.all(np.abs(turned.roll) <= 90.0) and np.abs(turned.roll).max() > 1.0
+
+
+def test_records_carry_every_face(oracle_results):
+    records = oracle_results[1].records()
+    assert len(records) == 2
+    assert records[0]["seed"] == EVALUATION_SEED_START and records[0]["roll_range"] == 90.0
+    assert np.isclose(records[1]["fitted_error"], oracle_results[1].fitted_error[1])
+
+
+def test_a_network_goes_through_the_same_path(tiny_reconstructor, ict_uv_model):
+    (result,) = evaluate_synthetic(tiny_reconstructor, ict_uv_model, ranges=(45.0,), count=2, size=48, batch_size=2)
+    assert result.fitted_error.shape == (2,) and np.isfinite(result.fitted_error).all()
+    # An untrained network is far from the truth: the measures must notice.
+    assert result.failed.all() or result.fitted_error.mean() > 5.0
