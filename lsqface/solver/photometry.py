@@ -98,7 +98,9 @@ def solve_photometry(
     albedo_rows = albedo_basis.reshape(batch, points * 3, count)
     row_weights = confidence[..., None].expand(batch, points, 3).reshape(batch, points * 3)
     weighted_colours = confidence[..., None] * colours  # w_j i_jk
-    block_ll = torch.einsum("bpk,bpi,bpj->bkij", weighted_colours * colours, basis, basis)  # (B, 3, 9, 9)
+    # sum_j w_j i_jk^2 F_j F_j^T per channel as one (B, 27, P) x (B, P, 9) bmm (no (B, P, 3, 9, 9) intermediate).
+    lighting_squares = ((weighted_colours * colours)[..., None] * basis[:, :, None, :]).reshape(batch, points, 3 * SH_COUNT)
+    block_ll = torch.bmm(lighting_squares.transpose(1, 2), basis).reshape(batch, 3, SH_COUNT, SH_COUNT)
     eye3 = torch.eye(3, dtype=colours.dtype, device=colours.device)
     block_ll = torch.einsum("kl,bkij->bkilj", eye3, block_ll).reshape(batch, 3 * SH_COUNT, 3 * SH_COUNT)
     # -sum_j w_j i_jk F_j D_jk^T for each channel k: one bmm over all channel pairs (k, k'), keeping
