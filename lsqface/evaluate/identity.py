@@ -58,15 +58,21 @@ def dlib_descriptor(upsample: int = 1, jitter: int = 1) -> Descriptor:
     Raises:
         ConfigError: dlib or face-recognition-models is not installed.
     """
+    import importlib.util
+
+    # face_recognition_models imports pkg_resources (setuptools) only to find its own files: find them directly.
+    spec = importlib.util.find_spec("face_recognition_models")
     try:
         import dlib
-        import face_recognition_models
     except ImportError:
+        dlib = None
+    if dlib is None or spec is None or not spec.submodule_search_locations:
         raise ConfigError("The dlib descriptor needs dlib and its models: pip install 'lsqface[identity]' "
-                          "(dlib-bin and face-recognition-models).") from None
+                          "(dlib-bin and face-recognition-models).")
+    models = Path(list(spec.submodule_search_locations)[0]) / "models"
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
-    encoder = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+    predictor = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
+    encoder = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
 
     def describe(image: np.ndarray) -> np.ndarray:
         pixels = np.ascontiguousarray((np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
