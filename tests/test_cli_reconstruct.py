@@ -56,10 +56,17 @@ def test_reconstruct_writes_every_file(tmp_path, checkpoint, monkeypatch, ict_uv
     out = tmp_path / "out"
     code = _run([
         "reconstruct", *map(str, photos), "-o", str(out), "--checkpoint", str(checkpoint),
-        "--save", "ply,json,npz", "--quiet",
+        "--quiet",
     ], monkeypatch, ict_uv_model)
     assert code == 0, capsys.readouterr().err
     for stem in ("a", "b"):
+        textured = trimesh.load(out / f"{stem}.obj", process=False, maintain_order=True)
+        assert textured.vertices.shape == (ict_uv_model.model.n_vertices, 3)
+        assert textured.visual.material.image.size == (256, 256)
+        for picture in ("overlay", "geometry", "correspondence", "uv_photo", "depth", "confidence", "sheet"):
+            assert (out / f"{stem}_{picture}.png").is_file(), picture
+        size = (48, 40) if stem == "a" else (64, 64)
+        assert Image.open(out / f"{stem}_overlay.png").size == size  # at the photo's own resolution
         parameters = json.loads((out / f"{stem}.json").read_text())
         jsonschema.validate(parameters, SCHEMA)
         assert parameters["image_size"] == {"height": 40 if stem == "a" else 64, "width": 48 if stem == "a" else 64}

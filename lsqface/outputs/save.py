@@ -83,12 +83,15 @@ def save_reconstruction(
     vertices = _array(r.vertices[index])
     triangles = r.triangles.cpu().numpy()
     colours = _array(r.colour[index])
-    if "obj" in kinds:
+    texture = None
+    if "obj" in kinds or "pictures" in kinds:
         from lsqface.outputs.texture import photo_texture
 
-        texture, _ = photo_texture(r, index, photo)
+        # One texture serves the OBJ and the "uv_photo" picture.
+        texture = photo_texture(r, index, photo)
+    if "obj" in kinds:
         written += write_obj(folder / f"{stem}.obj", vertices, triangles, texture_coords=r.vertex_uv,
-                             texture=texture, vertex_colours=colours)
+                             texture=texture[0], vertex_colours=colours)
     if "ply" in kinds:
         written.append(write_ply(folder / f"{stem}.ply", vertices, triangles, colours))
     if "json" in kinds:
@@ -104,7 +107,7 @@ def save_reconstruction(
     if "pictures" in kinds:
         from lsqface.outputs.pictures import contact_sheet, reconstruction_pictures, write_pictures
 
-        pictures = reconstruction_pictures(r, index, photo)
+        pictures = reconstruction_pictures(r, index, photo, texture=texture)
         pictures["sheet"] = contact_sheet(pictures)
         written += write_pictures(folder, stem, pictures)
     return written
