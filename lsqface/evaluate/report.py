@@ -190,6 +190,24 @@ def write_report(folder: str | Path, landmarks: Mapping[str, LandmarkPredictions
     return path
 
 
+def check_request(synthetic_count: int = 0, mafl=None, aflw=None, folder_images=None, folder_landmarks=None,
+                  oracle: bool = False) -> None:
+    """Refuse an evaluation request that cannot run, before anything slow is loaded.
+
+    Raises:
+        ConfigError: nothing to evaluate, the oracle asked for photos, or a folder without landmarks.
+    """
+    from lsqface.errors import ConfigError
+
+    photos = [value for value in (mafl, aflw, folder_images) if value is not None]
+    if (folder_images is None) != (folder_landmarks is None):
+        raise ConfigError("Give --folder and --landmarks together: the images and their landmark file.")
+    if not photos and synthetic_count <= 0:
+        raise ConfigError("Nothing to evaluate; give --synthetic N, --mafl, --aflw or --folder with --landmarks.")
+    if oracle and photos:
+        raise ConfigError("The oracle has true maps for synthetic faces only; drop --oracle or the photo benchmarks.")
+
+
 def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, synthetic_count: int = 0,
                    ranges: Sequence[float] = (0.0, 15.0, 45.0, 90.0, 180.0), synthetic_size: int = 128,
                    mafl: str | Path | None = None, aflw: str | Path | None = None, folder_images: str | Path | None = None,
@@ -216,17 +234,10 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
     Raises:
         ConfigError: nothing to evaluate, the oracle asked for photos, or a folder without landmarks.
     """
-    from lsqface.errors import ConfigError
     from lsqface.evaluate.benchmark import ORACLE, evaluate_synthetic
     from lsqface.evaluate.landmarks import dataset_benchmark, evaluate_landmarks, folder_benchmark
 
-    photos = [value for value in (mafl, aflw, folder_images) if value is not None]
-    if (folder_images is None) != (folder_landmarks is None):
-        raise ConfigError("Give --folder and --landmarks together: the images and their landmark file.")
-    if not photos and synthetic_count <= 0:
-        raise ConfigError("Nothing to evaluate; give --synthetic N, --mafl, --aflw or --folder with --landmarks.")
-    if oracle and photos:
-        raise ConfigError("The oracle has true maps for synthetic faces only; drop --oracle or the photo benchmarks.")
+    check_request(synthetic_count, mafl, aflw, folder_images, folder_landmarks, oracle)
     wrap = None
     if progress:
         from tqdm import tqdm

@@ -1,0 +1,145 @@
+"""`lsqface evaluate` end to end on a tiny MAFL copy, an image folder and synthetic faces.
+
+The report's numbers are recomputed here from its JSON lines and the annotation files, with
+numpy only, and compared with the Markdown tables.
+"""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lsqface.cli import main
+from lsqface.nets.checkpoint import config_dict, face_model_summary, save_checkpoint
+from lsqface.nets.unet import UNet, UNetConfig
+from lsqface.solver.fit import SolverConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, ict_uv_model):
+    """An untrained narrow U-Net (32 px input) whose output head is scaled up so its maps vary across the image."""
+    import torch
+
+    torch.manual_seed(0)
+    config = UNetConfig(variant="narrow", width=0.125)
+    network = UNet(config)
+    with torch.no_grad():
+        network.output_head.weight.mul_(30.0)
+    path = tmp_path_factory.mktemp("checkpoint") / "tiny.pt"
+    save_checkpoint(path, {
+        "network_config": config_dict(config), "input_size": 32, "network_state": network.state_dict(),
+        "solver_config": config_dict(SolverConfig(sample_count=500)), "face_model": face_model_summary(ict_uv_model),
+    })
+    return path
+
+
+def _run(args, monkeypatch, uv_model):
+    # The CLI loads the default UV-3DMM (320 px); hand it the session's 128 px one instead.
+    import lsqface.morphable.cache as cache
+
+    monkeypatch.setattr(cache, "load_uv_model", lambda *a, **k: uv_model)
+    return main(args)
+
+
+@pytest.fixture(scope="module")
+def tiny_mafl(tmp_path_factory):
+    """A CelebA folder in the published layout: three aligned images, MAFL test lists two."""
+    root = tmp_path_factory.mktemp("celeba")
+    (root / "img_align_celeba").mkdir()
+    (root / "MAFL").mkdir()
+    rng = np.random.default_rng(3)
+    rows = []
+    for index in range(1, 4):
+        name = f"{index:06d}.jpg"
+        Image.fromarray((rng.random((44, 36, 3)) * 255).astype(np.uint8)).save(root / "img_align_celeba" / name)
+        points = [11 + index, 16, 24, 17 - index, 18, 24, 13, 31, 23, 30 + index]
+        rows.append(name + " " + " ".join(str(value) for value in points))
+    header = "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"
+    (root / "list_landmarks_align_celeba.txt").write_text("3\n" + header + "\n" + "\n".join(rows) + "\n")
+    (root / "MAFL" / "testing.txt").write_text("000002.jpg\n000003.jpg\n")
+    (root / "MAFL" / "training.txt").write_text("000001.jpg\n")
+    return root
+
+
+def _table_rows(markdown: str, heading: str) -> list[list[str]]:
+    section = markdown.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def _error(predicted, truth) -> float:
+    if predicted is None:
+        return 100.0
+    predicted, truth = np.asarray(predicted, dtype=float), np.asarray(truth, dtype=float)
+    return 100.0 * np.linalg.norm(predicted - truth, axis=1).mean() / np.linalg.norm(truth[0] - truth[1])
+
+
+def test_evaluate_writes_a_report_whose_numbers_follow_from_its_json_lines(tmp_path, tiny_mafl, tiny_checkpoint,
+                                                                            monkeypatch, ict_uv_model, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray((np.random.default_rng(4).random((40, 40, 3)) * 255).astype(np.uint8)).save(folder / "p.png")
+    (folder / "landmarks.txt").write_text("name x1 y1 x2 y2 x3 y3 x4 y4 x5 y5\np.png 12.5 15 27.5 15.5 20 23 14 30 26 30\n")
+    out = tmp_path / "report"
+    code = _run(["evaluate", "--checkpoint", str(tiny_checkpoint), "--mafl", str(tiny_mafl), "--folder", str(folder),
+                 "--landmarks", str(folder / "landmarks.txt"), "--synthetic", "1", "--ranges", "0,90", "--size", "48",
+                 "-o", str(out), "--quiet"], monkeypatch, ict_uv_model)
+    assert code == 0, capsys.readouterr().err
+    markdown = (out / "report.md").read_text()
+    for picture in ("error-vs-rotation.png", "error-distribution.png"):
+        assert Image.open(out / picture).size[0] > 100 and picture in markdown
+
+    # MAFL: the test list's images, truth = CelebA's 0-based indices + 0.5.
+    records = [json.loads(line) for line in (out / "mafl.jsonl").read_text().splitlines()]
+    assert [record["image"] for record in records] == ["000002.jpg", "000003.jpg"]
+    truth = {}
+    for line in (tiny_mafl / "list_landmarks_align_celeba.txt").read_text().splitlines()[2:]:
+        fields = line.split()
+        truth[fields[0]] = np.asarray([float(value) for value in fields[1:]]).reshape(5, 2) + 0.5
+    for record in records:
+        if record["five"] is not None:
+            assert np.asarray(record["five"]).shape == (5, 2) and np.asarray(record["sixty_eight"]).shape == (68, 2)
+    rows = {row[0]: row for row in _table_rows(markdown, "5-landmark error")}
+    direct = np.mean([_error(record["five_direct"], truth[record["image"]]) for record in records])
+    fitted = np.mean([_error(record["five"], truth[record["image"]]) for record in records])
+    assert rows["MAFL"][1] == "2"
+    assert abs(float(rows["MAFL"][2]) - direct) <= 0.006 and abs(float(rows["MAFL"][3]) - fitted) <= 0.006
+    assert rows["MAFL"][7:9] == ["8.10", "7.86"]
+
+    # The folder benchmark, named after the folder, with the landmark file's coordinates as they are.
+    (record,) = [json.loads(line) for line in (out / "photos.jsonl").read_text().splitlines()]
+    folder_truth = np.asarray([12.5, 15, 27.5, 15.5, 20, 23, 14, 30, 26, 30]).reshape(5, 2)
+    assert abs(float(rows["photos"][3]) - _error(record["five"], folder_truth)) <= 0.006
+
+    # Synthetic: one row per range, means of the per-face lines.
+    faces = [json.loads(line) for line in (out / "synthetic.jsonl").read_text().splitlines()]
+    synthetic_rows = _table_rows(markdown, "Synthetic faces with ground truth")
+    assert [row[0] for row in synthetic_rows] == ["0", "90"]
+    for row in synthetic_rows:
+        mine = [face for face in faces if face["roll_range"] == float(row[0])]
+        assert len(mine) == 1 and abs(float(row[2]) - mine[0]["fitted_error"]) <= 0.006
+
+
+def test_the_oracle_scores_near_zero(tmp_path, monkeypatch, ict_uv_model, capsys):
+    out = tmp_path / "oracle"
+    code = _run(["evaluate", "--oracle", "--synthetic", "1", "--ranges", "45", "--size", "64", "-o", str(out), "--quiet"],
+                monkeypatch, ict_uv_model)
+    assert code == 0, capsys.readouterr().err
+    (row,) = _table_rows((out / "report.md").read_text(), "Synthetic faces with ground truth")
+    fitted, vertex_mm, rotation = float(row[2]), float(row[6]), float(row[7])
+    assert fitted < 1.0 and vertex_mm < 1.0 and rotation < 1.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-o", "x"], "Nothing to evaluate"),
+    (["--oracle", "--mafl", "somewhere", "-o", "x"], "oracle"),
+    (["--oracle", "--synthetic", "1", "--folder", "somewhere", "-o", "x"], "together"),
+    (["--oracle", "--synthetic", "1", "--ranges", "0,ninety", "-o", "x"], "--ranges"),
+])
+def test_bad_requests_are_one_line_errors(args, message, monkeypatch, ict_uv_model, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert _run(["evaluate", *args], monkeypatch, ict_uv_model) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
