@@ -177,3 +177,17 @@ def test_exact_recovery_with_the_real_ict_uv_model(ict_uv_model, camera_factory)
     ambiguous = solve_photometry(colours, normals, confidence, albedo_mean, albedo_basis, unregularised)
     # Rank deficient: Cholesky either fails and gets jitter or passes with a tiny pivot; either way finite.
     assert torch.isfinite(ambiguous.inverse_lighting).all() and ambiguous.residuals.abs().max() < 1e-6
+
+
+def test_per_coefficient_weights_replace_the_config_weights(image_scene_factory):
+    scene = image_scene_factory(seed=10)
+    maps = (scene.image, scene.correspondence, scene.depth, scene.confidence)
+    config = SolverConfig(sample_count=300, shape_weight=2.0, albedo_weight=3.0)
+    scalar = fit(scene.uv_model, *maps, config, torch.Generator().manual_seed(0))
+    vector = fit(scene.uv_model, *maps, SolverConfig(sample_count=300), torch.Generator().manual_seed(0),
+                 shape_weights=torch.full((5,), 2.0, dtype=torch.float64), albedo_weights=torch.full((2, 4), 3.0, dtype=torch.float64))
+    torch.testing.assert_close(vector.shape_coefficients, scalar.shape_coefficients)
+    torch.testing.assert_close(vector.albedo_coefficients, scalar.albedo_coefficients)
+    heavier = fit(scene.uv_model, *maps, SolverConfig(sample_count=300), torch.Generator().manual_seed(0),
+                  shape_weights=torch.full((5,), 1e6, dtype=torch.float64))
+    assert heavier.shape_coefficients.abs().max() < 1e-3 < scalar.shape_coefficients.abs().max()
