@@ -85,7 +85,7 @@ def test_evaluate_writes_a_report_whose_numbers_follow_from_its_json_lines(tmp_p
     (folder / "landmarks.txt").write_text("name x1 y1 x2 y2 x3 y3 x4 y4 x5 y5\np.png 12.5 15 27.5 15.5 20 23 14 30 26 30\n")
     out = tmp_path / "report"
     code = _run(["evaluate", "--checkpoint", str(tiny_checkpoint), "--mafl", str(tiny_mafl), "--folder", str(folder),
-                 "--landmarks", str(folder / "landmarks.txt"), "--synthetic", "1", "--ranges", "0,90", "--size", "48",
+                 "--landmarks", str(folder / "landmarks.txt"), "--synthetic", "1", "--ranges", "0,90", "--size", "32",
                  "-o", str(out), "--quiet"], monkeypatch, ict_uv_model)
     assert code == 0, capsys.readouterr().err
     markdown = (out / "report.md").read_text()
@@ -121,6 +121,31 @@ def test_evaluate_writes_a_report_whose_numbers_follow_from_its_json_lines(tmp_p
     for row in synthetic_rows:
         mine = [face for face in faces if face["roll_range"] == float(row[0])]
         assert len(mine) == 1 and abs(float(row[2]) - mine[0]["fitted_error"]) <= 0.006
+
+
+def test_evaluate_reads_aflw_in_its_published_layout(tmp_path, tiny_checkpoint, monkeypatch, ict_uv_model, capsys):
+    from scipy.io import savemat
+
+    root = tmp_path / "aflw_release-2"
+    (root / "output" / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    names = ["sub/face0.jpg", "sub/face1.jpg"]
+    for name in names:
+        Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(root / "output" / name)
+    stored = rng.uniform(8, 32, size=(2, 5, 2))  # (y, x) 0-based, as the .mat files hold them
+    (root / "aflw_test_images.txt").write_text("\n".join(names) + "\n")
+    savemat(root / "aflw_test_keypoints.mat", {"gt": stored, "hw": np.full((2, 2), 40.0)})
+    out = tmp_path / "report"
+    code = _run(["evaluate", "--checkpoint", str(tiny_checkpoint), "--aflw", str(root), "-o", str(out), "--quiet"],
+                monkeypatch, ict_uv_model)
+    assert code == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (out / "aflw.jsonl").read_text().splitlines()]
+    assert [record["image"] for record in records] == names
+    truth = stored[:, :, ::-1] + 0.5
+    (row,) = _table_rows((out / "report.md").read_text(), "5-landmark error")
+    assert row[0] == "AFLW" and row[7:9] == ["9.82", "9.74"]
+    assert abs(float(row[3]) - np.mean([_error(r["five"], truth[k]) for k, r in enumerate(records)])) <= 0.006
+    assert abs(float(row[2]) - np.mean([_error(r["five_direct"], truth[k]) for k, r in enumerate(records)])) <= 0.006
 
 
 def test_the_oracle_scores_near_zero(tmp_path, monkeypatch, ict_uv_model, capsys):

@@ -30,6 +30,7 @@ and the metrics themselves and must score near zero.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -111,6 +112,35 @@ def _reconstruct(reconstructor, uv_model: UVMorphableModel, faces, config):
     return reconstructor(images)
 
 
+def _select(faces, index: int):
+    """Face ``index`` of a SyntheticFaces batch, as a batch of one."""
+    values = {}
+    for item in dataclasses.fields(faces):
+        value = getattr(faces, item.name)
+        values[item.name] = value[index:index + 1]
+    return type(faces)(**values)
+
+
+def _measure(reconstructor, uv_model, faces, config, target_uv, threshold):
+    """(fitted, direct, vertex, rotation, failed) tensors (B,) of one batch; a failed solve is retried face by face."""
+    truth = faces.landmarks_5.to(torch.float64)
+    number = truth.shape[0]
+    try:
+        result = _reconstruct(reconstructor, uv_model, faces, config)
+    except SolverError:
+        if number > 1:
+            parts = [_measure(reconstructor, uv_model, _select(faces, k), config, target_uv, threshold) for k in range(number)]
+            return tuple(torch.cat([part[i] for part in parts]) for i in range(5))
+        nan = torch.full((1,), float("nan"), dtype=torch.float64)
+        return nan, nan.clone(), nan.clone(), nan.clone(), torch.ones(1, dtype=torch.bool)
+    fitted = landmark_error(result.landmarks_5.detach().cpu().to(torch.float64), truth)
+    direct = landmark_error(direct_landmarks(result.correspondence, result.confidence, target_uv, result.to_network,
+                                             threshold), truth)
+    vertices = vertex_error(result.vertices.detach().cpu().to(torch.float64), faces.vertices.to(torch.float64))
+    rotation = rotation_error_degrees(result.rotation.detach().cpu().to(torch.float64), faces.rotation)
+    return fitted, direct, vertices, rotation, torch.zeros(number, dtype=torch.bool)
+
+
 def evaluate_synthetic(reconstructor, uv_model: UVMorphableModel, ranges: Sequence[float] = DEFAULT_RANGES,
                        count: int = 100, size: int = 128, batch_size: int = 8, threshold: float = 0.5,
                        base: SyntheticConfig | None = None, oracle_config=None,
@@ -132,8 +162,6 @@ def evaluate_synthetic(reconstructor, uv_model: UVMorphableModel, ranges: Sequen
     Returns:
         One :class:`SyntheticResults` per range, in the order of ``ranges``.
     """
-    import dataclasses
-
     base = SyntheticConfig(size=size) if base is None else dataclasses.replace(base, size=size)
     target_uv = landmark_uv(uv_model)
     results = []
@@ -144,20 +172,8 @@ def evaluate_synthetic(reconstructor, uv_model: UVMorphableModel, ranges: Sequen
         for start in (progress(starts) if progress is not None else starts):
             seeds = evaluation_seeds(min(batch_size, count - start), start)
             faces = generate_faces(uv_model, seeds, config)
-            truth = faces.landmarks_5.to(torch.float64)
-            number = len(seeds)
-            try:
-                result = _reconstruct(reconstructor, uv_model, faces, oracle_config)
-                fitted = landmark_error(result.landmarks_5.detach().cpu().to(torch.float64), truth)
-                direct = landmark_error(direct_landmarks(result.correspondence, result.confidence, target_uv,
-                                                         result.to_network, threshold), truth)
-                vertices = vertex_error(result.vertices.detach().cpu().to(torch.float64), faces.vertices.to(torch.float64))
-                rotation = rotation_error_degrees(result.rotation.detach().cpu().to(torch.float64), faces.rotation)
-                failed = torch.zeros(number, dtype=torch.bool)
-            except SolverError:
-                fitted = direct = torch.full((number,), float("nan"), dtype=torch.float64)
-                vertices = rotation = torch.full((number,), float("nan"), dtype=torch.float64)
-                failed = torch.ones(number, dtype=torch.bool)
+            fitted, direct, vertices, rotation, failed = _measure(reconstructor, uv_model, faces, oracle_config,
+                                                                  target_uv, threshold)
             parts["seeds"].append(np.asarray(seeds))
             parts["roll"].append(faces.pose[:, 2].numpy())
             parts["fitted"].append(fitted.numpy())

@@ -43,7 +43,26 @@ def test_records_carry_every_face(oracle_results):
 
 
 def test_a_network_goes_through_the_same_path(tiny_reconstructor, ict_uv_model):
-    (result,) = evaluate_synthetic(tiny_reconstructor, ict_uv_model, ranges=(45.0,), count=2, size=48, batch_size=2)
+    (result,) = evaluate_synthetic(tiny_reconstructor, ict_uv_model, ranges=(45.0,), count=2, size=32, batch_size=2)
     assert result.fitted_error.shape == (2,) and np.isfinite(result.fitted_error).all()
     # An untrained network is far from the truth: the measures must notice.
     assert result.failed.all() or result.fitted_error.mean() > 5.0
+
+
+def test_a_failed_batch_is_retried_face_by_face(tiny_reconstructor, ict_uv_model):
+    from lsqface.errors import SolverError
+
+    class OneAtATime:
+        """The tiny network, refusing batches of more than one face as an ill-posed solve would."""
+
+        uv_model = ict_uv_model
+
+        def __call__(self, images):
+            if len(images) > 1:
+                raise SolverError("batch refused")
+            return tiny_reconstructor(images)
+
+    (batched,) = evaluate_synthetic(OneAtATime(), ict_uv_model, ranges=(15.0,), count=2, size=32, batch_size=2)
+    (single,) = evaluate_synthetic(tiny_reconstructor, ict_uv_model, ranges=(15.0,), count=2, size=32, batch_size=1)
+    assert not batched.failed.any()
+    assert np.allclose(batched.fitted_error, single.fitted_error) and np.allclose(batched.vertex_error, single.vertex_error)
