@@ -132,14 +132,15 @@ def _command_evaluate(args: argparse.Namespace) -> int:
         ranges = [float(part) for part in args.ranges.split(",") if part.strip()]
     except ValueError:
         raise LsqfaceError(f"--ranges takes comma-separated degrees such as 0,15,45,90,180, not '{args.ranges}'.") from None
-    check_request(args.synthetic, args.mafl, args.aflw, args.folder, args.landmarks, args.oracle)
+    check_request(args.synthetic, args.mafl, args.aflw, args.folder, args.landmarks, args.oracle, args.identity)
     uv_model = load_uv_model(source=args.source, region=args.region) if args.source or args.region or args.oracle else None
     reconstructor = None if args.oracle else Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
     command = "lsqface " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else "lsqface evaluate"
     path = run_evaluation(
         args.output, reconstructor, uv_model, synthetic_count=args.synthetic, ranges=ranges, synthetic_size=args.size,
         mafl=args.mafl, aflw=args.aflw, folder_images=args.folder, folder_landmarks=args.landmarks, oracle=args.oracle,
-        batch_size=args.batch_size, progress=not args.quiet, notes=[f"Command: `{command}`"],
+        batch_size=args.batch_size, identity=args.identity, descriptor=None if args.descriptor == "dlib" else args.descriptor,
+        render_over=args.render_over, detect=args.detect, progress=not args.quiet, notes=[f"Command: `{command}`"],
     )
     print(path)
     return 0
@@ -324,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--folder", default=None, metavar="DIR", help="image folder whose landmarks --landmarks gives")
     evaluate.add_argument("--landmarks", default=None, metavar="FILE", help="lines 'name x1 y1 ... x5 y5' for --folder (see docs/evaluation.md)")
     evaluate.add_argument("--oracle", action="store_true", help="evaluate the synthetic faces' true maps (no network)")
+    evaluate.add_argument("--identity", default=None, metavar="DIR",
+                          help="photos named after their people (obama.jpg, obama2.jpg, ...): face-recognition similarity "
+                          "of each rendering to its photo against same- and different-person pairs")
+    evaluate.add_argument("--descriptor", default="dlib", help="identity descriptor: dlib (pip install 'lsqface[identity]') or an .onnx file")
+    evaluate.add_argument("--render-over", choices=("black", "photo"), default="black", help="background of the identity renderings")
+    evaluate.add_argument("--detect", action="store_true", help="find the face in each identity photo first (lsqface[detect])")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     evaluate.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     evaluate.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")

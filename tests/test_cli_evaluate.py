@@ -169,3 +169,23 @@ def test_bad_requests_are_one_line_errors(args, message, monkeypatch, ict_uv_mod
     assert _run(["evaluate", *args], monkeypatch, ict_uv_model) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
+
+
+def test_identity_folder_adds_an_identity_table(tmp_path, tiny_checkpoint, monkeypatch, ict_uv_model, capsys):
+    import importlib.util
+
+    pytest.importorskip("dlib")
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("face-recognition-models is not installed (pip install 'lsqface[identity]')")
+    photos = tmp_path / "people"
+    photos.mkdir()
+    rng = np.random.default_rng(6)
+    for name in ("ann.png", "ann2.png", "bob.png"):
+        Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(photos / name)
+    out = tmp_path / "report"
+    code = _run(["evaluate", "--checkpoint", str(tiny_checkpoint), "--identity", str(photos), "-o", str(out), "--quiet"],
+                monkeypatch, ict_uv_model)
+    assert code == 0, capsys.readouterr().err
+    rows = _table_rows((out / "report.md").read_text(), "Identity")
+    assert len(rows) == 5 and "(1 pairs)" in rows[1][0] and "(2 pairs)" in rows[2][0]
+    assert all(-1.0 <= float(row[1]) <= 1.0 for row in rows[:3])

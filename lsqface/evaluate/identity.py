@@ -121,9 +121,17 @@ def onnx_descriptor(path: str | os.PathLike, size: int | None = None, mean: floa
 
 
 def face_box(reconstruction, index: int, margin: float = 1.3) -> tuple[int, int, int]:
-    """Square (left, top, side) integer pixels around face ``index``'s projected vertices, ``margin`` times their extent."""
+    """Square (left, top, side) integer pixels around face ``index``'s projected vertices, ``margin`` times their extent.
+
+    The extent is clipped to the image (a wild reconstruction gives at most the whole image).
+    """
+    height, width = reconstruction.image_sizes[index]
     points = reconstruction.image_vertices()[index, :, :2].detach().cpu().numpy()
-    low, high = points.min(axis=0), points.max(axis=0)
+    size = np.array([width, height], dtype=np.float64)
+    low = np.clip(np.nan_to_num(points.min(axis=0), nan=0.0), 0.0, size)
+    high = np.clip(np.nan_to_num(points.max(axis=0), nan=0.0), 0.0, size)
+    if np.any(high - low <= 0):
+        low, high = np.zeros(2), size
     centre, side = 0.5 * (low + high), margin * float((high - low).max())
     side = max(int(np.ceil(side)), 8)
     return int(np.floor(centre[0] - 0.5 * side)), int(np.floor(centre[1] - 0.5 * side)), side
@@ -205,3 +213,54 @@ def identity_distances(rendering: np.ndarray, same: np.ndarray, different: np.nd
         return float(wasserstein_distance(rendering, values)) if len(rendering) and len(values) else float("nan")
 
     return {"to_same": distance(np.asarray(same)), "to_different": distance(np.asarray(different))}
+
+
+def identity_from_name(path: str | os.PathLike) -> str:
+    """The person in a photo named after them: the file stem without trailing digits, dashes and
+    underscores, lower case ("obama2.jpg" and "Obama_3.png" -> "obama")."""
+    return Path(path).stem.rstrip("0123456789-_ ").lower() or Path(path).stem.lower()
+
+
+def evaluate_identity(reconstructor, photos: Sequence[str | os.PathLike | np.ndarray], descriptor: Descriptor,
+                      identities: Sequence | None = None, boxes: Sequence | None = None, background: str = "black",
+                      margin: float = 1.3) -> dict[str, float]:
+    """Identity measures of a reconstructor on photos of known people.
+
+    Every photo is reconstructed (in one batch; ``boxes``: optional face boxes (x, y, width, height)),
+    its rendering compared with it (:func:`rendering_similarity`), and every pair of photos compared
+    (:func:`pair_similarities`, each photo cropped to its reconstructed face as for the renderings).
+
+    Args:
+        reconstructor: a :class:`lsqface.reconstruct.Reconstructor`.
+        photos: image files or (H, W, 3) float arrays in [0, 1].
+        descriptor: the face-recognition descriptor.
+        identities: who is in each photo (default: :func:`identity_from_name` of each file).
+        boxes: face boxes, one per photo (None entries for whole photos), or None.
+        background: "black" or "photo", under the rendering.
+        margin: crop size around the face (:func:`face_box`).
+
+    Returns:
+        Mean cosine similarity of renderings to their photos, of same- and of different-identity
+        photo pairs, and the earth mover's distances of the rendering similarities to both pair sets.
+    """
+    from lsqface.data.images import read_image
+
+    if identities is None:
+        identities = [identity_from_name(photo) for photo in photos]
+    images = [read_image(photo) for photo in photos]
+    result = reconstructor(images, boxes)
+    rendering = rendering_similarity(result, images, descriptor, background, margin)
+    descriptors = np.stack([descriptor(crop_square(image, face_box(result, index, margin))) for index, image in enumerate(images)])
+    same, different = pair_similarities(descriptors, list(identities))
+    distances = identity_distances(rendering, same, different)
+
+    def mean(values: np.ndarray) -> float:
+        return float(np.mean(values)) if len(values) else float("nan")
+
+    return {
+        f"rendering over {background} vs its photo, mean cosine ({len(rendering)} photos)": mean(rendering),
+        f"same-identity photo pairs, mean cosine ({len(same)} pairs)": mean(same),
+        f"different-identity photo pairs, mean cosine ({len(different)} pairs)": mean(different),
+        "earth mover's distance of renderings to same-identity pairs": distances["to_same"],
+        "earth mover's distance of renderings to different-identity pairs": distances["to_different"],
+    }

@@ -191,7 +191,7 @@ def write_report(folder: str | Path, landmarks: Mapping[str, LandmarkPredictions
 
 
 def check_request(synthetic_count: int = 0, mafl=None, aflw=None, folder_images=None, folder_landmarks=None,
-                  oracle: bool = False) -> None:
+                  oracle: bool = False, identity=None) -> None:
     """Refuse an evaluation request that cannot run, before anything slow is loaded.
 
     Raises:
@@ -199,11 +199,11 @@ def check_request(synthetic_count: int = 0, mafl=None, aflw=None, folder_images=
     """
     from lsqface.errors import ConfigError
 
-    photos = [value for value in (mafl, aflw, folder_images) if value is not None]
+    photos = [value for value in (mafl, aflw, folder_images, identity) if value is not None]
     if (folder_images is None) != (folder_landmarks is None):
         raise ConfigError("Give --folder and --landmarks together: the images and their landmark file.")
     if not photos and synthetic_count <= 0:
-        raise ConfigError("Nothing to evaluate; give --synthetic N, --mafl, --aflw or --folder with --landmarks.")
+        raise ConfigError("Nothing to evaluate; give --synthetic N, --mafl, --aflw, --folder with --landmarks or --identity.")
     if oracle and photos:
         raise ConfigError("The oracle has true maps for synthetic faces only; drop --oracle or the photo benchmarks.")
 
@@ -212,7 +212,8 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
                    ranges: Sequence[float] = (0.0, 15.0, 45.0, 90.0, 180.0), synthetic_size: int = 128,
                    mafl: str | Path | None = None, aflw: str | Path | None = None, folder_images: str | Path | None = None,
                    folder_landmarks: str | Path | None = None, oracle: bool = False, batch_size: int = 8,
-                   progress: bool = False, notes: Sequence[str] = ()) -> Path:
+                   identity: str | Path | None = None, descriptor=None, render_over: str = "black",
+                   detect: bool = False, progress: bool = False, notes: Sequence[str] = ()) -> Path:
     """Run the requested benchmarks and write the report (what ``lsqface evaluate`` does).
 
     Args:
@@ -228,6 +229,10 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
             (:func:`lsqface.evaluate.landmarks.read_landmark_file`).
         oracle: evaluate the true maps of the synthetic faces instead of a network (a self-check).
         batch_size: images per forward pass.
+        identity: a folder of photos named after the people in them (:func:`lsqface.evaluate.identity.identity_from_name`).
+        descriptor: the identity descriptor: a callable, an .onnx path, or None for dlib's.
+        render_over: "black" or "photo", under the identity renderings.
+        detect: find each identity photo's face with lsqface.detect first (for photos where it is small).
         progress: show progress bars.
         notes: lines for the report's head.
 
@@ -237,7 +242,7 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
     from lsqface.evaluate.benchmark import ORACLE, evaluate_synthetic
     from lsqface.evaluate.landmarks import dataset_benchmark, evaluate_landmarks, folder_benchmark
 
-    check_request(synthetic_count, mafl, aflw, folder_images, folder_landmarks, oracle)
+    check_request(synthetic_count, mafl, aflw, folder_images, folder_landmarks, oracle, identity)
     wrap = None
     if progress:
         from tqdm import tqdm
@@ -264,5 +269,28 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
         model = uv_model if uv_model is not None else reconstructor.uv_model
         synthetic = evaluate_synthetic(source, model, ranges, synthetic_count, synthetic_size, batch_size=batch_size,
                                        progress=wrap)
+    identity_measures = None
+    if identity is not None:
+        identity_measures = _identity(reconstructor, identity, descriptor, render_over, detect)
     title = "lsqface evaluation (oracle: true maps)" if oracle else "lsqface evaluation"
-    return write_report(folder, landmarks, synthetic, title=title, notes=notes)
+    return write_report(folder, landmarks, synthetic, identity_measures, title=title, notes=notes)
+
+
+def _identity(reconstructor, folder, descriptor, render_over: str, detect: bool) -> dict[str, float]:
+    from lsqface.data.images import list_image_files, read_image
+    from lsqface.errors import DatasetError
+    from lsqface.evaluate.identity import dlib_descriptor, evaluate_identity, onnx_descriptor
+
+    paths = list_image_files(folder)
+    if len(paths) < 2:
+        raise DatasetError(f"The identity folder {folder} needs at least two photos, named after the people in them.")
+    if descriptor is None:
+        descriptor = dlib_descriptor()
+    elif not callable(descriptor):
+        descriptor = onnx_descriptor(descriptor)
+    boxes = None
+    if detect:
+        from lsqface.detect import detect_faces
+
+        boxes = [next(iter(detect_faces(read_image(path))), None) for path in paths]
+    return evaluate_identity(reconstructor, paths, descriptor, boxes=boxes, background=render_over)

@@ -113,3 +113,25 @@ def test_dlib_descriptor_tells_one_synthetic_face_from_itself_and_another(oracle
     assert np.isclose(cosine_similarity(first, describe(faces.image[0].permute(1, 2, 0).numpy())), 1.0)
     second = describe(faces.image[1].permute(1, 2, 0).numpy())
     assert cosine_similarity(first, second) < 0.999
+
+
+def test_identity_from_name():
+    from lsqface.evaluate.identity import identity_from_name
+
+    assert [identity_from_name(name) for name in ("obama.jpg", "obama2.jpg", "dir/Obama_3.png", "42.png")] == ["obama", "obama", "obama", "42"]
+
+
+def test_evaluate_identity_combines_renderings_and_pairs(tiny_reconstructor, tmp_path):
+    from PIL import Image
+
+    from lsqface.evaluate.identity import evaluate_identity
+
+    rng = np.random.default_rng(2)
+    paths = []
+    for name in ("ann1.png", "ann2.png", "bob.png"):
+        Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / name)
+        paths.append(tmp_path / name)
+    measures = evaluate_identity(tiny_reconstructor, paths, tiny_descriptor)
+    values = list(measures.values())
+    assert len(values) == 5 and "(1 pairs)" in list(measures)[1] and "(2 pairs)" in list(measures)[2]
+    assert all(np.isfinite(value) for value in values) and -1.0 <= values[0] <= 1.0
