@@ -62,6 +62,10 @@ Stage = Literal["pretrain", "train"]
 CHECKPOINT_NAME = "last.pt"
 
 
+class _NonFiniteMaps(Exception):
+    """The network produced a non-finite value (the batch is skipped before the solve)."""
+
+
 @dataclass
 class StepResult:
     """What one iteration did.
@@ -206,6 +210,8 @@ class Trainer:
         """
         eps = self.config.solver.softplus_eps
         maps = self.model(network_input(images, eps))
+        if not torch.isfinite(maps.logits.detach()).all():
+            raise _NonFiniteMaps
         if self.stage == "pretrain":
             targets = moved_targets(self.targets, matrices, images.shape[0])
             targets = {name: value.to(self.device) for name, value in targets.items()}
@@ -261,8 +267,9 @@ class Trainer:
             with sync:
                 try:
                     loss, terms, micro_statistics = self.losses(images, matrices, generator)
-                except SolverError as error:
-                    reason = f"the least-squares solve failed ({error})"
+                except (SolverError, _NonFiniteMaps) as error:
+                    reason = ("the network's maps are not finite" if isinstance(error, _NonFiniteMaps)
+                              else f"the least-squares solve failed ({error})")
                     loss = sum(parameter.sum() for parameter in self.network.parameters()) * 0.0
                     terms, micro_statistics = {}, None
                 (loss / micro_batches).backward()

@@ -1,0 +1,147 @@
+"""The training loop: finite gradients through the solve, learning, exact resume, refusals, skips."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from lsqface.errors import CheckpointError
+from lsqface.nets.unet import UNetConfig
+from lsqface.train.config import load_train_config
+from lsqface.train.trainer import Trainer
+from tests.conftest import REPOSITORY_ROOT
+
+TINY = REPOSITORY_ROOT / "configs" / "tiny.toml"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_train_config(TINY)
+
+
+@pytest.fixture(scope="module")
+def fixed_batch(ict_uv_model, tiny):
+    from lsqface.train.data import TrainingImages
+
+    images, _ = TrainingImages(tiny.data, tiny.input_size, ict_uv_model, seed=5).images([0, 1])
+    return images
+
+
+def _parameters(trainer):
+    return {name: value.detach().clone() for name, value in trainer.network.named_parameters()}
+
+
+def _fixed_loss(trainer, images):
+    with torch.no_grad():
+        loss, _, _ = trainer.losses(images, torch.eye(2, 3).expand(images.shape[0], 2, 3), torch.Generator().manual_seed(0))
+    return float(loss)
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "train"])
+def test_step_gives_finite_gradients_to_every_parameter(stage, ict_uv_model, tiny, fixed_batch, tmp_path):
+    trainer = Trainer(tiny, stage, tmp_path, ict_uv_model)
+    before = _fixed_loss(trainer, fixed_batch)
+    result = trainer.train_step([fixed_batch])
+    assert not result.skipped and result.loss == pytest.approx(before, rel=1e-5)
+    for name, parameter in trainer.network.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_pretraining_lowers_a_fixed_batch_loss(ict_uv_model, tiny, fixed_batch, tmp_path):
+    trainer = Trainer(tiny, "pretrain", tmp_path, ict_uv_model)
+    before = _fixed_loss(trainer, fixed_batch)
+    for _ in range(5):
+        trainer.train_step([fixed_batch])
+    assert _fixed_loss(trainer, fixed_batch) < 0.97 * before
+
+
+def test_unsupervised_gradient_through_the_solve_is_a_descent_direction(ict_uv_model, tiny, fixed_batch, tmp_path):
+    """A small step against the gradient lowers the fixed-batch loss by about step x |gradient|.
+
+    Adam's first steps move every parameter by the learning rate whatever its gradient, which on
+    this tiny, sharp problem is no test of the gradient; the first-order prediction is.
+    Batch norm is in eval mode so the loss is a fixed function of the parameters.
+    """
+    trainer = Trainer(dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, camera_centre_steps=0)), "train",
+                      tmp_path, ict_uv_model)
+    trainer.network.eval()
+    generator_seed = 0
+
+    def loss():
+        value, _, _ = trainer.losses(fixed_batch, None, torch.Generator().manual_seed(generator_seed))
+        return value
+
+    value = loss()
+    value.backward()
+    parameters = list(trainer.network.parameters())
+    gradient = [parameter.grad.clone() for parameter in parameters]
+    norm = float(torch.sqrt(sum(g.square().sum() for g in gradient)))
+    assert norm > 0
+    step = 1e-4
+    with torch.no_grad():
+        for parameter, g in zip(parameters, gradient):
+            parameter -= step * g / norm
+        lowered = float(loss())
+    decrease = float(value) - lowered
+    assert 0.5 * step * norm < decrease < 1.5 * step * norm
+
+
+def test_interrupt_then_resume_is_bit_identical(ict_uv_model, tiny, tmp_path):
+    config = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, steps=3, camera_centre_steps=1), checkpoint_every=100)
+    straight = Trainer(config, "train", tmp_path / "straight", ict_uv_model)
+    straight.run(progress=False)
+
+    def interrupt(trainer, result):
+        if trainer.step == 2:
+            raise KeyboardInterrupt
+
+    first = Trainer(config, "train", tmp_path / "resumed", ict_uv_model)
+    summary = first.run(progress=False, callback=interrupt)
+    assert summary.interrupted and summary.step == 2 and summary.checkpoint.is_file()
+    # A fresh process would build a new trainer (other initial weights) and resume.
+    second = Trainer(dataclasses.replace(config, seed=config.seed), "train", tmp_path / "resumed", ict_uv_model)
+    torch.manual_seed(123)
+    second.resume()
+    assert second.step == 2
+    second.run(progress=False)
+    for name, value in _parameters(straight).items():
+        assert torch.equal(value, _parameters(second)[name]), name
+    assert torch.equal(straight.adaptive.weight, second.adaptive.weight)
+    assert torch.equal(straight.adaptive.mean_square, second.adaptive.mean_square)
+
+
+def test_bad_checkpoints_are_refused(ict_uv_model, tiny, tmp_path):
+    trainer = Trainer(tiny, "pretrain", tmp_path / "run", ict_uv_model)
+    path = trainer.save()
+    data = path.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut short"):
+        trainer.resume(cut)
+    other = dataclasses.replace(tiny, network=UNetConfig(variant="narrow", width=0.25))
+    with pytest.raises(CheckpointError, match="another model"):
+        Trainer(other, "pretrain", tmp_path / "other", ict_uv_model).resume(path)
+    with pytest.raises(CheckpointError, match="'pretrain' stage"):
+        Trainer(tiny, "train", tmp_path / "train", ict_uv_model).resume(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        trainer.resume(tmp_path / "missing.pt")
+
+
+def test_non_finite_batch_is_skipped_and_never_written(ict_uv_model, tiny, fixed_batch, tmp_path):
+    trainer = Trainer(tiny, "train", tmp_path, ict_uv_model)
+    path = trainer.save()
+    good = path.read_bytes()
+    before = _parameters(trainer)
+    poisoned = fixed_batch.clone()
+    poisoned[0, :, 3, 3] = float("nan")
+    result = trainer.train_step([poisoned])
+    assert result.skipped and trainer.skipped == 1 and trainer.step == 1
+    for name, value in _parameters(trainer).items():
+        assert torch.equal(value, before[name]), name
+    # A network that went non-finite is never written over the last good checkpoint.
+    with torch.no_grad():
+        next(trainer.network.parameters()).fill_(float("nan"))
+    assert trainer.save() is None
+    assert path.read_bytes() == good
