@@ -67,6 +67,8 @@ class PretrainConfig:
         steps: iterations (paper: 14k).
         batch_size: images per iteration, over all processes (paper: 5).
         learning_rate: Adam's step size.
+        image_count: pretrain on only the first this many images of a folder / CelebA (paper: 1k;
+            0: all); synthetic faces ignore it.
         landmarks_5: the average 5-landmark positions (x0, y0, ..., x4, y4) in pixels of the
             network input, CelebA order (eyes, nose tip, mouth corners); empty: the default
             for the data source (docs/training.md).
@@ -78,6 +80,7 @@ class PretrainConfig:
     steps: int = 14000
     batch_size: int = 5
     learning_rate: float = 1e-4
+    image_count: int = 1000
     landmarks_5: tuple[float, ...] = ()
     camera_field_of_view: float = 30.0
     depth_target: float = 1.0

@@ -10,7 +10,7 @@ over processes or micro-batches gives the same gradient.
   "expands the face region").
 - :func:`geometric_loss`: the distance, in image sides, between each sampled
   pixel and the projection of its correspondence's model point under the
-  fitted camera and shape, capped; it keeps the correspondence map consistent
+  fitted camera and shape, capped, weighted like the solve's rows; it keeps the correspondence map consistent
   with one camera and one shape.
 - :func:`statistical_loss`: sum_i w_i a_i^2 with the adaptive weights of seed G.
 """
@@ -64,8 +64,10 @@ def geometric_loss(result: LeastSquaresFit, depth: torch.Tensor, cap: float) -> 
         cap: distances above this fraction of the image side count as this much.
 
     Returns:
-        (B,) mean over samples of min(distance^2, cap^2), each sample weighted by the UV-3DMM
-        validity of its correspondence (a correspondence outside the face has no model point).
+        (B,) weighted mean over samples of min(distance^2, cap^2). Each sample's weight is its row
+        weight in the geometric solve (geometric confidence x UV-3DMM validity), detached: the
+        loss concentrates on the pixels the solve trusts, and cannot be lowered by lowering a
+        confidence (that would let the network switch the term off).
     """
     samples = result.samples
     dtype = result.rotation.dtype
@@ -78,8 +80,8 @@ def geometric_loss(result: LeastSquaresFit, depth: torch.Tensor, cap: float) -> 
     reprojected = projected[..., :2] / projected[..., 2:3]
     side = float(max(samples.height, samples.width))
     distance = ((reprojected - pixels) / side).square().sum(dim=-1)
-    valid = (result.geometric_weights > 0).to(dtype)
-    return (distance.clamp(max=cap ** 2) * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1.0)
+    weights = result.geometric_weights.detach().to(dtype)
+    return (distance.clamp(max=cap ** 2) * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-12)
 
 
 def statistical_loss(shape_coefficients: torch.Tensor, albedo_coefficients: torch.Tensor,

@@ -178,7 +178,10 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser, lambda step: min(1.0, (step + 1) / warmup))
         model = uv_model.model
         self.adaptive = AdaptiveRegularisation(model.n_shape, model.n_albedo, config.adaptive)
-        self.images = TrainingImages(config.data, config.input_size, uv_model, config.seed, purpose=stage)
+        data = config.data
+        if stage == "pretrain" and config.pretrain.image_count > 0:
+            data = dataclasses.replace(data, image_count=config.pretrain.image_count)
+        self.images = TrainingImages(data, config.input_size, uv_model, config.seed, purpose=stage)
         self.step = 0
         self.skipped = 0
         self.triangles = model_tensors(model, torch.float32, self.device)["triangles"]

@@ -61,8 +61,8 @@ def test_geometric_loss_is_the_reprojection_of_the_fitted_model_points(ict_uv_mo
     camera = model_points @ result.rotation.transpose(1, 2) + result.translation[:, None]
     projected = camera @ result.intrinsics.transpose(1, 2)
     distance = ((projected[..., :2] / projected[..., 2:] - result.samples.pixels.double()) / 32.0).square().sum(-1)
-    valid = (result.geometric_weights > 0).double()
-    expected = (distance * valid).sum(1) / valid.sum(1)
+    weights = result.geometric_weights.double()
+    expected = (distance * weights).sum(1) / weights.sum(1)
     assert torch.allclose(loss, expected, rtol=1e-6, atol=1e-12)
     assert float(expected.max()) > 0
     capped = geometric_loss(result, faces.depth.double() + 1e-3, cap=1e-4)
