@@ -57,3 +57,44 @@ def ict_uv_model(ict_model):
     from lsqface.morphable.uv_build import build_uv_model
 
     return build_uv_model(ict_model, size=128)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, ict_uv_model):
+    """An untrained narrow U-Net (32 px input, width 0.125) saved as a checkpoint.
+
+    Its output head is scaled up so the maps vary across the image (the solve then finds some
+    face, not a degenerate one), and the confidence biases raised so the direct landmark reading
+    has confident pixels to search.
+    """
+    import torch
+
+    from lsqface.nets.checkpoint import config_dict, face_model_summary, save_checkpoint
+    from lsqface.nets.unet import UNet, UNetConfig
+    from lsqface.solver.fit import SolverConfig
+
+    torch.manual_seed(0)
+    config = UNetConfig(variant="narrow", width=0.125)
+    network = UNet(config)
+    with torch.no_grad():
+        network.output_head.weight.mul_(30.0)
+        network.output_head.bias[3:5] += 2.0
+    path = tmp_path_factory.mktemp("checkpoint") / "tiny.pt"
+    save_checkpoint(path, {
+        "network_config": config_dict(config),
+        "input_size": 32,
+        "network_state": network.state_dict(),
+        "solver_config": config_dict(SolverConfig(sample_count=500)),
+        "face_model": face_model_summary(ict_uv_model),
+    })
+    return path
+
+
+@pytest.fixture
+def run_cli(monkeypatch, ict_uv_model):
+    """Run ``lsqface.cli.main(args)`` with the session's 128 px UV-3DMM instead of the default 320 px one."""
+    import lsqface.morphable.cache as cache
+    from lsqface.cli import main
+
+    monkeypatch.setattr(cache, "load_uv_model", lambda *args, **kwargs: ict_uv_model)
+    return main

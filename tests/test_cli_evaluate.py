@@ -12,36 +12,6 @@ import pytest
 from PIL import Image
 
 from lsqface.cli import main
-from lsqface.nets.checkpoint import config_dict, face_model_summary, save_checkpoint
-from lsqface.nets.unet import UNet, UNetConfig
-from lsqface.solver.fit import SolverConfig
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory, ict_uv_model):
-    """An untrained narrow U-Net (32 px input) whose output head is scaled up so its maps vary across the image."""
-    import torch
-
-    torch.manual_seed(0)
-    config = UNetConfig(variant="narrow", width=0.125)
-    network = UNet(config)
-    with torch.no_grad():
-        network.output_head.weight.mul_(30.0)
-        network.output_head.bias[3:5] += 2.0  # confident enough somewhere for the direct landmarks to search
-    path = tmp_path_factory.mktemp("checkpoint") / "tiny.pt"
-    save_checkpoint(path, {
-        "network_config": config_dict(config), "input_size": 32, "network_state": network.state_dict(),
-        "solver_config": config_dict(SolverConfig(sample_count=500)), "face_model": face_model_summary(ict_uv_model),
-    })
-    return path
-
-
-def _run(args, monkeypatch, uv_model):
-    # The CLI loads the default UV-3DMM (320 px); hand it the session's 128 px one instead.
-    import lsqface.morphable.cache as cache
-
-    monkeypatch.setattr(cache, "load_uv_model", lambda *a, **k: uv_model)
-    return main(args)
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +47,16 @@ def _error(predicted, truth) -> float:
     return 100.0 * np.linalg.norm(predicted - truth, axis=1).mean() / np.linalg.norm(truth[0] - truth[1])
 
 
-def test_evaluate_writes_a_report_whose_numbers_follow_from_its_json_lines(tmp_path, tiny_mafl, tiny_checkpoint,
+def test_evaluate_writes_a_report_whose_numbers_follow_from_its_json_lines(tmp_path, tiny_mafl, tiny_checkpoint, run_cli,
                                                                             monkeypatch, ict_uv_model, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()
     Image.fromarray((np.random.default_rng(4).random((40, 40, 3)) * 255).astype(np.uint8)).save(folder / "p.png")
     (folder / "landmarks.txt").write_text("name x1 y1 x2 y2 x3 y3 x4 y4 x5 y5\np.png 12.5 15 27.5 15.5 20 23 14 30 26 30\n")
     out = tmp_path / "report"
-    code = _run(["evaluate", "--checkpoint", str(tiny_checkpoint), "--mafl", str(tiny_mafl), "--folder", str(folder),
+    code = run_cli(["evaluate", "--checkpoint", str(tiny_checkpoint), "--mafl", str(tiny_mafl), "--folder", str(folder),
                  "--landmarks", str(folder / "landmarks.txt"), "--synthetic", "1", "--ranges", "0,90", "--size", "32",
-                 "-o", str(out), "--quiet"], monkeypatch, ict_uv_model)
+                 "-o", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     markdown = (out / "report.md").read_text()
     for picture in ("error-vs-rotation.png", "error-distribution.png"):
@@ -123,7 +93,7 @@ def test_evaluate_writes_a_report_whose_numbers_follow_from_its_json_lines(tmp_p
         assert len(mine) == 1 and abs(float(row[2]) - mine[0]["fitted_error"]) <= 0.006
 
 
-def test_evaluate_reads_aflw_in_its_published_layout(tmp_path, tiny_checkpoint, monkeypatch, ict_uv_model, capsys):
+def test_evaluate_reads_aflw_in_its_published_layout(tmp_path, tiny_checkpoint, run_cli, ict_uv_model, capsys):
     from scipy.io import savemat
 
     root = tmp_path / "aflw_release-2"
@@ -136,8 +106,7 @@ def test_evaluate_reads_aflw_in_its_published_layout(tmp_path, tiny_checkpoint, 
     (root / "aflw_test_images.txt").write_text("\n".join(names) + "\n")
     savemat(root / "aflw_test_keypoints.mat", {"gt": stored, "hw": np.full((2, 2), 40.0)})
     out = tmp_path / "report"
-    code = _run(["evaluate", "--checkpoint", str(tiny_checkpoint), "--aflw", str(root), "-o", str(out), "--quiet"],
-                monkeypatch, ict_uv_model)
+    code = run_cli(["evaluate", "--checkpoint", str(tiny_checkpoint), "--aflw", str(root), "-o", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     records = [json.loads(line) for line in (out / "aflw.jsonl").read_text().splitlines()]
     assert [record["image"] for record in records] == names
@@ -148,10 +117,9 @@ def test_evaluate_reads_aflw_in_its_published_layout(tmp_path, tiny_checkpoint, 
     assert abs(float(row[2]) - np.mean([_error(r["five_direct"], truth[k]) for k, r in enumerate(records)])) <= 0.006
 
 
-def test_the_oracle_scores_near_zero(tmp_path, monkeypatch, ict_uv_model, capsys):
+def test_the_oracle_scores_near_zero(tmp_path, run_cli, ict_uv_model, capsys):
     out = tmp_path / "oracle"
-    code = _run(["evaluate", "--oracle", "--synthetic", "1", "--ranges", "45", "--size", "64", "-o", str(out), "--quiet"],
-                monkeypatch, ict_uv_model)
+    code = run_cli(["evaluate", "--oracle", "--synthetic", "1", "--ranges", "45", "--size", "64", "-o", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     (row,) = _table_rows((out / "report.md").read_text(), "Synthetic faces with ground truth")
     fitted, vertex_mm, rotation = float(row[2]), float(row[6]), float(row[7])
@@ -164,14 +132,14 @@ def test_the_oracle_scores_near_zero(tmp_path, monkeypatch, ict_uv_model, capsys
     (["--oracle", "--synthetic", "1", "--folder", "somewhere", "-o", "x"], "together"),
     (["--oracle", "--synthetic", "1", "--ranges", "0,ninety", "-o", "x"], "--ranges"),
 ])
-def test_bad_requests_are_one_line_errors(args, message, monkeypatch, ict_uv_model, capsys, tmp_path):
+def test_bad_requests_are_one_line_errors(args, message, run_cli, monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)
-    assert _run(["evaluate", *args], monkeypatch, ict_uv_model) == 2
+    assert run_cli(["evaluate", *args]) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
 
 
-def test_identity_folder_adds_an_identity_table(tmp_path, tiny_checkpoint, monkeypatch, ict_uv_model, capsys):
+def test_identity_folder_adds_an_identity_table(tmp_path, tiny_checkpoint, run_cli, ict_uv_model, capsys):
     import importlib.util
 
     pytest.importorskip("dlib")
@@ -183,8 +151,7 @@ def test_identity_folder_adds_an_identity_table(tmp_path, tiny_checkpoint, monke
     for name in ("ann.png", "ann2.png", "bob.png"):
         Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(photos / name)
     out = tmp_path / "report"
-    code = _run(["evaluate", "--checkpoint", str(tiny_checkpoint), "--identity", str(photos), "-o", str(out), "--quiet"],
-                monkeypatch, ict_uv_model)
+    code = run_cli(["evaluate", "--checkpoint", str(tiny_checkpoint), "--identity", str(photos), "-o", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     rows = _table_rows((out / "report.md").read_text(), "Identity")
     assert len(rows) == 5 and "(1 pairs)" in rows[1][0] and "(2 pairs)" in rows[2][0]

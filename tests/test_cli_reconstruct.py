@@ -11,30 +11,13 @@ import trimesh
 from PIL import Image
 
 from lsqface.cli import main
-from lsqface.nets.checkpoint import config_dict, face_model_summary, save_checkpoint
-from lsqface.nets.unet import UNet, UNetConfig
-from lsqface.solver.fit import SolverConfig
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "lsqface/outputs/reconstruction.schema.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, ict_uv_model):
-    """An untrained narrow U-Net whose output head is scaled up so its maps vary across the image."""
-    torch.manual_seed(0)
-    config = UNetConfig(variant="narrow", width=0.125)
-    network = UNet(config)
-    with torch.no_grad():
-        network.output_head.weight.mul_(30.0)
-    path = tmp_path_factory.mktemp("checkpoint") / "tiny.pt"
-    save_checkpoint(path, {
-        "network_config": config_dict(config),
-        "input_size": 32,
-        "network_state": network.state_dict(),
-        "solver_config": config_dict(SolverConfig(sample_count=500)),
-        "face_model": face_model_summary(ict_uv_model),
-    })
-    return path
+@pytest.fixture
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def _photo(path, size=(48, 40), seed=0):
@@ -43,21 +26,13 @@ def _photo(path, size=(48, 40), seed=0):
     return path
 
 
-def _run(args, monkeypatch, uv_model):
-    # The CLI loads the default UV-3DMM (320 px); hand it the session's 128 px one instead.
-    import lsqface.morphable.cache as cache
-
-    monkeypatch.setattr(cache, "load_uv_model", lambda *a, **k: uv_model)
-    return main(args)
-
-
-def test_reconstruct_writes_every_file(tmp_path, checkpoint, monkeypatch, ict_uv_model, capsys):
+def test_reconstruct_writes_every_file(tmp_path, checkpoint, run_cli, ict_uv_model, capsys):
     photos = [_photo(tmp_path / "a.png"), _photo(tmp_path / "b.jpg", size=(64, 64), seed=1)]
     out = tmp_path / "out"
-    code = _run([
+    code = run_cli([
         "reconstruct", *map(str, photos), "-o", str(out), "--checkpoint", str(checkpoint),
         "--quiet",
-    ], monkeypatch, ict_uv_model)
+    ])
     assert code == 0, capsys.readouterr().err
     for stem in ("a", "b"):
         textured = trimesh.load(out / f"{stem}.obj", process=False, maintain_order=True)
@@ -78,7 +53,7 @@ def test_reconstruct_writes_every_file(tmp_path, checkpoint, monkeypatch, ict_uv
     assert "reconstructed 2 of 2" in capsys.readouterr().out
 
 
-def test_a_bad_image_is_reported_and_the_others_finish(tmp_path, checkpoint, monkeypatch, ict_uv_model, capsys):
+def test_a_bad_image_is_reported_and_the_others_finish(tmp_path, checkpoint, run_cli, ict_uv_model, capsys):
     good = _photo(tmp_path / "good.png")
     truncated = tmp_path / "truncated.jpg"
     _photo(tmp_path / "whole.jpg", size=(64, 64))
@@ -89,10 +64,10 @@ def test_a_bad_image_is_reported_and_the_others_finish(tmp_path, checkpoint, mon
     Image.new("RGB", (1, 1)).save(tiny)
     missing = tmp_path / "missing.jpg"
     out = tmp_path / "out"
-    code = _run([
+    code = run_cli([
         "reconstruct", str(missing), str(truncated), str(good), str(not_an_image), str(tiny),
         "-o", str(out), "--checkpoint", str(checkpoint), "--save", "json", "--quiet", "--batch-size", "2",
-    ], monkeypatch, ict_uv_model)
+    ])
     captured = capsys.readouterr()
     assert code == 1
     assert (out / "good.json").is_file()
@@ -104,7 +79,7 @@ def test_a_bad_image_is_reported_and_the_others_finish(tmp_path, checkpoint, mon
     assert "reconstructed 1 of 5" in captured.out
 
 
-def test_huge_image_is_refused_with_the_limit_named(tmp_path, checkpoint, monkeypatch, ict_uv_model, capsys):
+def test_huge_image_is_refused_with_the_limit_named(tmp_path, checkpoint, run_cli, ict_uv_model, capsys):
     huge = tmp_path / "huge.png"
     # A valid PNG header claiming 20000 x 20000 pixels; never decoded in full.
     import struct
@@ -115,8 +90,7 @@ def test_huge_image_is_refused_with_the_limit_named(tmp_path, checkpoint, monkey
 
     header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
     huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
-    code = _run(["reconstruct", str(huge), "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint), "--quiet"],
-                monkeypatch, ict_uv_model)
+    code = run_cli(["reconstruct", str(huge), "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint), "--quiet"])
     err = capsys.readouterr().err
     assert code == 1 and "huge.png" in err and "pixel" in err.lower()
 
@@ -152,7 +126,7 @@ def test_bad_bbox_and_cut_short_checkpoint(tmp_path, checkpoint, capsys):
     assert "cut short" in capsys.readouterr().err
 
 
-def test_detect_gives_one_reconstruction_per_face(tmp_path, checkpoint, monkeypatch, ict_uv_model, capsys):
+def test_detect_gives_one_reconstruction_per_face(tmp_path, checkpoint, run_cli, ict_uv_model, capsys):
     pytest.importorskip("dlib", reason="the optional detector needs: pip install 'lsqface[detect]'")
     import matplotlib.cbook
 
@@ -161,8 +135,8 @@ def test_detect_gives_one_reconstruction_per_face(tmp_path, checkpoint, monkeypa
     group.paste(face, (50, 50))
     group.paste(face.rotate(120, expand=False), (800, 50))
     group.save(tmp_path / "group.jpg")
-    code = _run(["reconstruct", str(tmp_path / "group.jpg"), "--detect", "-o", str(tmp_path / "out"),
-                 "--checkpoint", str(checkpoint), "--save", "json", "--quiet"], monkeypatch, ict_uv_model)
+    code = run_cli(["reconstruct", str(tmp_path / "group.jpg"), "--detect", "-o", str(tmp_path / "out"),
+                    "--checkpoint", str(checkpoint), "--save", "json", "--quiet"])
     assert code == 0, capsys.readouterr().err
     written = sorted(path.name for path in (tmp_path / "out").iterdir())
     assert written == ["group_face0.json", "group_face1.json"]
