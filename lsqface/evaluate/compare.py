@@ -1,0 +1,308 @@
+"""``lsqface compare``: several checkpoints (lsqface or MoFA) on one synthetic benchmark, one report.
+
+Each checkpoint's kind is read from its contents (``kind = "mofa"`` is a
+MoFA run of ``lsqface train-mofa``; anything else an lsqface U-Net). Every
+model meets the same faces (:func:`lsqface.evaluate.benchmark.evaluate_synthetic`,
+the seeds reserved for evaluation) at the same in-plane rotation ranges.
+
+Files written into the report folder (each atomically):
+
+- ``report.md``: one table row per model and range: fitted 5-landmark error
+  (percent of the inter-ocular distance), failure rate (percent of faces above
+  10 %), vertex error (mm, after similarity alignment), rotation error
+  (degrees), solve failures, and per model its parameter count and CPU latency
+  (milliseconds per image, measured in this run); links to the plots;
+- ``comparison.jsonl``: the same rows as JSON lines;
+- ``synthetic-<model>.jsonl``: one line per face and range (seed, roll, errors);
+- ``error-vs-rotation.png``: mean fitted landmark error against the range's
+  bound, one line per model;
+- ``training-loss.png`` and ``training-loss.json``: for MoFA runs whose
+  ``losses.jsonl`` lies beside the checkpoint, the median of every 100
+  iterations of the landmark and photometric losses (seed Figs. 24, 25).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from lsqface.errors import ConfigError
+from lsqface.evaluate.benchmark import DEFAULT_RANGES, SyntheticResults, evaluate_synthetic, evaluation_seeds
+from lsqface.evaluate.report import _number, _png, file_stem
+from lsqface.files import write_bytes_atomic, write_text_atomic
+
+#: Iterations per median of the training-loss curves (seed Figs. 24, 25).
+LOSS_WINDOW = 100
+#: Loss terms drawn in the training-loss plot.
+LOSS_TERMS = ("landmark", "photometric")
+
+
+@dataclass
+class ComparedModel:
+    """One checkpoint's results.
+
+    Attributes:
+        name: its label in the report.
+        kind: "lsqface" or "mofa".
+        checkpoint: the file.
+        parameters: number of trained network parameters.
+        latency_ms: CPU milliseconds per image of the whole reconstruct call (framing, network and,
+            for lsqface, the least-squares fit), median of the timed repeats.
+        results: one :class:`SyntheticResults` per range.
+        loss_log: the MoFA run's losses.jsonl beside the checkpoint, if there is one.
+    """
+
+    name: str
+    kind: str
+    checkpoint: Path
+    parameters: int
+    latency_ms: float
+    results: list[SyntheticResults] = field(default_factory=list)
+    loss_log: Path | None = None
+
+    def rows(self) -> list[dict]:
+        """One JSON-able dict per range: the numbers of the report's table."""
+        rows = []
+        for result in self.results:
+            summary = result.summary()
+            rows.append({"model": self.name, "kind": self.kind, "checkpoint": str(self.checkpoint),
+                         "parameters": self.parameters, "latency_ms": self.latency_ms,
+                         "roll_range": summary["roll_range"], "count": summary["count"], "fitted": summary["fitted"],
+                         "failure_rate": summary["fitted_failure_rate"], "vertex_mm": summary["vertex_mm"],
+                         "rotation_degrees": summary["rotation_degrees"], "solve_failures": summary["solve_failures"]})
+        return rows
+
+
+def checkpoint_kind(payload: dict) -> str:
+    """"mofa" for a checkpoint of ``lsqface train-mofa``, "lsqface" otherwise."""
+    return "mofa" if payload.get("kind") == "mofa" else "lsqface"
+
+
+def load_model(path: str | Path, uv_model, device: str = "cpu"):
+    """(kind, reconstructor) of a checkpoint: a :class:`~lsqface.reconstruct.Reconstructor` or a
+    :class:`~lsqface.baselines.mofa.MoFAReconstructor`, both callables images -> reconstruction.
+
+    Raises:
+        CheckpointError: the file is missing, damaged, or of another face model.
+    """
+    from lsqface.nets.checkpoint import load_checkpoint
+
+    kind = checkpoint_kind(load_checkpoint(path))
+    if kind == "mofa":
+        from lsqface.baselines.mofa import MoFAReconstructor
+
+        return kind, MoFAReconstructor.from_checkpoint(path, uv_model=uv_model, device=device)
+    from lsqface.reconstruct import Reconstructor
+
+    return kind, Reconstructor.from_checkpoint(path, uv_model=uv_model, device=device)
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    """Number of trainable parameters of a network."""
+    return int(sum(parameter.numel() for parameter in module.parameters() if parameter.requires_grad))
+
+
+def measure_latency(reconstructor, images: Sequence[np.ndarray], repeats: int = 3) -> float:
+    """CPU milliseconds per image of ``reconstructor(images)``: one warm-up call, then the median of ``repeats`` calls."""
+    reconstructor(list(images))
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        reconstructor(list(images))
+        times.append(time.perf_counter() - start)
+    return 1000.0 * float(np.median(times)) / max(1, len(images))
+
+
+def model_names(checkpoints: Sequence[str | Path], names: Sequence[str] | None = None) -> list[str]:
+    """Labels of the checkpoints: ``names`` if given, else the run folder of a ``last.pt`` or the file's stem,
+    made unique with a counter.
+
+    Raises:
+        ConfigError: ``names`` is given with another length than ``checkpoints``.
+    """
+    if names:
+        if len(names) != len(checkpoints):
+            raise ConfigError(f"Give one --names entry per checkpoint ({len(checkpoints)}), not {len(names)}.")
+        chosen = list(names)
+    else:
+        chosen = [Path(path).parent.name if Path(path).stem == "last" and Path(path).parent.name else Path(path).stem
+                  for path in checkpoints]
+    seen: dict[str, int] = {}
+    unique = []
+    for name in chosen:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return unique
+
+
+def compare_checkpoints(checkpoints: Sequence[str | Path], uv_model, *, names: Sequence[str] | None = None,
+                        ranges: Sequence[float] = DEFAULT_RANGES, count: int = 100, size: int = 128,
+                        batch_size: int = 8, latency_images: int = 8, latency_repeats: int = 3,
+                        device: str = "cpu", progress: Callable | None = None) -> list[ComparedModel]:
+    """Evaluate every checkpoint on the same synthetic faces and time it.
+
+    Args:
+        checkpoints: lsqface or MoFA checkpoint files.
+        uv_model: the UV-3DMM the faces are drawn from (the checkpoints' face model).
+        names: labels (default: :func:`model_names`).
+        ranges: in-plane rotation ranges, degrees.
+        count: faces per range.
+        size: side of the synthetic images, pixels.
+        batch_size: faces per call.
+        latency_images: images per timed call (the first evaluation faces of range 0).
+        latency_repeats: timed calls per model.
+        device: where the networks run.
+        progress: optional wrapper of the benchmark's batch iterator.
+    """
+    from lsqface.data.synthetic import SyntheticConfig, generate_faces
+
+    labels = model_names(checkpoints, names)
+    faces = generate_faces(uv_model, evaluation_seeds(max(1, latency_images)), SyntheticConfig(size=size, roll_range=0.0))
+    timing_images = [image.permute(1, 2, 0).numpy() for image in faces.image]
+    models = []
+    for label, path in zip(labels, checkpoints):
+        path = Path(path)
+        kind, reconstructor = load_model(path, uv_model, device)
+        results = evaluate_synthetic(reconstructor, uv_model, ranges, count, size, batch_size=batch_size, progress=progress)
+        latency = measure_latency(reconstructor, timing_images, latency_repeats)
+        log = path.parent / "losses.jsonl"
+        models.append(ComparedModel(label, kind, path, count_parameters(reconstructor.network), latency, results,
+                                    log if kind == "mofa" and log.is_file() else None))
+    return models
+
+
+def comparison_table(models: Sequence[ComparedModel]) -> str:
+    """The Markdown table: one row per model and in-plane rotation range."""
+    lines = [
+        "| Model | Kind | Parameters | CPU latency (ms/image) | Roll range (deg) | Faces | Fitted landmark (%) | "
+        "Failure rate > 10 % (%) | Vertex (mm) | Rotation (deg) | Solve failures |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model in models:
+        for row in model.rows():
+            lines.append(
+                f"| {row['model']} | {row['kind']} | {row['parameters']} | {_number(row['latency_ms'], 1)} | "
+                f"{row['roll_range']:g} | {row['count']} | {_number(row['fitted'])} | {_number(row['failure_rate'], 1)} | "
+                f"{_number(row['vertex_mm'])} | {_number(row['rotation_degrees'])} | {row['solve_failures']} |"
+            )
+    return "\n".join(lines)
+
+
+def comparison_plot(models: Sequence[ComparedModel]) -> bytes:
+    """PNG bytes: mean fitted 5-landmark error against the in-plane rotation range, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lsqface.evaluate.landmarks import FAILURE_THRESHOLD
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    for model in models:
+        axes.plot([r.roll_range for r in model.results], [float(np.mean(r.fitted_error)) for r in model.results],
+                  "o-", label=f"{model.name} ({model.kind})")
+    axes.axhline(FAILURE_THRESHOLD, color="grey", lw=0.8, ls="--")
+    axes.set_xlabel("in-plane rotation range r (roll uniform in [-r, r], degrees)")
+    axes.set_ylabel("mean fitted 5-landmark error (% inter-ocular)")
+    axes.set_yscale("symlog", linthresh=1.0)
+    axes.legend(fontsize=8)
+    axes.set_title("Synthetic faces: error against in-plane rotation")
+    return _png(figure)
+
+
+def loss_curves(models: Sequence[ComparedModel], window: int = LOSS_WINDOW) -> dict[str, dict[str, dict[str, list]]]:
+    """{model: {term: {"steps": [...], "medians": [...]}}} of the MoFA runs with a loss log."""
+    from lsqface.baselines.train_mofa import loss_medians, read_loss_log
+
+    curves = {}
+    for model in models:
+        if model.loss_log is None:
+            continue
+        records = read_loss_log(model.loss_log)
+        curves[model.name] = {}
+        for term in LOSS_TERMS:
+            steps, medians = loss_medians(records, term, window)
+            curves[model.name][term] = {"steps": steps.tolist(), "medians": medians.tolist()}
+    return curves
+
+
+def loss_plot(curves: dict[str, dict[str, dict[str, list]]], window: int = LOSS_WINDOW) -> bytes:
+    """PNG bytes: one panel per loss term, one line per MoFA run (median of every ``window`` iterations)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, panels = plt.subplots(1, len(LOSS_TERMS), figsize=(11.0, 4.0))
+    for axes, term in zip(panels, LOSS_TERMS):
+        for name, terms in curves.items():
+            if terms[term]["steps"]:
+                axes.plot(terms[term]["steps"], terms[term]["medians"], label=name)
+        axes.set_xlabel("iteration")
+        axes.set_ylabel(f"{term} loss (median of {window} iterations)")
+        axes.set_yscale("log")
+        axes.set_title(f"MoFA training: {term} loss")
+        axes.legend(fontsize=8)
+    return _png(figure)
+
+
+def write_comparison(folder: str | Path, models: Sequence[ComparedModel], notes: Sequence[str] = ()) -> Path:
+    """Write the comparison folder (module notes) and return the path of ``report.md``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = ["# lsqface comparison", ""]
+    parts += [f"{line}  " for line in notes]
+    parts += ["", "Synthetic faces with ground truth, the same faces for every model. Fitted landmark error: mean "
+              "5-landmark distance over the inter-ocular distance, percent (a failed solve counts 100 %); failure "
+              "rate: faces above 10 %; vertex error after similarity alignment over the face region; rotation error "
+              "of the camera. Latency: CPU time of one reconstruct call divided by its images, measured in this run.",
+              "", comparison_table(models), "", "![error against in-plane rotation](error-vs-rotation.png)", "",
+              "Rows as JSON lines: [comparison.jsonl](comparison.jsonl)  "]
+    write_text_atomic(folder / "comparison.jsonl", "".join(json.dumps(row) + "\n" for model in models for row in model.rows()))
+    write_bytes_atomic(folder / "error-vs-rotation.png", comparison_plot(models))
+    for model in models:
+        stem = f"synthetic-{file_stem(model.name)}"
+        records = [{"model": model.name, **record} for result in model.results for record in result.records()]
+        write_text_atomic(folder / f"{stem}.jsonl", "".join(json.dumps(record) + "\n" for record in records))
+        parts.append(f"Per-face errors of {model.name}: [{stem}.jsonl]({stem}.jsonl)  ")
+    curves = loss_curves(models)
+    if curves:
+        write_text_atomic(folder / "training-loss.json", json.dumps(curves) + "\n")
+        write_bytes_atomic(folder / "training-loss.png", loss_plot(curves))
+        parts += ["", "## MoFA training losses", "",
+                  f"Median of every {LOSS_WINDOW} iterations of each run's losses.jsonl (seed Figs. 24, 25); "
+                  "the landmark loss is the L1 distance over the image side.", "",
+                  "![MoFA training losses](training-loss.png)", "", "Curves as JSON: [training-loss.json](training-loss.json)"]
+    path = folder / "report.md"
+    write_text_atomic(path, "\n".join(parts) + "\n")
+    return path
+
+
+def run_comparison(folder: str | Path, checkpoints: Sequence[str | Path], uv_model, *, names: Sequence[str] | None = None,
+                   ranges: Sequence[float] = DEFAULT_RANGES, count: int = 100, size: int = 128, batch_size: int = 8,
+                   device: str = "cpu", progress: bool = False, notes: Sequence[str] = ()) -> Path:
+    """What ``lsqface compare`` does: :func:`compare_checkpoints` then :func:`write_comparison`.
+
+    Raises:
+        ConfigError: no checkpoints, no faces, or names that do not match the checkpoints.
+        CheckpointError: a checkpoint is missing, damaged or of another face model.
+    """
+    if not checkpoints:
+        raise ConfigError("Give at least one checkpoint to compare with --checkpoints.")
+    if count <= 0:
+        raise ConfigError(f"--synthetic must be a positive number of faces per range, not {count}.")
+    model_names(checkpoints, names)
+    wrap = None
+    if progress:
+        from tqdm import tqdm
+
+        wrap = lambda iterable: tqdm(iterable, unit="batch", leave=False)  # noqa: E731
+    models = compare_checkpoints(checkpoints, uv_model, names=names, ranges=ranges, count=count, size=size,
+                                 batch_size=batch_size, device=device, progress=wrap)
+    return write_comparison(folder, models, notes)
