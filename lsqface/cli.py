@@ -146,6 +146,38 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_compare(args: argparse.Namespace) -> int:
+    from lsqface.evaluate.compare import run_comparison
+    from lsqface.morphable.cache import load_uv_model
+
+    try:
+        ranges = [float(part) for part in args.ranges.split(",") if part.strip()]
+    except ValueError:
+        raise LsqfaceError(f"--ranges takes comma-separated degrees such as 0,15,45,90,180, not '{args.ranges}'.") from None
+    uv_model = load_uv_model(source=args.source, region=args.region)
+    command = "lsqface " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "lsqface compare"
+    path = run_comparison(
+        args.output, args.checkpoints, uv_model, names=args.names, ranges=ranges, count=args.synthetic, size=args.size,
+        batch_size=args.batch_size, device=args.device, progress=not args.quiet, notes=[f"Command: `{command}`"],
+    )
+    print(path)
+    return 0
+
+
+def _command_train_mofa(args: argparse.Namespace) -> int:
+    import logging
+
+    from lsqface.baselines.train_mofa import load_mofa_config, run_mofa
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = load_mofa_config(args.config)
+    summary = run_mofa(config, args.run_dir, resume=args.resume or False, source=args.source, region=args.region,
+                       progress=not args.quiet)
+    state = "interrupted" if summary["interrupted"] else "finished"
+    print(f"train-mofa {state} at step {summary['step']} ({summary['skipped']} batches skipped); checkpoint {summary['checkpoint']}")
+    return 130 if summary["interrupted"] else 0
+
+
 def _command_train_stage(args: argparse.Namespace) -> int:
     import dataclasses
     import logging
@@ -337,6 +369,40 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(handler=_command_evaluate)
+
+    compare = commands.add_parser(
+        "compare", help="run several checkpoints (lsqface or MoFA) over one synthetic benchmark into one report",
+        description="Evaluate every checkpoint on the same synthetic faces at each in-plane rotation range and write "
+        "OUTPUT/report.md: errors, parameter counts and CPU latency per model, the error-against-rotation plot, and "
+        "the training-loss curves of MoFA runs whose losses.jsonl lies beside the checkpoint (docs/comparisons.md).",
+    )
+    compare.add_argument("--checkpoints", nargs="+", required=True, metavar="CHECKPOINT", help="lsqface or MoFA .pt files")
+    compare.add_argument("--names", nargs="+", default=None, metavar="NAME", help="one label per checkpoint (default: run folder)")
+    compare.add_argument("--synthetic", type=int, default=100, metavar="N", help="synthetic faces per rotation range (default 100)")
+    compare.add_argument("--ranges", default="0,15,45,90,180", help="in-plane rotation ranges in degrees (default 0,15,45,90,180)")
+    compare.add_argument("--size", type=int, default=128, help="side of the synthetic images, pixels (default 128)")
+    compare.add_argument("-o", "--output", required=True, help="folder for the report")
+    compare.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    compare.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    compare.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
+    compare.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
+    compare.add_argument("--quiet", action="store_true", help="no progress bars")
+    compare.set_defaults(handler=_command_compare)
+
+    train_mofa = commands.add_parser(
+        "train-mofa", help="train the MoFA baseline (seed P): landmark pretraining, then photometric training",
+        description="Train a MoFA-style encoder on synthetic faces: rotation and xy translation, then the full "
+        "camera, from landmarks only; then every parameter with the photometric loss, regularisation and (if the "
+        "config says) landmarks. Writes RUN_DIR/last.pt, losses.jsonl and tensorboard/; Ctrl-C saves, --resume continues.",
+    )
+    train_mofa.add_argument("--config", required=True, help="MoFA TOML file, e.g. configs/mofa-similarity-landmarks.toml")
+    train_mofa.add_argument("--run-dir", default="runs/mofa", help="folder for the checkpoint and logs (default runs/mofa)")
+    train_mofa.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                            help="continue exactly from RUN_DIR/last.pt, or from CHECKPOINT")
+    train_mofa.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
+    train_mofa.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
+    train_mofa.add_argument("--quiet", action="store_true", help="no progress bar")
+    train_mofa.set_defaults(handler=_command_train_mofa)
     return parser
 
 
