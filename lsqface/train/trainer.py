@@ -419,9 +419,12 @@ class Trainer:
         """
         total = self.section.steps if until is None else min(until, self.section.steps)
         if self.context.is_main and self.writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is the optional "train" extra
+                logger.warning("TensorBoard is not installed (pip install 'lsqface[train]'); training without its logs.")
+            else:
+                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
         interrupted = False
         last_loss = float("nan")
         bar = tqdm(total=self.section.steps, initial=self.step, desc=self.stage, unit="step",
