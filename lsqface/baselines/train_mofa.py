@@ -241,7 +241,8 @@ class MoFAStep:
     seconds: float = 0.0
 
     def record(self) -> dict:
-        return {"step": self.step, "phase": self.phase, "loss": self.loss, **self.terms, "skipped": self.skipped}
+        return {"step": self.step, "phase": self.phase, "loss": self.loss, **self.terms, "skipped": self.skipped,
+                "seconds": round(self.seconds, 4)}
 
 
 class MoFATrainer:
