@@ -217,7 +217,7 @@ def comparison_plot(models: Sequence[ComparedModel]) -> bytes:
 
 
 def loss_curves(models: Sequence[ComparedModel], window: int = LOSS_WINDOW) -> dict[str, dict[str, dict[str, list]]]:
-    """{model: {term: {"steps": [...], "medians": [...]}}} of the MoFA runs with a loss log."""
+    """{model: {term: {"steps": [...], "medians": [...]}, "phase_starts": {phase: first step}}} of the MoFA runs with a loss log."""
     from lsqface.baselines.train_mofa import loss_medians, read_loss_log
 
     curves = {}
@@ -225,7 +225,9 @@ def loss_curves(models: Sequence[ComparedModel], window: int = LOSS_WINDOW) -> d
         if model.loss_log is None:
             continue
         records = read_loss_log(model.loss_log)
-        curves[model.name] = {}
+        curves[model.name] = {"phase_starts": {}}
+        for record in records:
+            curves[model.name]["phase_starts"].setdefault(record["phase"], int(record["step"]))
         for term in LOSS_TERMS:
             steps, medians = loss_medians(records, term, window)
             curves[model.name][term] = {"steps": steps.tolist(), "medians": medians.tolist()}
@@ -241,13 +243,17 @@ def loss_plot(curves: dict[str, dict[str, dict[str, list]]], window: int = LOSS_
 
     figure, panels = plt.subplots(1, len(LOSS_TERMS), figsize=(11.0, 4.0))
     for axes, term in zip(panels, LOSS_TERMS):
-        for name, terms in curves.items():
+        for index, (name, terms) in enumerate(curves.items()):
+            colour = f"C{index % 10}"
             if terms[term]["steps"]:
-                axes.plot(terms[term]["steps"], terms[term]["medians"], label=name)
+                axes.plot(terms[term]["steps"], terms[term]["medians"], ".-", color=colour, label=name)
+            for phase, start in terms.get("phase_starts", {}).items():
+                if phase != "rotation_xy":
+                    axes.axvline(start, color=colour, lw=0.6, ls=":")
         axes.set_xlabel("iteration")
         axes.set_ylabel(f"{term} loss (median of {window} iterations)")
         axes.set_yscale("log")
-        axes.set_title(f"MoFA training: {term} loss")
+        axes.set_title(f"MoFA training: {term} loss (dotted: phase starts)")
         axes.legend(fontsize=8)
     return _png(figure)
 
