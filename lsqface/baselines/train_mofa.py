@@ -128,6 +128,8 @@ class MoFATrainConfig:
         pretrain, train, losses: sections above.
         seed: seeds initialisation and data.
         log_every: steps between TensorBoard scalars (losses.jsonl has every step).
+        image_every: steps between TensorBoard pictures of the main phase (input, rendering over
+            it, landmarks: true green, predicted red).
         checkpoint_every: steps between checkpoints.
         num_threads: torch CPU threads (0: torch's default).
         evaluate_count: at the end, the synthetic benchmark on this many faces per range (0: none).
@@ -143,6 +145,7 @@ class MoFATrainConfig:
     losses: MoFALossConfig = field(default_factory=MoFALossConfig)
     seed: int = 0
     log_every: int = 10
+    image_every: int = 200
     checkpoint_every: int = 500
     num_threads: int = 0
     evaluate_count: int = 0
@@ -271,6 +274,7 @@ class MoFATrainer:
         self.skipped = 0
         self.records: list[dict] = []
         self.writer = None
+        self._last_pictures = None
 
     # ---------------------------------------------------------------- losses
 
@@ -287,6 +291,7 @@ class MoFATrainer:
         weights = self.config.losses
         rendered, mask = render(mesh, self.tensors["triangles"], self.config.input_size)
         photometric = photometric_loss(images, rendered, mask)
+        self._last_pictures = (images.detach(), rendered.detach(), mask.detach(), landmarks, mesh.landmarks_68.detach())
         statistical = statistical_loss(parameters, weights.identity_weight, weights.expression_weight, weights.albedo_weight)
         total = weights.photometric_weight * photometric + weights.landmark_weight * landmark + statistical
         return total, {"photometric": photometric, "landmark": landmark, "statistical": statistical}
@@ -405,6 +410,8 @@ class MoFATrainer:
         self.writer.add_scalar("mofa/loss", result.loss, result.step)
         for name, value in result.terms.items():
             self.writer.add_scalar(f"mofa/{name}", value, result.step)
+        if result.step % self.config.image_every == 0 and self._last_pictures is not None and result.phase == "full":
+            self.writer.add_image("mofa/pictures", mofa_pictures(*self._last_pictures), result.step)
         self.writer.add_scalar("mofa/images_per_second", self._section(result.phase).batch_size / max(result.seconds, 1e-9), result.step)
 
     def run(self, until: int | None = None, progress: bool = True,
@@ -449,6 +456,28 @@ class MoFATrainer:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def mofa_pictures(images: torch.Tensor, rendered: torch.Tensor, mask: torch.Tensor, truth: torch.Tensor,
+                  predicted: torch.Tensor, count: int = 4) -> torch.Tensor:
+    """(3, H', W') a TensorBoard grid, one row per image: the input with the true (green) and predicted (red)
+    68 landmarks, and the rendering over the input where the face covers.
+
+    images, rendered: (B, 3, S, S); mask: (B, 1, S, S); truth, predicted: (B, 68, 2) pixels.
+    """
+    rows = []
+    size = images.shape[-1]
+    for index in range(min(count, images.shape[0])):
+        image = images[index].float().cpu().clamp(0, 1).clone()
+        for points, colour in ((truth[index], (0.0, 1.0, 0.0)), (predicted[index], (1.0, 0.0, 0.0))):
+            pixels = points.detach().float().cpu().floor().long()
+            inside = (pixels >= 0).all(-1) & (pixels < size).all(-1)
+            for channel, value in enumerate(colour):
+                image[channel, pixels[inside, 1], pixels[inside, 0]] = value
+        covered = mask[index].float().cpu()
+        overlay = covered * rendered[index].float().cpu().clamp(0, 1) + (1 - covered) * 0.5 * images[index].float().cpu()
+        rows.append(torch.cat([image, overlay], dim=2))
+    return torch.cat(rows, dim=1)
 
 
 def read_loss_log(path: str | Path) -> list[dict]:

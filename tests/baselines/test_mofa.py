@@ -227,3 +227,31 @@ def test_train_mofa_command_writes_a_checkpoint_and_a_loss_log(tmp_path, run_cli
     assert log[-1]["loss"] == pytest.approx(log[-1]["photometric"] + log[-1]["statistical"], rel=1e-5)
     assert (run_dir / "last.pt").is_file() and (run_dir / "tensorboard").is_dir()
     assert run_cli(["train-mofa", "--config", str(config), "--run-dir", str(run_dir), "--resume", "--quiet"]) == 0
+
+
+def test_ctrl_c_writes_a_checkpoint_of_the_last_completed_step(tmp_path, ict_uv_model):
+    config = tiny_config(checkpoint_every=100, image_every=1)
+
+    def interrupt(trainer, result):
+        if result.step == 5:
+            raise KeyboardInterrupt
+
+    trainer = MoFATrainer(config, tmp_path, ict_uv_model)
+    summary = trainer.run(progress=False, callback=interrupt)
+    trainer.close()
+    assert summary["interrupted"] and summary["step"] == 5
+    resumed = MoFATrainer(config, tmp_path, ict_uv_model)
+    resumed.resume()
+    assert resumed.step == 5 and [r["step"] for r in resumed.records] == [1, 2, 3, 4, 5]
+    for name, value in trainer.network.state_dict().items():
+        assert torch.equal(value, resumed.network.state_dict()[name]), name
+    assert any(path.name.startswith("events") for path in (tmp_path / "tensorboard").iterdir())
+
+
+def test_vgg19_like_encoder_has_sixteen_convolutions_and_runs(ict_uv_model):
+    sizes = dimensions(ict_uv_model)
+    encoder = MoFAEncoder(MoFANetworkConfig(encoder="vgg19-like", width=0.0625), *sizes)
+    convolutions = [module for module in encoder.modules() if isinstance(module, torch.nn.Conv2d)]
+    assert len(convolutions) == 16
+    assert [c.out_channels for c in convolutions] == [4, 4, 8, 8] + [16] * 4 + [32] * 8
+    assert encoder(torch.rand(2, 3, 32, 32)).shape == (2, sum(sizes) + 6 + 3 + 27)
