@@ -425,9 +425,12 @@ class MoFATrainer:
 
         total = self.config.total_steps if until is None else min(until, self.config.total_steps)
         if self.writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is the optional "train" extra
+                logger.warning("TensorBoard is not installed (pip install 'lsqface[train]'); training without its logs.")
+            else:
+                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
         interrupted, last_loss = False, float("nan")
         bar = tqdm(total=self.config.total_steps, initial=self.step, desc="mofa", unit="step", disable=not progress, dynamic_ncols=True)
         try:
@@ -448,7 +451,8 @@ class MoFATrainer:
         finally:
             bar.close()
         checkpoint = self.save()
-        self.writer.flush()
+        if self.writer is not None:
+            self.writer.flush()
         return {"step": self.step, "skipped": self.skipped, "interrupted": interrupted, "checkpoint": checkpoint,
                 "last_loss": last_loss}
 
