@@ -13,7 +13,7 @@ the parameter vector
     [rotation (6) | translation (3) | identity (N_id) | expression (N_exp) | albedo (N_alb) | lighting (27)]
 
 ``encoder = "small"`` (default) has five stages of one convolution with
-32, 64, 128, 256, 256 channels times ``width``: about 0.6 M parameters at width 1,
+32, 64, 128, 256, 256 channels times ``width``: 1.05 M parameters at width 1 with ICT-FaceKit,
 sized for a CPU. ``encoder = "vgg19-like"`` has VGG19's sixteen convolutions
 (64, 64 | 128, 128 | 256 x 4 | 512 x 4 | 512 x 4, times ``width``) with batch
 norm, trained from scratch (MoFA started from ImageNet weights; we have none
