@@ -72,7 +72,7 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         if origin is tuple and args:
             if len(args) != len(value):
                 raise ConfigError(f"Config key '{where}' must have {len(args)} entries, not {len(value)}.")
-            return tuple(_convert(item, arg, f"{where}[{i}]") for i, (item, arg) in enumerate(zip(args, value)))
+            return tuple(_convert(item, arg, f"{where}[{i}]") for i, (item, arg) in enumerate(zip(value, args)))
         item_type = args[0] if args else Any
         return origin(_convert(item, item_type, f"{where}[{i}]") for i, item in enumerate(value))
     if annotation is float:

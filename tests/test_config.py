@@ -19,12 +19,14 @@ class Outer:
     variant: Literal["narrow", "regular"] = "regular"
     sizes: tuple[int, ...] = (64, 128)
     checkpoint: Optional[str] = None
+    scale_range: tuple[float, float] = (0.8, 1.25)
     inner: Inner = field(default_factory=Inner)
 
 
 def test_defaults_and_nested_values():
-    config = from_dict(Outer, {"variant": "narrow", "inner": {"rate": 1}, "sizes": [32]})
-    assert config == Outer(variant="narrow", sizes=(32,), inner=Inner(rate=1.0))
+    config = from_dict(Outer, {"variant": "narrow", "inner": {"rate": 1}, "sizes": [32], "scale_range": [0.5, 2]})
+    assert config == Outer(variant="narrow", sizes=(32,), inner=Inner(rate=1.0), scale_range=(0.5, 2.0))
+    assert isinstance(config.scale_range[1], float)
     assert isinstance(config.inner.rate, float)
     assert to_dict(config)["inner"] == {"rate": 1.0, "steps": 10}
 
@@ -37,6 +39,8 @@ def test_defaults_and_nested_values():
         ({"inner": {"steps": 1.5}}, "'inner.steps' must be a whole number"),
         ({"variant": "wide"}, "'variant' must be one of"),
         ({"sizes": 3}, "'sizes' must be a list"),
+        ({"scale_range": [1.0]}, "'scale_range' must have 2 entries"),
+        ({"scale_range": [1.0, "x"]}, r"'scale_range\[1\]' must be a number"),
         ({"inner": 3}, "'inner' must be a table"),
     ],
 )
