@@ -86,6 +86,10 @@ def network_from_checkpoint(payload: dict[str, Any], path: str | Path = "checkpo
     Raises:
         CheckpointError: the weights do not fit the network the checkpoint names (another model).
     """
+    if payload.get("kind") == "mofa":
+        raise CheckpointError(
+            f"Checkpoint {path} is a MoFA baseline, not an lsqface network; evaluate it with 'lsqface compare'."
+        )
     try:
         config = UNetConfig(**payload["network_config"])
     except (TypeError, ValueError) as error:

@@ -41,3 +41,9 @@ def test_weights_of_another_model_are_refused(tmp_path):
     _write(tmp_path / "mixed.pt", state=other)
     with pytest.raises(CheckpointError, match="another network"):
         network_from_checkpoint(load_checkpoint(tmp_path / "mixed.pt"), tmp_path / "mixed.pt")
+
+
+def test_a_mofa_baseline_checkpoint_is_named_as_such(tmp_path):
+    save_checkpoint(tmp_path / "mofa.pt", {"kind": "mofa", "network_config": {}, "input_size": 64, "network_state": {}})
+    with pytest.raises(CheckpointError, match="MoFA baseline"):
+        network_from_checkpoint(load_checkpoint(tmp_path / "mofa.pt"), tmp_path / "mofa.pt")
