@@ -86,14 +86,14 @@ def _parse_box(text: str | None) -> tuple[float, float, float, float] | None:
 
 def _command_reconstruct(args: argparse.Namespace) -> int:
     from lsqface.morphable.cache import load_uv_model
-    from lsqface.outputs.batch import expand_inputs, reconstruct_files
+    from lsqface.outputs.batch import demo_photo, expand_inputs, reconstruct_files
     from lsqface.reconstruct import Reconstructor
 
     kinds = [kind.strip() for kind in args.save.split(",") if kind.strip()]
     box = _parse_box(args.bbox)
     if box is not None and args.detect:
         raise LsqfaceError("Give either --bbox or --detect, not both.")
-    inputs = expand_inputs(args.inputs)
+    inputs = expand_inputs(args.inputs or [demo_photo()])
     uv_model = load_uv_model(source=args.source, region=args.region) if args.source or args.region else None
     reconstructor = Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
     report = reconstruct_files(
@@ -284,7 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reconstruct a 3D face from each photo. Inputs are files, folders (searched recursively) "
         "or quoted glob patterns. A bad image is reported and skipped; the exit status is then 1.",
     )
-    reconstruct.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    reconstruct.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="image files, folders or glob patterns (default: the built-in demo photo, matplotlib's grace_hopper.jpg)",
+    )
     reconstruct.add_argument("-o", "--output", required=True, help="folder for the results")
     reconstruct.add_argument(
         "--save", default="obj,ply,json,npz,pictures", help="comma-separated outputs: obj,ply,json,npz,pictures (default: all)"

@@ -140,3 +140,9 @@ def test_detect_gives_one_reconstruction_per_face(tmp_path, checkpoint, run_cli,
     assert code == 0, capsys.readouterr().err
     written = sorted(path.name for path in (tmp_path / "out").iterdir())
     assert written == ["group_face0.json", "group_face1.json"]
+
+
+def test_without_inputs_the_demo_photo_is_reconstructed(tmp_path, checkpoint, run_cli, capsys):
+    code = run_cli(["reconstruct", "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint), "--save", "json", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "grace_hopper.json").read_text())["image_size"] == {"height": 600, "width": 512}

@@ -36,6 +36,13 @@ class BatchReport:
         return not self.failed
 
 
+def demo_photo() -> str:
+    """The built-in demo photo: matplotlib's ``grace_hopper.jpg`` (public domain), so no download is needed."""
+    import matplotlib.cbook
+
+    return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     """Files, folders (searched recursively for images) and glob patterns, in order, without repeats.
 
