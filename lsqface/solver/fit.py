@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from torch.profiler import record_function
 
 from lsqface.morphable.uv_model import UVMorphableModel, sample_albedo, sample_mask, sample_normal, sample_shape
 from lsqface.solver.camera import decompose_camera
@@ -155,46 +156,50 @@ def fit(
     output_dtype = image.dtype
     dtype = torch.float64 if config.precision == "float64" else torch.float32
     height, width = image.shape[-2:]
-    samples = sample_pixels(confidence.detach().amax(dim=1), min(config.sample_count, height * width), generator)
-    correspondence_samples = gather_map(correspondence, samples)  # (B, P, 2)
-    model_dtype = uv_model.shape_images.dtype
-    uv = correspondence_samples.to(model_dtype)
-    mask = sample_mask(uv_model, uv).to(dtype)
-    weights = gather_map(confidence, samples).to(dtype) * mask[..., None]  # (B, P, 2)
-    depth_samples = gather_map(depth, samples)[..., 0].to(dtype)
-    pixels = samples.pixels.to(dtype)
+    # The record_function labels let a profiler split the layer's time by stage (benchmarks/bench_reconstruct.py).
+    with record_function("lsqface.sampling"):
+        samples = sample_pixels(confidence.detach().amax(dim=1), min(config.sample_count, height * width), generator)
+        correspondence_samples = gather_map(correspondence, samples)  # (B, P, 2)
+        model_dtype = uv_model.shape_images.dtype
+        uv = correspondence_samples.to(model_dtype)
+        mask = sample_mask(uv_model, uv).to(dtype)
+        weights = gather_map(confidence, samples).to(dtype) * mask[..., None]  # (B, P, 2)
+        depth_samples = gather_map(depth, samples)[..., 0].to(dtype)
+        pixels = samples.pixels.to(dtype)
+        mean, basis = sample_shape(uv_model, uv)
 
-    mean, basis = sample_shape(uv_model, uv)
-    geometry = solve_geometry(
-        pixels,
-        depth_samples,
-        weights[..., 0],
-        mean.to(dtype),
-        basis.to(dtype=dtype, memory_format=torch.contiguous_format),  # one pass: cast and (B, P, 3, N) layout
-        GeometryRegularisation(
-            inverse_camera=config.inverse_camera_weight,
-            camera_centre=config.camera_centre_weight,
-            camera_centre_target=None if config.camera_centre_target is None else torch.tensor(config.camera_centre_target, dtype=dtype),
-            shape=config.shape_weight if shape_weights is None else shape_weights.to(dtype),
-        ),
-        (height, width),
-    )
-    camera = decompose_camera(geometry.inverse_camera, geometry.camera_centre)
+    with record_function("lsqface.geometric_solve"):
+        geometry = solve_geometry(
+            pixels,
+            depth_samples,
+            weights[..., 0],
+            mean.to(dtype),
+            basis.to(dtype=dtype, memory_format=torch.contiguous_format),  # one pass: cast and (B, P, 3, N) layout
+            GeometryRegularisation(
+                inverse_camera=config.inverse_camera_weight,
+                camera_centre=config.camera_centre_weight,
+                camera_centre_target=None if config.camera_centre_target is None else torch.tensor(config.camera_centre_target, dtype=dtype),
+                shape=config.shape_weight if shape_weights is None else shape_weights.to(dtype),
+            ),
+            (height, width),
+        )
+        camera = decompose_camera(geometry.inverse_camera, geometry.camera_centre)
 
-    normals = sample_normal(uv_model, uv).to(dtype) @ camera.rotation.transpose(1, 2)
-    colours = gather_map(softplus_preprocess(image, config.softplus_eps), samples).to(dtype)
-    albedo_mean, albedo_basis = sample_albedo(uv_model, uv)
-    photometry = solve_photometry(
-        colours,
-        normals,
-        weights[..., 1],
-        albedo_mean.to(dtype),
-        albedo_basis.to(dtype=dtype, memory_format=torch.contiguous_format),
-        PhotometryRegularisation(
-            lighting=config.lighting_weight,
-            albedo=config.albedo_weight if albedo_weights is None else albedo_weights.to(dtype),
-        ),
-    )
+    with record_function("lsqface.photometric_solve"):
+        normals = sample_normal(uv_model, uv).to(dtype) @ camera.rotation.transpose(1, 2)
+        colours = gather_map(softplus_preprocess(image, config.softplus_eps), samples).to(dtype)
+        albedo_mean, albedo_basis = sample_albedo(uv_model, uv)
+        photometry = solve_photometry(
+            colours,
+            normals,
+            weights[..., 1],
+            albedo_mean.to(dtype),
+            albedo_basis.to(dtype=dtype, memory_format=torch.contiguous_format),
+            PhotometryRegularisation(
+                lighting=config.lighting_weight,
+                albedo=config.albedo_weight if albedo_weights is None else albedo_weights.to(dtype),
+            ),
+        )
 
     def out(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(output_dtype)
