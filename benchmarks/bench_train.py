@@ -17,7 +17,9 @@ step. Peak per image = peak(2) - peak(1); the largest batch in 8 GB is
 (Python, torch, the UV-3DMM), so it is an upper bound of what a batch needs.
 
 Run: ``python benchmarks/bench_train.py`` (about 10 minutes on 2 cores); ``--quick`` for
-64 and 128 px only.
+64 and 128 px only, ``--sizes 256`` for chosen sizes. The parts are timed separately, so
+their shares need not add up to 100 % exactly (the step also has Adam, the losses' glue
+and the statistics; timings on a shared machine vary).
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ def run(variant: str, size: int, batch: int) -> dict:
 
 def main() -> None:
     sizes = (64, 128) if "--quick" in sys.argv else (64, 128, 256)
+    if "--sizes" in sys.argv:
+        sizes = tuple(int(size) for size in sys.argv[sys.argv.index("--sizes") + 1].split(","))
     gib = 1024 ** 3
     print("Unsupervised training step on the CPU (2 threads), batch 2; times per step, shares of the step")
     print(f"{'network':>8} {'size':>5} {'images/s':>9} {'step s':>7} {'network':>8} {'solves':>7} {'render':>7} "
