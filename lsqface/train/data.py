@@ -26,7 +26,6 @@ targets, by the random similarity.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -40,7 +39,7 @@ from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.train.config import DataConfig
 
 #: Keeps image-position seeds of different purposes apart.
-_PURPOSE_OFFSET = {"train": 0, "pretrain": 1 << 40, "evaluate": 1 << 50}
+_PURPOSE_OFFSET = {"train": 0, "pretrain": 1 << 40, "sampling": 1 << 45, "evaluate": 1 << 50}
 
 
 def position_generator(seed: int, position: int, purpose: str = "train") -> torch.Generator:

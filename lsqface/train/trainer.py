@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import random
 import signal
 import threading
@@ -46,7 +45,7 @@ from lsqface.errors import CheckpointError, SolverError
 from lsqface.files import write_text_atomic
 from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.nets.checkpoint import check_face_model, face_model_summary, load_checkpoint, network_from_checkpoint, save_checkpoint
-from lsqface.nets.unet import UNet, UNetConfig
+from lsqface.nets.unet import UNet
 from lsqface.reconstruct import fitted_mesh, model_tensors, network_input
 from lsqface.solver.fit import fit
 from lsqface.train.adaptive import AdaptiveRegularisation
@@ -265,7 +264,7 @@ class Trainer:
             images = images.to(self.device)
             global_micro = self.context.rank * micro_batches + index
             generator = torch.Generator(device=self.device).manual_seed(
-                int(position_generator(self.config.seed, self.step * 4096 + global_micro, "train").initial_seed()))
+                int(position_generator(self.config.seed, self.step * 4096 + global_micro, "sampling").initial_seed()))
             sync = self.model.no_sync() if self.context.distributed and index < micro_batches - 1 else contextlib.nullcontext()
             with sync:
                 try:

@@ -13,7 +13,6 @@ rounding rather than bit for bit.
 import dataclasses
 import socket
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
