@@ -1,0 +1,42 @@
+"""lsqface pretrain / train on the command line: a tiny run end to end, and a refused checkpoint."""
+
+import pytest
+
+from lsqface.cli import main
+from tests.conftest import REPOSITORY_ROOT
+
+TINY = str(REPOSITORY_ROOT / "configs" / "tiny.toml")
+
+
+def test_pretrain_then_train_then_refuse_a_cut_checkpoint(ict_archive, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    pretrain_dir, train_dir = tmp_path / "pretrain", tmp_path / "train"
+    common = ["--config", TINY, "--source", str(ict_archive), "--quiet", "--steps", "2"]
+    assert main(["pretrain", *common, "--run-dir", str(pretrain_dir)]) == 0
+    assert (pretrain_dir / "last.pt").is_file()
+    assert main(["train", *common, "--run-dir", str(train_dir), "--init", str(pretrain_dir / "last.pt")]) == 0
+    assert "train finished at step 2" in capsys.readouterr().out
+    # --resume continues the same run: two more steps.
+    assert main(["train", *common[:-1], "4", "--run-dir", str(train_dir), "--resume"]) == 0
+    assert "train finished at step 4" in capsys.readouterr().out
+    cut = tmp_path / "cut.pt"
+    data = (train_dir / "last.pt").read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
+    assert main(["train", *common, "--run-dir", str(train_dir), "--resume", str(cut)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("lsqface: error:") and "cut short" in error and len(error.splitlines()) == 1
+
+
+def test_unknown_config_key_is_a_one_line_error(tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text("[train]\nstep = 3\n")
+    assert main(["train", "--config", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert "train.step" in error
+
+
+@pytest.mark.parametrize("command", ["pretrain", "train"])
+def test_help_names_the_config_option(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert "--config" in capsys.readouterr().out
