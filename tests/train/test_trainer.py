@@ -84,7 +84,7 @@ def test_unsupervised_gradient_through_the_solve_is_a_descent_direction(ict_uv_m
         for parameter, g in zip(parameters, gradient):
             parameter -= step * g / norm
         lowered = float(loss())
-    decrease = float(value) - lowered
+    decrease = float(value.detach()) - lowered
     assert 0.5 * step * norm < decrease < 1.5 * step * norm
 
 
