@@ -1,0 +1,33 @@
+"""The shipped training configs load, and bad values are refused with ConfigError."""
+
+import pytest
+
+from lsqface.config import from_dict
+from lsqface.errors import ConfigError
+from lsqface.train.config import TrainConfig, load_train_config
+from tests.conftest import REPOSITORY_ROOT
+
+
+@pytest.mark.parametrize("name", ["tiny", "cpu", "paper"])
+def test_shipped_configs_load(name):
+    config = load_train_config(REPOSITORY_ROOT / "configs" / f"{name}.toml")
+    assert config.input_size % 16 == 0
+    assert config.pretrain.batch_size % config.micro_batches == 0
+
+
+def test_paper_config_has_the_paper_settings():
+    config = load_train_config(REPOSITORY_ROOT / "configs" / "paper.toml")
+    assert config.network.variant == "regular" and config.solver.sample_count == 10000
+    assert (config.pretrain.steps, config.pretrain.batch_size, config.pretrain.image_count) == (14000, 5, 1000)
+    assert config.adaptive.update_ratio == 0.05 and config.adaptive.rate_range == (0.99, 1.01)
+
+
+@pytest.mark.parametrize("values", [
+    {"input_size": 40},
+    {"micro_batches": 0},
+    {"pretrain": {"landmarks_5": [1.0, 2.0]}},
+    {"data": {"source": "imagenet"}},
+])
+def test_bad_values_are_config_errors(values):
+    with pytest.raises(ConfigError):
+        from_dict(TrainConfig, values)
