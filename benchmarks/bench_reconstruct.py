@@ -13,6 +13,7 @@ does not depend on the values. The network runs with random weights: its cost
 does not depend on them either.
 
 Run:  python benchmarks/bench_reconstruct.py [--size 128] [--threads 2] [--repeats 5]
+                                            [--samples 10000] [--precision float64|float32]
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from lsqface.morphable.cache import load_uv_model
 from lsqface.nets.unet import UNet, UNetConfig
 from lsqface.outputs.save import save_reconstruction
 from lsqface.render import render_mesh
-from lsqface.reconstruct import frame_image, network_input, reconstruct_from_maps
+from lsqface.reconstruct import ReconstructConfig, frame_image, network_input, reconstruct_from_maps
+from lsqface.solver.fit import SolverConfig
 
 LABELS = ("lsqface.sampling", "lsqface.geometric_solve", "lsqface.photometric_solve")
 
@@ -46,10 +48,10 @@ def best_time(function, repeats: int) -> float:
     return best
 
 
-def solve_stages(uv_model, faces, repeats: int) -> dict[str, float]:
+def solve_stages(uv_model, faces, repeats: int, config: ReconstructConfig) -> dict[str, float]:
     """Seconds per call of each labelled stage and of the whole reconstruct_from_maps, best of ``repeats``."""
     def run():
-        return reconstruct_from_maps(uv_model, faces.image, faces.correspondence, faces.depth, faces.confidence)
+        return reconstruct_from_maps(uv_model, faces.image, faces.correspondence, faces.depth, faces.confidence, config=config)
 
     run()
     best: dict[str, float] = {}
@@ -71,7 +73,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="network input size (default 128)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=10000, help="pixels sampled per image (default 10000, the paper's)")
+    parser.add_argument("--precision", choices=("float64", "float32"), default="float64", help="dtype of the solves")
     args = parser.parse_args()
+    config = ReconstructConfig(input_size=args.size, solver=SolverConfig(sample_count=args.samples, precision=args.precision))
     torch.set_num_threads(args.threads)
     size = args.size
     uv_model = load_uv_model()
@@ -91,12 +96,12 @@ def main() -> None:
             rows[f"network ({variant})"] = best_time(lambda: network(image), args.repeats)
 
     faces = generate_faces(uv_model, [0], SyntheticConfig(size=size))
-    stages = solve_stages(uv_model, faces, args.repeats)
+    stages = solve_stages(uv_model, faces, args.repeats, config)
     rows["sampling"] = stages["lsqface.sampling"]
     rows["geometric solve"] = stages["lsqface.geometric_solve"]
     rows["photometric solve"] = stages["lsqface.photometric_solve"]
     rows["mesh and landmarks"] = stages["mesh and landmarks"]
-    result = reconstruct_from_maps(uv_model, faces.image, faces.correspondence, faces.depth, faces.confidence)
+    result = reconstruct_from_maps(uv_model, faces.image, faces.correspondence, faces.depth, faces.confidence, config=config)
     vertices = result.image_vertices().float()
     colours = result.colour.float()
     triangles = result.triangles
@@ -111,7 +116,8 @@ def main() -> None:
         )
 
     reference = rows["network (narrow)"]
-    print(f"lsqface reconstruct, per image, batch 1, {size} px input, {args.threads} threads, best of {args.repeats}")
+    print(f"lsqface reconstruct, per image, batch 1, {size} px input, {args.threads} threads, best of {args.repeats}, "
+          f"{args.samples} samples, {args.precision} solves")
     print(f"{'stage':32s} {'ms':>9s} {'x narrow net':>13s}")
     for name, seconds in rows.items():
         print(f"{name:32s} {1000 * seconds:9.1f} {seconds / reference:13.2f}")
@@ -124,7 +130,8 @@ def main() -> None:
     for batch in (1, 16):
         batch_faces = generate_faces(uv_model, list(range(batch)), SyntheticConfig(size=size))
         solve = best_time(lambda: reconstruct_from_maps(
-            uv_model, batch_faces.image, batch_faces.correspondence, batch_faces.depth, batch_faces.confidence), max(1, args.repeats // 2))
+            uv_model, batch_faces.image, batch_faces.correspondence, batch_faces.depth, batch_faces.confidence, config=config),
+            max(1, args.repeats // 2))
         for variant, network in networks.items():
             image = torch.rand(batch, 3, size, size)
             with torch.no_grad():
