@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e '.[test,video,train,detect]'
+	$(BIN)/pip install --quiet -e '.[test,video,train,detect,identity]'
 	touch $@
 
 venv: $(BIN)/.installed
