@@ -100,6 +100,8 @@ class LossConfig:
         geometric_weight: weight of the correspondence-consistency term.
         geometric_cap: cap of the reprojection distance, as a fraction of the image side.
         statistical_weight: weight of sum_i w_i a_i^2 (the adaptive weights of seed G).
+        true_correspondence_weight, true_depth_weight, true_confidence_weight: weights of the three
+            terms of ``train.supervision = "true_maps"`` (lsqface.train.losses.true_map_loss).
     """
 
     photometric_weight: float = 1.0
@@ -107,13 +109,20 @@ class LossConfig:
     geometric_weight: float = 1.0
     geometric_cap: float = 0.25
     statistical_weight: float = 1e-3
+    true_correspondence_weight: float = 1.0
+    true_depth_weight: float = 1.0
+    true_confidence_weight: float = 0.1
 
 
 @dataclass(frozen=True)
 class MainTrainConfig:
-    """Unsupervised main training.
+    """Main training (unsupervised, or supervised with the synthetic generator's true maps).
 
     Attributes:
+        supervision: "unsupervised" (network -> least squares -> losses, the paper's method) or
+            "true_maps" (an upper bound for ablations: the maps are regressed onto the synthetic
+            generator's true correspondence, relative depth and face mask; needs
+            ``data.source = "synthetic"``; no solve during training).
         steps: iterations.
         batch_size: images per iteration, over all processes.
         learning_rate: Adam's step size.
@@ -126,6 +135,7 @@ class MainTrainConfig:
             SolverConfig default).
     """
 
+    supervision: Literal["unsupervised", "true_maps"] = "unsupervised"
     steps: int = 100000
     batch_size: int = 5
     learning_rate: float = 1e-5
@@ -182,6 +192,11 @@ class TrainConfig:
             section = getattr(self, name)
             if section.batch_size < 1 or section.steps < 0:
                 raise ConfigError(f"{name}.batch_size must be at least 1 and {name}.steps not negative.")
+        if self.train.supervision not in ("unsupervised", "true_maps"):
+            raise ConfigError(f"train.supervision must be 'unsupervised' or 'true_maps', got {self.train.supervision!r}.")
+        if self.train.supervision == "true_maps" and self.data.source != "synthetic":
+            raise ConfigError("train.supervision = 'true_maps' needs data.source = 'synthetic' (only synthetic faces "
+                              f"have true maps), got '{self.data.source}'; change one of them.")
         if self.pretrain.landmarks_5 and len(self.pretrain.landmarks_5) != 10:
             raise ConfigError("pretrain.landmarks_5 must hold 10 numbers (x, y of 5 landmarks) or be empty.")
 

@@ -108,7 +108,8 @@ class TrainingImages:
             return self.backgrounds.sample(1, self.size, self.size, generator)[0]
         return procedural_background(1, self.size, self.size, generator)[0]
 
-    def _synthetic_images(self, positions: Sequence[int], aligned: bool) -> torch.Tensor:
+    def _synthetic_faces(self, positions: Sequence[int], aligned: bool) -> torch.Tensor:
+        """(B, 7, S, S): image (3), true correspondence (2), depth in mm (1), face mask (1)."""
         pool = self.config.synthetic_pool
         keys = [(aligned, int(p) % pool if pool > 0 else int(p)) for p in positions]
         missing = sorted({key for key in keys if key not in self._pool})
@@ -120,11 +121,31 @@ class TrainingImages:
             if self.config.background == "natural":
                 backgrounds = torch.stack([self._background(g) for g in generators])
                 images = faces.confidence * images + (1.0 - faces.confidence) * backgrounds
-            found = dict(zip(missing, images))
+            found = dict(zip(missing, torch.cat([images, faces.correspondence, faces.depth, faces.confidence], dim=1)))
             if pool <= 0:
                 return torch.stack([found[key] for key in keys])
             self._pool.update(found)
         return torch.stack([self._pool[key] for key in keys])
+
+    def _synthetic_images(self, positions: Sequence[int], aligned: bool) -> torch.Tensor:
+        return self._synthetic_faces(positions, aligned)[:, :3].contiguous()
+
+    def images_and_true_maps(self, positions: Sequence[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Posed synthetic faces at ``positions`` with the generator's true maps (the "true_maps" supervision).
+
+        Returns:
+            (B, 3, S, S) images in [0, 1] (the same as :meth:`images`) and a dict of
+            "correspondence" (B, 2, S, S) true (u, v), "depth" (B, 1, S, S) camera z in mm (0 off the
+            face) and "confidence" (B, 1, S, S) the face mask.
+
+        Raises:
+            ConfigError: the data source is not synthetic.
+        """
+        if self.dataset is not None:
+            raise ConfigError("Only synthetic faces have true maps; set data.source = 'synthetic' for train.supervision = 'true_maps'.")
+        faces = self._synthetic_faces(positions, aligned=False)
+        return faces[:, :3].contiguous(), {"correspondence": faces[:, 3:5].contiguous(), "depth": faces[:, 5:6].contiguous(),
+                                           "confidence": faces[:, 6:7].contiguous()}
 
     def _file_index(self, position: int) -> int:
         count = len(self)

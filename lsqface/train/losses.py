@@ -13,11 +13,15 @@ over processes or micro-batches gives the same gradient.
   fitted camera and shape, capped, weighted like the solve's rows; it keeps the correspondence map consistent
   with one camera and one shape.
 - :func:`statistical_loss`: sum_i w_i a_i^2 with the adaptive weights of seed G.
+
+Not unsupervised, for the ablation's upper bound only (``train.supervision = "true_maps"``):
+:func:`true_map_loss` regresses the maps onto a synthetic face's true maps.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from lsqface.render.interpolate import interpolate
 from lsqface.render.rasterize import rasterize
@@ -90,3 +94,42 @@ def statistical_loss(shape_coefficients: torch.Tensor, albedo_coefficients: torc
     shape = (shape_coefficients.square() * shape_weights.to(shape_coefficients)).sum(dim=1)
     albedo = (albedo_coefficients.square() * albedo_weights.to(albedo_coefficients)).sum(dim=1)
     return shape + albedo
+
+
+def true_map_loss(correspondence: torch.Tensor, depth: torch.Tensor, confidence: torch.Tensor,
+                  true_correspondence: torch.Tensor, true_depth: torch.Tensor, face: torch.Tensor,
+                  correspondence_weight: float = 1.0, depth_weight: float = 1.0,
+                  confidence_weight: float = 0.1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Supervised loss of the network's maps against a synthetic face's true maps, per image.
+
+    The network's depth is relative (the solve's inverse camera absorbs its scale psi) while the
+    true depth is camera z in mm, so depth is compared scale-invariantly: log depth minus its mean
+    over the image's face pixels, for both.
+
+    Args:
+        correspondence: (B, 2, H, W) predicted (u, v); depth: (B, 1, H, W) predicted relative depth,
+            positive; confidence: (B, C, H, W) predicted confidences in (0, 1) (every channel is supervised).
+        true_correspondence: (B, 2, H, W) true (u, v); true_depth: (B, 1, H, W) camera z in mm
+            (anything off the face); face: (B, 1, H, W) 1 where the face is visible, 0 elsewhere.
+        correspondence_weight, depth_weight, confidence_weight: the terms' weights.
+
+    Returns:
+        (B,) the weighted sum and a dict of the (B,) terms: "correspondence" (mean over face pixels of
+        |du| + |dv|), "depth" (mean over face pixels of the absolute centred log-depth difference) and
+        "confidence" (binary cross-entropy against the face mask, mean over all pixels and channels).
+    """
+    mask = (face > 0.5).to(correspondence.dtype)
+    face_pixels = mask.sum(dim=(1, 2, 3)).clamp_min(1.0)
+
+    def face_mean(value: torch.Tensor) -> torch.Tensor:
+        return (value * mask).sum(dim=(1, 2, 3)) / face_pixels
+
+    correspondence_term = face_mean((correspondence - true_correspondence).abs().sum(dim=1, keepdim=True))
+    log_depth = depth.clamp_min(1e-6).log()
+    log_true = torch.where(mask > 0, true_depth.to(depth.dtype), torch.ones_like(depth)).clamp_min(1e-6).log()
+    centred = (log_depth - face_mean(log_depth)[:, None, None, None]) - (log_true - face_mean(log_true)[:, None, None, None])
+    depth_term = face_mean(centred.abs())
+    target = mask.expand_as(confidence)
+    confidence_term = F.binary_cross_entropy(confidence.clamp(1e-6, 1 - 1e-6), target, reduction="none").mean(dim=(1, 2, 3))
+    total = correspondence_weight * correspondence_term + depth_weight * depth_term + confidence_weight * confidence_term
+    return total, {"correspondence": correspondence_term, "depth": depth_term, "confidence": confidence_term}

@@ -2,7 +2,9 @@
 
 One :class:`Trainer` runs one stage ("pretrain": supervised on the shared
 targets of seed F; "train": network -> least squares -> fitted mesh -> losses,
-no landmarks and no true maps). It owns the network, the Adam optimiser, the
+no landmarks and no true maps; or, with ``train.supervision = "true_maps"``, the
+ablation's upper bound: the maps regressed onto the synthetic generator's true
+maps, no solve). It owns the network, the Adam optimiser, the
 learning-rate schedule, the adaptive regularisation and the step counter, and
 writes them all, with the RNG states, to ``RUN_DIR/last.pt`` (atomically).
 
@@ -52,7 +54,7 @@ from lsqface.train.adaptive import AdaptiveRegularisation
 from lsqface.train.config import TrainConfig
 from lsqface.train.data import TrainingImages, batch_positions, position_generator
 from lsqface.train.distributed import DistributedContext, all_reduce_sum, broadcast_flag
-from lsqface.train.losses import geometric_loss, photometric_loss, statistical_loss
+from lsqface.train.losses import geometric_loss, photometric_loss, statistical_loss, true_map_loss
 from lsqface.train.pretrain import celeba_landmarks_5, moved_targets, pretraining_loss, pretraining_targets
 
 logger = logging.getLogger("lsqface.train")
@@ -183,6 +185,7 @@ class Trainer:
         self.images = TrainingImages(data, config.input_size, uv_model, config.seed, purpose=stage)
         self.step = 0
         self.skipped = 0
+        self.true_maps = stage == "train" and config.train.supervision == "true_maps"
         self.triangles = model_tensors(model, torch.float32, self.device)["triangles"]
         mean = torch.as_tensor(model.shape_mean, dtype=torch.float64)
         face_width = float(mean[:, 0].max() - mean[:, 0].min())
@@ -205,10 +208,13 @@ class Trainer:
                                          camera_centre_target=self.camera_centre_target)
         return solver
 
-    def losses(self, images: torch.Tensor, matrices: torch.Tensor | None, generator: torch.Generator | None):
+    def losses(self, images: torch.Tensor, matrices: torch.Tensor | None, generator: torch.Generator | None,
+               true_maps: dict[str, torch.Tensor] | None = None):
         """Loss of one micro-batch: (scalar mean loss, dict of (B,) terms, adaptive statistics or None).
 
-        images: (B, 3, S, S) in [0, 1]; matrices: (B, 2, 3) the pretraining similarity (or None).
+        images: (B, 3, S, S) in [0, 1]; matrices: (B, 2, 3) the pretraining similarity (or None);
+        true_maps: for ``train.supervision = "true_maps"``, the generator's maps
+        (TrainingImages.images_and_true_maps).
         """
         eps = self.config.solver.softplus_eps
         maps = self.model(network_input(images, eps))
@@ -220,6 +226,14 @@ class Trainer:
             pretrain = self.config.pretrain
             total, terms = pretraining_loss(maps, targets, pretrain.correspondence_weight, pretrain.depth_weight,
                                             pretrain.confidence_weight)
+            self._last_pictures = (images.detach(), maps, None, None)
+            return total.mean(), terms, None
+        if self.true_maps:
+            true_maps = {name: value.to(self.device) for name, value in true_maps.items()}
+            losses = self.config.losses
+            total, terms = true_map_loss(maps.correspondence, maps.depth, maps.confidence, true_maps["correspondence"],
+                                         true_maps["depth"], true_maps["confidence"], losses.true_correspondence_weight,
+                                         losses.true_depth_weight, losses.true_confidence_weight)
             self._last_pictures = (images.detach(), maps, None, None)
             return total.mean(), terms, None
         scale = self.config.train.regularisation_scale
@@ -240,10 +254,12 @@ class Trainer:
 
     # ------------------------------------------------------------------- step
 
-    def train_step(self, images_override: list[torch.Tensor] | None = None) -> StepResult:
+    def train_step(self, images_override: list[torch.Tensor] | None = None,
+                   true_maps_override: list[dict[str, torch.Tensor]] | None = None) -> StepResult:
         """One iteration over this process's share of the global batch.
 
-        ``images_override``: micro-batches of images to use instead of the data source (tests).
+        ``images_override``: micro-batches of images to use instead of the data source (tests);
+        ``true_maps_override``: their true maps, for ``train.supervision = "true_maps"``.
         """
         start = time.perf_counter()
         micro_batches = self.config.micro_batches
@@ -255,10 +271,15 @@ class Trainer:
         term_sums: dict[str, float] = {}
         reason = ""
         for index, micro_positions in enumerate(positions):
+            true_maps = None
             if images_override is not None:
                 images, matrices = images_override[index], None
+                if true_maps_override is not None:
+                    true_maps = true_maps_override[index]
                 if self.stage == "pretrain":
                     matrices = torch.eye(2, 3).expand(images.shape[0], 2, 3)
+            elif self.true_maps:
+                (images, true_maps), matrices = self.images.images_and_true_maps(micro_positions), None
             else:
                 images, matrices = self.images.images(micro_positions, aligned=self.stage == "pretrain")
             images = images.to(self.device)
@@ -268,7 +289,7 @@ class Trainer:
             sync = self.model.no_sync() if self.context.distributed and index < micro_batches - 1 else contextlib.nullcontext()
             with sync:
                 try:
-                    loss, terms, micro_statistics = self.losses(images, matrices, generator)
+                    loss, terms, micro_statistics = self.losses(images, matrices, generator, true_maps)
                 except (SolverError, _NonFiniteMaps) as error:
                     reason = ("the network's maps are not finite" if isinstance(error, _NonFiniteMaps)
                               else f"the least-squares solve failed ({error})")
@@ -299,7 +320,7 @@ class Trainer:
         with _deferred_interrupt():
             self.optimiser.step()
             self.scheduler.step()
-            if self.stage == "train":
+            if self.stage == "train" and not self.true_maps:
                 self.adaptive.update(statistics)
             self.step += 1
         return StepResult(self.step, mean_loss, term_sums, False, "", time.perf_counter() - start)

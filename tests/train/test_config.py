@@ -8,7 +8,7 @@ from lsqface.train.config import TrainConfig, load_train_config
 from tests.conftest import REPOSITORY_ROOT
 
 
-@pytest.mark.parametrize("name", ["tiny", "cpu", "paper"])
+@pytest.mark.parametrize("name", ["tiny", "cpu", "paper", "supervised-cpu"])
 def test_shipped_configs_load(name):
     config = load_train_config(REPOSITORY_ROOT / "configs" / f"{name}.toml")
     assert config.input_size % 16 == 0
@@ -27,6 +27,8 @@ def test_paper_config_has_the_paper_settings():
     {"micro_batches": 0},
     {"pretrain": {"landmarks_5": [1.0, 2.0]}},
     {"data": {"source": "imagenet"}},
+    {"train": {"supervision": "landmarks"}},
+    {"train": {"supervision": "true_maps"}, "data": {"source": "celeba", "root": "/nowhere"}},
 ])
 def test_bad_values_are_config_errors(values):
     with pytest.raises(ConfigError):

@@ -73,3 +73,41 @@ def test_statistical_loss_is_the_weighted_sum_of_squares():
     shape, albedo = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0]])
     value = statistical_loss(shape, albedo, torch.tensor([0.5, 2.0]), torch.tensor([0.1]))
     assert torch.allclose(value, torch.tensor([0.5 + 8.0 + 0.9]))
+
+
+def _true_maps(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    face = torch.zeros(2, 1, 6, 6, dtype=torch.float64)
+    face[:, :, 1:5, 1:4] = 1.0
+    correspondence = torch.rand(2, 2, 6, 6, generator=generator, dtype=torch.float64)
+    depth = 400.0 + 50.0 * torch.rand(2, 1, 6, 6, generator=generator, dtype=torch.float64)
+    return correspondence, depth * face, face
+
+
+def test_true_map_loss_matches_a_direct_computation_and_ignores_the_depth_scale():
+    from lsqface.train.losses import true_map_loss
+
+    true_correspondence, true_depth, face = _true_maps()
+    generator = torch.Generator().manual_seed(1)
+    correspondence = torch.rand(2, 2, 6, 6, generator=generator, dtype=torch.float64)
+    depth = 0.5 + torch.rand(2, 1, 6, 6, generator=generator, dtype=torch.float64)
+    confidence = torch.rand(2, 2, 6, 6, generator=generator, dtype=torch.float64).clamp(0.05, 0.95)
+    total, terms = true_map_loss(correspondence, depth, confidence, true_correspondence, true_depth, face, 1.0, 2.0, 0.5)
+    for index in range(2):
+        on = face[index, 0] > 0.5
+        expected_uv = (correspondence[index] - true_correspondence[index]).abs().sum(0)[on].mean()
+        log_depth, log_true = depth[index, 0][on].log(), true_depth[index, 0][on].log()
+        expected_depth = ((log_depth - log_depth.mean()) - (log_true - log_true.mean())).abs().mean()
+        target = face[index].expand(2, -1, -1)
+        expected_confidence = -(target * confidence[index].log() + (1 - target) * (1 - confidence[index]).log()).mean()
+        assert torch.allclose(terms["correspondence"][index], expected_uv)
+        assert torch.allclose(terms["depth"][index], expected_depth)
+        assert torch.allclose(terms["confidence"][index], expected_confidence)
+        assert torch.allclose(total[index], expected_uv + 2.0 * expected_depth + 0.5 * expected_confidence)
+    # Depth is relative: any scale of the prediction (or of the truth, mm vs m) costs the same,
+    # and the true depth up to scale costs nothing.
+    _, scaled = true_map_loss(correspondence, 7.0 * depth, confidence, true_correspondence, true_depth / 1000.0, face)
+    assert torch.allclose(scaled["depth"], terms["depth"])
+    _, exact = true_map_loss(true_correspondence, true_depth / 300.0 + (1 - face), confidence, true_correspondence, true_depth, face)
+    assert torch.allclose(exact["depth"], torch.zeros(2, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(exact["correspondence"], torch.zeros(2, dtype=torch.float64))

@@ -145,3 +145,65 @@ def test_non_finite_batch_is_skipped_and_never_written(ict_uv_model, tiny, fixed
         next(trainer.network.parameters()).fill_(float("nan"))
     assert trainer.save() is None
     assert path.read_bytes() == good
+
+
+@pytest.fixture(scope="module")
+def true_maps_setup(ict_uv_model, tiny):
+    from lsqface.train.data import TrainingImages
+
+    config = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, supervision="true_maps", learning_rate=1e-3))
+    images, maps = TrainingImages(config.data, config.input_size, ict_uv_model, seed=5).images_and_true_maps([0, 1])
+    return config, images, maps
+
+
+def test_true_maps_come_with_the_same_images(ict_uv_model, tiny, true_maps_setup):
+    from lsqface.train.data import TrainingImages
+
+    config, images, maps = true_maps_setup
+    plain, _ = TrainingImages(config.data, config.input_size, ict_uv_model, seed=5).images([0, 1])
+    assert torch.equal(images, plain)
+    face = maps["confidence"] > 0.5
+    assert face.any() and (maps["depth"][face] > 0).all() and (maps["depth"][~face] == 0).all()
+
+
+def test_true_maps_supervision_steps_with_finite_gradients_and_lowers_a_fixed_batch_loss(ict_uv_model, true_maps_setup, tmp_path):
+    config, images, maps = true_maps_setup
+    trainer = Trainer(config, "train", tmp_path, ict_uv_model)
+
+    def fixed_loss():
+        with torch.no_grad():
+            loss, terms, statistics = trainer.losses(images, None, None, maps)
+        assert statistics is None and set(terms) == {"correspondence", "depth", "confidence"}
+        return float(loss)
+
+    before = fixed_loss()
+    adaptive_before = trainer.adaptive.weight.clone()
+    result = trainer.train_step([images], [maps])
+    assert not result.skipped and result.loss == pytest.approx(before, rel=1e-5)
+    for name, parameter in trainer.network.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+    for _ in range(5):
+        trainer.train_step([images], [maps])
+    assert fixed_loss() < 0.97 * before
+    # No solve, so the adaptive regularisation is left alone.
+    assert torch.equal(trainer.adaptive.weight, adaptive_before)
+
+
+def test_true_maps_run_draws_its_own_maps_and_resumes(ict_uv_model, true_maps_setup, tmp_path):
+    config, _, _ = true_maps_setup
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=2), checkpoint_every=100)
+    straight = Trainer(config, "train", tmp_path / "straight", ict_uv_model)
+    straight.run(progress=False)
+
+    def interrupt(trainer, result):
+        raise KeyboardInterrupt
+
+    first = Trainer(config, "train", tmp_path / "resumed", ict_uv_model)
+    assert first.run(progress=False, callback=interrupt).step == 1
+    second = Trainer(config, "train", tmp_path / "resumed", ict_uv_model)
+    second.resume()
+    second.run(progress=False)
+    for name, value in _parameters(straight).items():
+        assert torch.equal(value, _parameters(second)[name]), name
