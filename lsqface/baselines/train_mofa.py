@@ -55,7 +55,7 @@ from lsqface.nets.checkpoint import check_face_model, face_model_summary, load_c
 from lsqface.reconstruct import model_tensors
 from lsqface.train.config import DataConfig
 from lsqface.train.data import position_generator, synthetic_config
-from lsqface.train.trainer import _deferred_interrupt
+from lsqface.train.trainer import deferred_interrupt
 
 logger = logging.getLogger("lsqface.baselines")
 
@@ -320,7 +320,7 @@ class MoFATrainer:
         loss.backward()
         finite = bool(torch.isfinite(loss.detach())) and all(
             torch.isfinite(p.grad).all().item() for p in self.network.parameters() if p.grad is not None)
-        with _deferred_interrupt():
+        with deferred_interrupt():
             if finite:
                 self.optimiser.step()
             else:

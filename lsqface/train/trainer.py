@@ -100,7 +100,7 @@ class RunSummary:
 
 
 @contextlib.contextmanager
-def _deferred_interrupt():
+def deferred_interrupt():
     """Hold Ctrl-C while the step's state is committed, then raise it (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -311,13 +311,13 @@ class Trainer:
         if skip:
             reason = reason or "another process had a non-finite loss or gradient"
             self.optimiser.zero_grad(set_to_none=True)
-            with _deferred_interrupt():
+            with deferred_interrupt():
                 self.skipped += 1
                 self.step += 1
             logger.warning("Step %d skipped: %s; the optimiser did not step.", self.step, reason)
             return StepResult(self.step, float("nan"), {}, True, reason, time.perf_counter() - start)
         statistics = all_reduce_sum(statistics, self.context)
-        with _deferred_interrupt():
+        with deferred_interrupt():
             self.optimiser.step()
             self.scheduler.step()
             if self.stage == "train" and not self.true_maps:
