@@ -84,6 +84,13 @@ def _parse_box(text: str | None) -> tuple[float, float, float, float] | None:
     return values
 
 
+def _parse_ranges(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise LsqfaceError(f"--ranges takes comma-separated degrees such as 0,15,45,90,180, not '{text}'.") from None
+
+
 def _command_reconstruct(args: argparse.Namespace) -> int:
     from lsqface.morphable.cache import load_uv_model
     from lsqface.outputs.batch import demo_photo, expand_inputs, reconstruct_files
@@ -128,10 +135,7 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     from lsqface.morphable.cache import load_uv_model
     from lsqface.reconstruct import Reconstructor
 
-    try:
-        ranges = [float(part) for part in args.ranges.split(",") if part.strip()]
-    except ValueError:
-        raise LsqfaceError(f"--ranges takes comma-separated degrees such as 0,15,45,90,180, not '{args.ranges}'.") from None
+    ranges = _parse_ranges(args.ranges)
     check_request(args.synthetic, args.mafl, args.aflw, args.folder, args.landmarks, args.oracle, args.identity)
     uv_model = load_uv_model(source=args.source, region=args.region) if args.source or args.region or args.oracle else None
     reconstructor = None if args.oracle else Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
@@ -150,10 +154,7 @@ def _command_compare(args: argparse.Namespace) -> int:
     from lsqface.evaluate.compare import run_comparison
     from lsqface.morphable.cache import load_uv_model
 
-    try:
-        ranges = [float(part) for part in args.ranges.split(",") if part.strip()]
-    except ValueError:
-        raise LsqfaceError(f"--ranges takes comma-separated degrees such as 0,15,45,90,180, not '{args.ranges}'.") from None
+    ranges = _parse_ranges(args.ranges)
     uv_model = load_uv_model(source=args.source, region=args.region)
     command = "lsqface " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "lsqface compare"
     path = run_comparison(
