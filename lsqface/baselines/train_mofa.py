@@ -55,7 +55,7 @@ from lsqface.nets.checkpoint import check_face_model, face_model_summary, load_c
 from lsqface.reconstruct import model_tensors
 from lsqface.train.config import DataConfig
 from lsqface.train.data import position_generator, synthetic_config
-from lsqface.train.trainer import deferred_interrupt
+from lsqface.train.trainer import deferred_interrupt, open_tensorboard, run_steps
 
 logger = logging.getLogger("lsqface.baselines")
 
@@ -421,38 +421,14 @@ class MoFATrainer:
         Returns:
             {"step", "skipped", "interrupted", "checkpoint", "last_loss"}.
         """
-        from tqdm import tqdm
-
         total = self.config.total_steps if until is None else min(until, self.config.total_steps)
         if self.writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is the optional "train" extra
-                logger.warning("TensorBoard is not installed (pip install 'lsqface[train]'); training without its logs.")
-            else:
-                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-        interrupted, last_loss = False, float("nan")
-        bar = tqdm(total=self.config.total_steps, initial=self.step, desc="mofa", unit="step", disable=not progress, dynamic_ncols=True)
-        try:
-            while self.step < total:
-                result = self.train_step()
-                if not result.skipped:
-                    last_loss = result.loss
-                bar.update(1)
-                bar.set_postfix(phase=result.phase, loss=f"{result.loss:.4g}", skipped=self.skipped)
-                self._log(result)
-                if self.step % self.config.checkpoint_every == 0:
-                    self.save()
-                if callback is not None:
-                    callback(self, result)
-        except KeyboardInterrupt:
-            interrupted = True
-            logger.warning("Interrupted at step %d; writing a checkpoint to resume from.", self.step)
-        finally:
-            bar.close()
-        checkpoint = self.save()
-        if self.writer is not None:
-            self.writer.flush()
+            self.writer = open_tensorboard(self.run_dir)
+        interrupted, last_loss, checkpoint = run_steps(
+            self, total, self.config.total_steps, desc="mofa", checkpoint_every=self.config.checkpoint_every,
+            postfix=lambda result: {"phase": result.phase, "loss": f"{result.loss:.4g}", "skipped": self.skipped},
+            progress=progress, callback=callback,
+        )
         return {"step": self.step, "skipped": self.skipped, "interrupted": interrupted, "checkpoint": checkpoint,
                 "last_loss": last_loss}
 

@@ -115,6 +115,58 @@ def deferred_interrupt():
         raise KeyboardInterrupt
 
 
+def open_tensorboard(run_dir: Path):
+    """A TensorBoard SummaryWriter logging to RUN_DIR/tensorboard, or None where tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is the optional "train" extra
+        logger.warning("TensorBoard is not installed (pip install 'lsqface[train]'); training without its logs.")
+        return None
+    return SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+
+def run_steps(trainer, total: int, stage_steps: int, *, desc: str, checkpoint_every: int,
+              postfix: Callable[[object], dict], progress: bool = True, show: bool = True,
+              callback: Callable | None = None) -> tuple[bool, float, Path]:
+    """The run loop shared by every trainer (lsqface's stages, the MoFA baseline).
+
+    Steps ``trainer.train_step()`` until ``trainer.step`` reaches ``total``, with a tqdm bar
+    (values from ``postfix(result)``) and ``trainer._log(result)`` where ``show`` (the main
+    process), a checkpoint every ``checkpoint_every`` steps and one at the end; Ctrl-C stops the
+    loop and still writes the final checkpoint. ``trainer`` has ``step``, ``train_step()``,
+    ``save()``, ``_log(result)`` and ``writer``; a step result has ``loss`` and ``skipped``.
+
+    Returns:
+        (interrupted, the last non-skipped loss (nan if none), the final checkpoint's path).
+    """
+    interrupted = False
+    last_loss = float("nan")
+    bar = tqdm(total=stage_steps, initial=trainer.step, desc=desc, unit="step", disable=not (progress and show),
+               dynamic_ncols=True)
+    try:
+        while trainer.step < total:
+            result = trainer.train_step()
+            if not result.skipped:
+                last_loss = result.loss
+            if show:
+                bar.update(1)
+                bar.set_postfix(**postfix(result))
+                trainer._log(result)
+            if trainer.step % checkpoint_every == 0:
+                trainer.save()
+            if callback is not None:
+                callback(trainer, result)
+    except KeyboardInterrupt:
+        interrupted = True
+        logger.warning("Interrupted at step %d; writing a checkpoint to resume from.", trainer.step)
+    finally:
+        bar.close()
+    checkpoint = trainer.save()
+    if trainer.writer is not None:
+        trainer.writer.flush()
+    return interrupted, last_loss, checkpoint
+
+
 def default_landmarks_5(config: TrainConfig, uv_model: UVMorphableModel) -> torch.Tensor:
     """(5, 2) the average 5-landmark position the pretraining targets are aligned to.
 
@@ -439,38 +491,16 @@ class Trainer:
         """
         total = self.section.steps if until is None else min(until, self.section.steps)
         if self.context.is_main and self.writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is the optional "train" extra
-                logger.warning("TensorBoard is not installed (pip install 'lsqface[train]'); training without its logs.")
-            else:
-                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-        interrupted = False
-        last_loss = float("nan")
-        bar = tqdm(total=self.section.steps, initial=self.step, desc=self.stage, unit="step",
-                   disable=not (progress and self.context.is_main), dynamic_ncols=True)
-        try:
-            while self.step < total:
-                result = self.train_step()
-                if not result.skipped:
-                    last_loss = result.loss
-                if self.context.is_main:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{result.loss:.4g}", images_per_s=f"{self.section.batch_size / max(result.seconds, 1e-9):.2f}",
-                                    skipped=self.skipped)
-                    self._log(result)
-                if self.step % self.config.checkpoint_every == 0:
-                    self.save()
-                if callback is not None:
-                    callback(self, result)
-        except KeyboardInterrupt:
-            interrupted = True
-            logger.warning("Interrupted at step %d; writing a checkpoint to resume from.", self.step)
-        finally:
-            bar.close()
-        checkpoint = self.save()
-        if self.writer is not None:
-            self.writer.flush()
+            self.writer = open_tensorboard(self.run_dir)
+
+        def postfix(result: StepResult) -> dict:
+            images_per_s = self.section.batch_size / max(result.seconds, 1e-9)
+            return {"loss": f"{result.loss:.4g}", "images_per_s": f"{images_per_s:.2f}", "skipped": self.skipped}
+
+        interrupted, last_loss, checkpoint = run_steps(
+            self, total, self.section.steps, desc=self.stage, checkpoint_every=self.config.checkpoint_every,
+            postfix=postfix, progress=progress, show=self.context.is_main, callback=callback,
+        )
         return RunSummary(self.step, self.skipped, interrupted, checkpoint, last_loss)
 
     def close(self) -> None:
