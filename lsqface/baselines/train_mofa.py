@@ -31,7 +31,6 @@ import dataclasses
 import json
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +54,13 @@ from lsqface.nets.checkpoint import check_face_model, face_model_summary, load_c
 from lsqface.reconstruct import model_tensors
 from lsqface.train.config import DataConfig
 from lsqface.train.data import position_generator, synthetic_config
-from lsqface.train.trainer import deferred_interrupt, open_tensorboard, run_steps
+from lsqface.train.trainer import (
+    deferred_interrupt,
+    global_rng_state,
+    open_tensorboard,
+    restore_global_rng_state,
+    run_steps,
+)
 
 logger = logging.getLogger("lsqface.baselines")
 
@@ -341,7 +346,6 @@ class MoFATrainer:
 
     def state(self) -> dict:
         """The checkpoint payload (lsqface.nets.checkpoint's format, ``kind = "mofa"``)."""
-        numpy_state = np.random.get_state()
         return {
             "kind": "mofa",
             "network_config": dataclasses.asdict(self.config.network),
@@ -352,12 +356,7 @@ class MoFATrainer:
             "training": {
                 "stage": "mofa", "step": self.step, "skipped": self.skipped,
                 "optimiser": self.optimiser.state_dict(),
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "position": int(numpy_state[2]),
-                              "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
-                    "python": random.getstate(),
-                },
+                "rng": global_rng_state(),
                 "config": to_dict(self.config),
             },
             "metadata": {"stage": "mofa", "step": self.step, "phase": phase_at(self.config, max(self.step - 1, 0)),
@@ -393,13 +392,7 @@ class MoFATrainer:
         self.optimiser.load_state_dict(training["optimiser"])
         self.step = int(training["step"])
         self.skipped = int(training.get("skipped", 0))
-        rng = training["rng"]
-        torch.set_rng_state(rng["torch"])
-        numpy_rng = rng["numpy"]
-        np.random.set_state(("MT19937", numpy_rng["keys"].numpy().astype(np.uint32), numpy_rng["position"],
-                             numpy_rng["has_gauss"], numpy_rng["cached_gaussian"]))
-        version, internal, gauss = rng["python"]
-        random.setstate((version, tuple(internal), gauss))
+        restore_global_rng_state(training["rng"])
         self.records = [record for record in read_loss_log(path.parent / LOSS_LOG_NAME) if record["step"] <= self.step]
 
     # ------------------------------------------------------------------- run

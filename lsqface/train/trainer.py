@@ -115,6 +115,27 @@ def deferred_interrupt():
         raise KeyboardInterrupt
 
 
+def global_rng_state() -> dict:
+    """torch's, numpy's and python's global random states, in a form ``torch.load(weights_only=True)`` reads."""
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "position": int(numpy_state[2]),
+                  "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
+        "python": random.getstate(),
+    }
+
+
+def restore_global_rng_state(rng: dict) -> None:
+    """Set the global random states saved by :func:`global_rng_state`."""
+    torch.set_rng_state(rng["torch"])
+    numpy_rng = rng["numpy"]
+    np.random.set_state(("MT19937", numpy_rng["keys"].numpy().astype(np.uint32), numpy_rng["position"],
+                         numpy_rng["has_gauss"], numpy_rng["cached_gaussian"]))
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
 def open_tensorboard(run_dir: Path):
     """A TensorBoard SummaryWriter logging to RUN_DIR/tensorboard, or None where tensorboard is not installed."""
     try:
@@ -384,7 +405,6 @@ class Trainer:
 
     def state(self) -> dict:
         """The checkpoint payload (see lsqface.nets.checkpoint)."""
-        numpy_state = np.random.get_state()
         return {
             "network_config": dataclasses.asdict(self.config.network),
             "input_size": self.config.input_size,
@@ -399,10 +419,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "adaptive": self.adaptive.state_dict(),
                 "rng": {
-                    "torch": torch.get_rng_state(),
-                    "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "position": int(numpy_state[2]),
-                              "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
-                    "python": random.getstate(),
+                    **global_rng_state(),
                     "data": {"seed": self.config.seed, "next_position": self.step * self.section.batch_size},
                 },
                 "config": to_dict(self.config),
@@ -445,13 +462,7 @@ class Trainer:
         self.adaptive.load_state_dict(training["adaptive"])
         self.step = int(training["step"])
         self.skipped = int(training.get("skipped", 0))
-        rng = training["rng"]
-        torch.set_rng_state(rng["torch"])
-        numpy_rng = rng["numpy"]
-        np.random.set_state(("MT19937", numpy_rng["keys"].numpy().astype(np.uint32), numpy_rng["position"],
-                             numpy_rng["has_gauss"], numpy_rng["cached_gaussian"]))
-        version, internal, gauss = rng["python"]
-        random.setstate((version, tuple(internal), gauss))
+        restore_global_rng_state(training["rng"])
 
     def _check_network(self, payload: dict, path: Path) -> None:
         recorded = payload.get("network_config")
