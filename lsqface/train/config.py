@@ -67,6 +67,9 @@ class PretrainConfig:
         steps: iterations (paper: 14k).
         batch_size: images per iteration, over all processes (paper: 5).
         learning_rate: Adam's step size.
+        learning_rate_decay: "constant", or "cosine" (after the warm-up, the step size falls
+            along half a cosine to ``final_learning_rate_fraction`` of itself at the last step).
+        final_learning_rate_fraction: the cosine schedule's last step size over the first.
         image_count: pretrain on only the first this many images of a folder / CelebA (paper: 1k;
             0: all); synthetic faces ignore it.
         landmarks_5: the average 5-landmark positions (x0, y0, ..., x4, y4) in pixels of the
@@ -80,6 +83,8 @@ class PretrainConfig:
     steps: int = 14000
     batch_size: int = 5
     learning_rate: float = 1e-4
+    learning_rate_decay: Literal["constant", "cosine"] = "constant"
+    final_learning_rate_fraction: float = 0.01
     image_count: int = 1000
     landmarks_5: tuple[float, ...] = ()
     camera_field_of_view: float = 30.0
@@ -126,6 +131,7 @@ class MainTrainConfig:
         steps: iterations.
         batch_size: images per iteration, over all processes.
         learning_rate: Adam's step size.
+        learning_rate_decay, final_learning_rate_fraction: as in PretrainConfig.
         camera_centre_steps: during the first this many iterations, the solve's camera centre q
             is pulled towards a fixed point in front of the face (seed F).
         camera_centre_weight: that pull's weight (SolverConfig.camera_centre_weight).
@@ -139,6 +145,8 @@ class MainTrainConfig:
     steps: int = 100000
     batch_size: int = 5
     learning_rate: float = 1e-5
+    learning_rate_decay: Literal["constant", "cosine"] = "constant"
+    final_learning_rate_fraction: float = 0.01
     camera_centre_steps: int = 2000
     camera_centre_weight: float = 1.0
     camera_distance: float = 4.0
@@ -194,6 +202,13 @@ class TrainConfig:
                 raise ConfigError(f"{name}.batch_size must be at least 1 and {name}.steps not negative.")
         if self.train.supervision not in ("unsupervised", "true_maps"):
             raise ConfigError(f"train.supervision must be 'unsupervised' or 'true_maps', got {self.train.supervision!r}.")
+        for name, section in (("pretrain", self.pretrain), ("train", self.train)):
+            if section.learning_rate_decay not in ("constant", "cosine"):
+                raise ConfigError(f"{name}.learning_rate_decay must be 'constant' or 'cosine', "
+                                  f"got {section.learning_rate_decay!r}.")
+            if not 0.0 <= section.final_learning_rate_fraction <= 1.0:
+                raise ConfigError(f"{name}.final_learning_rate_fraction must lie in [0, 1], "
+                                  f"got {section.final_learning_rate_fraction}.")
         if self.train.supervision == "true_maps" and self.data.source != "synthetic":
             raise ConfigError("train.supervision = 'true_maps' needs data.source = 'synthetic' (only synthetic faces "
                               f"have true maps), got '{self.data.source}'; change one of them.")

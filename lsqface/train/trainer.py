@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import random
 import signal
 import threading
@@ -212,6 +213,24 @@ def default_landmarks_5(config: TrainConfig, uv_model: UVMorphableModel) -> torc
     return faces.landmarks_5[0].to(torch.float64) * (config.input_size / 32.0)
 
 
+def learning_rate_factor(section) -> Callable[[int], float]:
+    """The step-size multiplier of a stage: a linear warm-up over min(100, steps/20) steps, then
+    constant or a half cosine down to ``section.final_learning_rate_fraction`` at the last step."""
+    warmup = max(1, min(100, section.steps // 20))
+    decay_steps = max(1, section.steps - warmup)
+    final = section.final_learning_rate_fraction
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if section.learning_rate_decay == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / decay_steps)
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
 class Trainer:
     """One training stage on one process (of ``context.world_size``).
 
@@ -248,8 +267,7 @@ class Trainer:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimiser = torch.optim.Adam(self.network.parameters(), lr=self.section.learning_rate)
-        warmup = max(1, min(100, self.section.steps // 20))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser, lambda step: min(1.0, (step + 1) / warmup))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser, learning_rate_factor(self.section))
         model = uv_model.model
         self.adaptive = AdaptiveRegularisation(model.n_shape, model.n_albedo, config.adaptive)
         data = config.data

@@ -28,6 +28,8 @@ def test_paper_config_has_the_paper_settings():
     {"pretrain": {"landmarks_5": [1.0, 2.0]}},
     {"data": {"source": "imagenet"}},
     {"train": {"supervision": "landmarks"}},
+    {"train": {"learning_rate_decay": "linear"}},
+    {"pretrain": {"final_learning_rate_fraction": 1.5}},
     {"train": {"supervision": "true_maps"}, "data": {"source": "celeba", "root": "/nowhere"}},
 ])
 def test_bad_values_are_config_errors(values):

@@ -8,7 +8,8 @@ import torch
 from lsqface.errors import CheckpointError
 from lsqface.nets.unet import UNetConfig
 from lsqface.train.config import load_train_config
-from lsqface.train.trainer import Trainer
+from lsqface.train.config import MainTrainConfig
+from lsqface.train.trainer import Trainer, learning_rate_factor
 from tests.conftest import REPOSITORY_ROOT
 
 TINY = REPOSITORY_ROOT / "configs" / "tiny.toml"
@@ -207,3 +208,18 @@ def test_true_maps_run_draws_its_own_maps_and_resumes(ict_uv_model, true_maps_se
     second.run(progress=False)
     for name, value in _parameters(straight).items():
         assert torch.equal(value, _parameters(second)[name]), name
+
+
+def test_cosine_schedule_warms_up_then_falls_to_the_final_fraction():
+    section = MainTrainConfig(steps=1000, learning_rate_decay="cosine", final_learning_rate_fraction=0.05)
+    factor = learning_rate_factor(section)
+    warmup = 50  # min(100, steps / 20)
+    assert factor(0) == pytest.approx(1 / warmup) and factor(warmup - 1) == pytest.approx(1.0)
+    assert factor(warmup) == pytest.approx(1.0)
+    # Half-way through the decay the cosine is at the mean of 1 and the final fraction.
+    assert factor(warmup + (1000 - warmup) // 2) == pytest.approx(0.525, abs=2e-3)
+    assert factor(999) == pytest.approx(0.05, abs=1e-4)
+    values = [factor(step) for step in range(warmup, 1000)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    constant = learning_rate_factor(MainTrainConfig(steps=1000))
+    assert constant(999) == 1.0 and constant(0) == pytest.approx(1 / warmup)
