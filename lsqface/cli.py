@@ -361,14 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--mafl", default=None, metavar="ROOT", help="CelebA folder with MAFL/: evaluate the MAFL test split")
     evaluate.add_argument("--aflw", default=None, metavar="ROOT", help="aflw_release-2 folder: evaluate its test split")
     evaluate.add_argument("--folder", default=None, metavar="DIR", help="image folder whose landmarks --landmarks gives")
-    evaluate.add_argument("--landmarks", default=None, metavar="FILE", help="lines 'name x1 y1 ... x5 y5' for --folder (see docs/evaluation.md)")
+    evaluate.add_argument("--landmarks", default=None, metavar="FILE", help="lines 'name x1 y1 ... x5 y5' for --folder, or 'dlib': compare with dlib's 68-point predictor "
+                          "on photos without annotations (lsqface[identity]; see docs/evaluation.md)")
     evaluate.add_argument("--oracle", action="store_true", help="evaluate the synthetic faces' true maps (no network)")
     evaluate.add_argument("--identity", default=None, metavar="DIR",
                           help="photos named after their people (obama.jpg, obama2.jpg, ...): face-recognition similarity "
                           "of each rendering to its photo against same- and different-person pairs")
     evaluate.add_argument("--descriptor", default="dlib", help="identity descriptor: dlib (pip install 'lsqface[identity]') or an .onnx file")
     evaluate.add_argument("--render-over", choices=("black", "photo"), default="black", help="background of the identity renderings")
-    evaluate.add_argument("--detect", action="store_true", help="find the face in each identity photo first (lsqface[detect])")
+    evaluate.add_argument("--detect", action="store_true", help="reconstruct each photo (landmark benchmarks and --identity) in the box of its largest detected "
+                          "face, for small faces (lsqface[detect])")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     evaluate.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     evaluate.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")

@@ -13,7 +13,8 @@ clothing. HOG only finds roughly upright faces, so the photo is searched at
 eight rotations (every 45 degrees) and the boxes are mapped back and merged:
 a face at any in-plane angle is found, which is what our rotation-robust
 reconstruction needs from a detector. The 68-point landmark predictor of dlib
-is not used (its training data, 300-W, is not for commercial use).
+is not used here (its training data, 300-W, is not for commercial use); it
+serves only as an evaluation reference (:mod:`lsqface.evaluate.reference`).
 """
 
 from __future__ import annotations

@@ -156,3 +156,52 @@ def test_identity_folder_adds_an_identity_table(tmp_path, tiny_checkpoint, run_c
     rows = _table_rows((out / "report.md").read_text(), "Identity")
     assert len(rows) == 5 and "(1 pairs)" in rows[1][0] and "(2 pairs)" in rows[2][0]
     assert all(-1.0 <= float(row[1]) <= 1.0 for row in rows[:3])
+
+
+def test_landmarks_dlib_measures_agreement_with_dlibs_68_points_and_detect_frames_the_face(
+        tmp_path, tiny_checkpoint, run_cli, ict_uv_model, capsys):
+    import importlib.util
+    import shutil
+
+    dlib = pytest.importorskip("dlib")
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None:
+        pytest.skip("face-recognition-models is not installed (pip install 'lsqface[identity]')")
+    from pathlib import Path
+
+    from lsqface.data.images import read_image
+    from lsqface.detect import detect_faces
+    from lsqface.outputs.batch import demo_photo
+    from lsqface.reconstruct import Reconstructor
+
+    photos = tmp_path / "street"
+    photos.mkdir()
+    shutil.copy(demo_photo(), photos / "grace.jpg")
+    Image.fromarray(np.full((48, 48, 3), 90, dtype=np.uint8)).save(photos / "wall.png")
+    out = tmp_path / "report"
+    code = run_cli(["evaluate", "--checkpoint", str(tiny_checkpoint), "--folder", str(photos), "--landmarks", "dlib",
+                    "--detect", "--batch-size", "1", "-o", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    markdown = (out / "report.md").read_text()
+    (row,) = _table_rows(markdown, "5-landmark error")
+    assert row[0] == "street: agreement with dlib's 68-point predictor" and row[1] == "1"
+    assert row[7:9] == ["-", "-"]
+    assert "- wall.png: dlib's face detector found no face" in markdown
+
+    # The reference: dlib's 68 points in its largest upright HOG face, reduced by hand, + 0.5.
+    (record,) = [json.loads(line) for line in (out / "street.jsonl").read_text().splitlines()]
+    pixels = np.asarray(Image.open(photos / "grace.jpg").convert("RGB"))
+    face = max(dlib.get_frontal_face_detector()(pixels, 1), key=lambda rect: rect.area())
+    models = Path(list(spec.submodule_search_locations)[0]) / "models"
+    shape = dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))(pixels, face)
+    sixty_eight = np.array([[shape.part(k).x, shape.part(k).y] for k in range(68)], dtype=float) + 0.5
+    reference = np.array([sixty_eight[36:42].mean(0), sixty_eight[42:48].mean(0), sixty_eight[30], sixty_eight[48],
+                          sixty_eight[54]])
+    assert np.allclose(record["reference"], reference, atol=1e-6)
+    assert abs(float(row[3]) - _error(record["five"], reference)) <= 0.006
+    assert abs(float(row[2]) - _error(record["five_direct"], reference)) <= 0.006
+
+    # --detect: the photo was reconstructed in the box of its largest detected face.
+    box = detect_faces(read_image(photos / "grace.jpg"))[0]
+    expected = Reconstructor.from_checkpoint(tiny_checkpoint, uv_model=ict_uv_model)([photos / "grace.jpg"], boxes=[box])
+    assert np.allclose(record["five"], expected.landmarks_5[0].numpy(), atol=1e-6)

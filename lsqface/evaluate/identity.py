@@ -48,12 +48,11 @@ def cosine_similarity(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return (first * second).sum(-1) / np.maximum(norms, 1e-12)
 
 
-def dlib_descriptor(upsample: int = 1, jitter: int = 1) -> Descriptor:
-    """dlib's 128-D face-recognition ResNet as a descriptor (needs ``lsqface[identity]``).
+def dlib_models(user: str = "dlib"):
+    """dlib and the folder of face-recognition-models' weight files: ``(dlib module, Path)``.
 
     Args:
-        upsample: times the HOG detector upsamples the image (finds smaller faces).
-        jitter: random re-crops averaged per descriptor (dlib's ``num_jitters``; 1 is plain).
+        user: what needs them, for the error's sentence (e.g. "The dlib descriptor").
 
     Raises:
         ConfigError: dlib or face-recognition-models is not installed.
@@ -67,9 +66,22 @@ def dlib_descriptor(upsample: int = 1, jitter: int = 1) -> Descriptor:
     except ImportError:
         dlib = None
     if dlib is None or spec is None or not spec.submodule_search_locations:
-        raise ConfigError("The dlib descriptor needs dlib and its models: pip install 'lsqface[identity]' "
+        raise ConfigError(f"{user} needs dlib and its models: pip install 'lsqface[identity]' "
                           "(dlib-bin and face-recognition-models).")
-    models = Path(list(spec.submodule_search_locations)[0]) / "models"
+    return dlib, Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def dlib_descriptor(upsample: int = 1, jitter: int = 1) -> Descriptor:
+    """dlib's 128-D face-recognition ResNet as a descriptor (needs ``lsqface[identity]``).
+
+    Args:
+        upsample: times the HOG detector upsamples the image (finds smaller faces).
+        jitter: random re-crops averaged per descriptor (dlib's ``num_jitters``; 1 is plain).
+
+    Raises:
+        ConfigError: dlib or face-recognition-models is not installed.
+    """
+    dlib, models = dlib_models("The dlib descriptor")
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
     encoder = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))

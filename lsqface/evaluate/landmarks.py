@@ -147,6 +147,9 @@ class LandmarkPredictions:
         fitted: (N, 5, 2) fitted landmarks; direct: (N, 5, 2) direct landmarks; sixty_eight: (N, 68, 2).
             NaN for a failed image.
         failures: {name: reason} of images that could not be reconstructed.
+        reference: None when ``truth`` is annotated ground truth, else what it is (e.g.
+            :data:`lsqface.evaluate.reference.DLIB_REFERENCE`): the errors are then an agreement.
+        skipped: {name: reason} of images left out because they have no reference landmarks.
     """
 
     names: list[str]
@@ -155,6 +158,8 @@ class LandmarkPredictions:
     direct: np.ndarray
     sixty_eight: np.ndarray
     failures: dict[str, str] = field(default_factory=dict)
+    reference: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def errors(self, kind: str = "fitted") -> np.ndarray:
         """(N,) error per image in percent of the inter-ocular distance; :data:`FAILED_ERROR` where not finite."""
@@ -163,7 +168,10 @@ class LandmarkPredictions:
         return np.where(np.isfinite(error), error, FAILED_ERROR)
 
     def records(self) -> list[dict]:
-        """One JSON-able dict per image: image, five, five_direct, sixty_eight (None where failed), and error."""
+        """One JSON-able dict per image: image, five, five_direct, sixty_eight (None where failed), and error.
+
+        With a ``reference`` (not ground truth), each record also holds its ``"reference"`` 5 points.
+        """
         def points(array: np.ndarray):
             return None if not np.isfinite(array).all() else array.tolist()
 
@@ -171,6 +179,8 @@ class LandmarkPredictions:
         for index, name in enumerate(self.names):
             record = {"image": name, "five": points(self.fitted[index]), "sixty_eight": points(self.sixty_eight[index]),
                       "five_direct": points(self.direct[index])}
+            if self.reference is not None:
+                record["reference"] = self.truth[index].tolist()
             if name in self.failures:
                 record["error"] = self.failures[name]
             records.append(record)
@@ -188,7 +198,8 @@ def summarise(errors: np.ndarray) -> dict[str, float]:
 
 def evaluate_landmarks(reconstructor, paths: Sequence[str | os.PathLike], truth: np.ndarray, names: Sequence[str] | None = None,
                        batch_size: int = 8, threshold: float = CONFIDENCE_THRESHOLD,
-                       progress: Callable | None = None) -> LandmarkPredictions:
+                       progress: Callable | None = None, boxes: Sequence[Sequence[float] | None] | None = None,
+                       reference: str | None = None) -> LandmarkPredictions:
     """Reconstruct every image and read its fitted and direct landmarks.
 
     Args:
@@ -199,6 +210,10 @@ def evaluate_landmarks(reconstructor, paths: Sequence[str | os.PathLike], truth:
         batch_size: images per forward pass.
         threshold: confidence threshold of the direct landmarks.
         progress: optional wrapper of the batch iterator (e.g. tqdm).
+        boxes: N optional face boxes (x, y, width, height) in each file's pixels: the image is
+            reconstructed in a square around its box (None: the whole image). Landmarks stay in
+            the files' pixels either way.
+        reference: what ``truth`` is when not annotated ground truth (see :class:`LandmarkPredictions`).
 
     Returns:
         The predictions; a batch whose solve fails is retried image by image, and an image that
@@ -212,9 +227,10 @@ def evaluate_landmarks(reconstructor, paths: Sequence[str | os.PathLike], truth:
     sixty_eight = np.full((count, 68, 2), np.nan)
     failures: dict[str, str] = {}
     target_uv = landmark_uv(reconstructor.uv_model)
+    boxes = [None] * count if boxes is None else list(boxes)
 
     def run(indices: list[int]) -> None:
-        result = reconstructor([paths[i] for i in indices])
+        result = reconstructor([paths[i] for i in indices], boxes=[boxes[i] for i in indices])
         fitted[indices] = result.landmarks_5.detach().cpu().numpy()
         sixty_eight[indices] = result.landmarks_68.detach().cpu().numpy()
         direct[indices] = direct_landmarks(result.correspondence, result.confidence, target_uv, result.to_network,
@@ -231,7 +247,8 @@ def evaluate_landmarks(reconstructor, paths: Sequence[str | os.PathLike], truth:
                     run([index])
                 except (SolverError, ImageError) as error:
                     failures[names[index]] = str(error)
-    return LandmarkPredictions(names, np.asarray(truth, dtype=np.float64), fitted, direct, sixty_eight, failures)
+    return LandmarkPredictions(names, np.asarray(truth, dtype=np.float64), fitted, direct, sixty_eight, failures,
+                               reference=reference)
 
 
 def read_landmark_file(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:

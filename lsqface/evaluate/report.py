@@ -8,7 +8,9 @@ Files written into the report folder (each atomically):
 - ``<benchmark>.jsonl``: one line per image,
   ``{"image": name, "five": [[x, y] x 5], "five_direct": [[x, y] x 5],
   "sixty_eight": [[x, y] x 68]}`` in original-image pixels (null and an
-  ``"error"`` reason for an image that failed);
+  ``"error"`` reason for an image that failed); a benchmark measured against
+  dlib's 68-point predictor (``--landmarks dlib``) adds ``"reference"``, dlib's
+  5 points, and the report lists the images dlib found no face in;
 - ``synthetic.jsonl``: one line per synthetic face and range, with its seed,
   roll and errors;
 - ``error-vs-rotation.png`` and ``error-distribution.png`` (cumulative error
@@ -27,6 +29,7 @@ import numpy as np
 
 from lsqface.evaluate.benchmark import SyntheticResults
 from lsqface.evaluate.landmarks import FAILURE_THRESHOLD, LandmarkPredictions, summarise
+from lsqface.evaluate.reference import DLIB_LANDMARKS, DLIB_REFERENCE, dlib_folder_benchmark, predictor_path
 from lsqface.files import write_bytes_atomic, write_text_atomic
 
 #: The seed's Table 2 (direct, fitted) 5-landmark errors, percent of the inter-ocular distance.
@@ -38,7 +41,11 @@ def _number(value: float, digits: int = 2) -> str:
 
 
 def landmark_table(benchmarks: Mapping[str, LandmarkPredictions]) -> str:
-    """The Markdown landmark table: mean errors, failure rates and the seed's numbers per benchmark."""
+    """The Markdown landmark table: mean errors, failure rates and the seed's numbers per benchmark.
+
+    A benchmark whose landmarks are a reference rather than ground truth (``predictions.reference``)
+    is labelled "name: <reference>", e.g. "photos: agreement with dlib's 68-point predictor".
+    """
     lines = [
         "| Benchmark | Images | Direct (%) | Fitted (%) | Direct > 10 % (%) | Fitted > 10 % (%) | Failed | Seed direct (%) | Seed fitted (%) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -46,12 +53,19 @@ def landmark_table(benchmarks: Mapping[str, LandmarkPredictions]) -> str:
     for name, predictions in benchmarks.items():
         direct, fitted = summarise(predictions.errors("direct")), summarise(predictions.errors("fitted"))
         seed = SEED_TABLE_2.get(name.upper(), (float("nan"), float("nan")))
+        if predictions.reference is not None:
+            seed = (float("nan"), float("nan"))
         lines.append(
-            f"| {name} | {fitted['count']} | {_number(direct['mean'])} | {_number(fitted['mean'])} | "
+            f"| {benchmark_label(name, predictions)} | {fitted['count']} | {_number(direct['mean'])} | {_number(fitted['mean'])} | "
             f"{_number(direct['failure_rate'], 1)} | {_number(fitted['failure_rate'], 1)} | {len(predictions.failures)} | "
             f"{_number(seed[0])} | {_number(seed[1])} |"
         )
     return "\n".join(lines)
+
+
+def benchmark_label(name: str, predictions: LandmarkPredictions) -> str:
+    """A benchmark's name as the report shows it: with what its landmarks are when not ground truth."""
+    return name if predictions.reference is None else f"{name}: {predictions.reference}"
 
 
 def synthetic_table(results: Sequence[SyntheticResults]) -> str:
@@ -165,12 +179,23 @@ def write_report(folder: str | Path, landmarks: Mapping[str, LandmarkPredictions
     curves: dict[str, np.ndarray] = {}
     if landmarks:
         parts += ["## 5-landmark error", "", landmark_table(landmarks), ""]
+        references = sorted({predictions.reference for predictions in landmarks.values() if predictions.reference})
+        for reference in references:
+            parts += [f"Rows marked '{reference}' have no annotations: they measure how far our landmarks are "
+                      "from another estimator's on the same photos (the inter-ocular distance is its eyes'), "
+                      "not an error against ground truth.", ""]
         for name, predictions in landmarks.items():
             write_text_atomic(folder / f"{file_stem(name)}.jsonl", _jsonl(predictions.records()))
             parts.append(f"Per-image predictions: [{file_stem(name)}.jsonl]({file_stem(name)}.jsonl)  ")
-            curves[f"{name} fitted"] = predictions.errors("fitted")
-            curves[f"{name} direct"] = predictions.errors("direct")
+            label = name if predictions.reference is None else f"{name} (agreement)"
+            curves[f"{label} fitted"] = predictions.errors("fitted")
+            curves[f"{label} direct"] = predictions.errors("direct")
         parts.append("")
+        for name, predictions in landmarks.items():
+            if predictions.skipped:
+                parts += [f"Skipped in {name}, without reference landmarks ({len(predictions.skipped)}):", ""]
+                parts += [f"- {image}: {reason}" for image, reason in predictions.skipped.items()]
+                parts.append("")
     if synthetic:
         parts += ["## Synthetic faces with ground truth", "",
                   "Vertex error after similarity alignment over the face region; rotation error of the camera.", "",
@@ -194,18 +219,24 @@ def check_request(synthetic_count: int = 0, mafl=None, aflw=None, folder_images=
                   oracle: bool = False, identity=None) -> None:
     """Refuse an evaluation request that cannot run, before anything slow is loaded.
 
+    ``folder_landmarks`` may be "dlib" (:data:`lsqface.evaluate.reference.DLIB_LANDMARKS`): the
+    folder's reference landmarks then come from dlib's 68-point predictor, which must be installed.
+
     Raises:
-        ConfigError: nothing to evaluate, the oracle asked for photos, or a folder without landmarks.
+        ConfigError: nothing to evaluate, the oracle asked for photos, a folder without landmarks,
+            or ``--landmarks dlib`` without dlib and its models.
     """
     from lsqface.errors import ConfigError
 
     photos = [value for value in (mafl, aflw, folder_images, identity) if value is not None]
     if (folder_images is None) != (folder_landmarks is None):
-        raise ConfigError("Give --folder and --landmarks together: the images and their landmark file.")
+        raise ConfigError("Give --folder and --landmarks together: the images and their landmark file (or --landmarks dlib).")
     if not photos and synthetic_count <= 0:
         raise ConfigError("Nothing to evaluate; give --synthetic N, --mafl, --aflw, --folder with --landmarks or --identity.")
     if oracle and photos:
         raise ConfigError("The oracle has true maps for synthetic faces only; drop --oracle or the photo benchmarks.")
+    if folder_landmarks is not None and str(folder_landmarks) == DLIB_LANDMARKS:
+        predictor_path()
 
 
 def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, synthetic_count: int = 0,
@@ -226,18 +257,24 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
         mafl: CelebA folder holding MAFL/ (the MAFL test split is evaluated).
         aflw: the aflw_release-2 folder (its test split is evaluated).
         folder_images, folder_landmarks: an image folder and its landmark file
-            (:func:`lsqface.evaluate.landmarks.read_landmark_file`).
+            (:func:`lsqface.evaluate.landmarks.read_landmark_file`), or "dlib": every image's
+            reference landmarks from dlib's 68-point predictor (:mod:`lsqface.evaluate.reference`);
+            an image where dlib finds no face is skipped and listed in the report.
         oracle: evaluate the true maps of the synthetic faces instead of a network (a self-check).
         batch_size: images per forward pass.
         identity: a folder of photos named after the people in them (:func:`lsqface.evaluate.identity.identity_from_name`).
         descriptor: the identity descriptor: a callable, an .onnx path, or None for dlib's.
         render_over: "black" or "photo", under the identity renderings.
-        detect: find each identity photo's face with lsqface.detect first (for photos where it is small).
+        detect: find each photo's largest face with lsqface.detect first (for photos where it is small) and
+            reconstruct it in a square around that box, in the landmark benchmarks and the identity
+            evaluation; a photo without a detected face is reconstructed whole.
         progress: show progress bars.
         notes: lines for the report's head.
 
     Raises:
-        ConfigError: nothing to evaluate, the oracle asked for photos, or a folder without landmarks.
+        ConfigError: nothing to evaluate, the oracle asked for photos, a folder without landmarks,
+            or ``--landmarks dlib`` without dlib and its models.
+        DetectorError: ``detect`` without dlib.
     """
     from lsqface.evaluate.benchmark import ORACLE, evaluate_synthetic
     from lsqface.evaluate.landmarks import dataset_benchmark, evaluate_landmarks, folder_benchmark
@@ -257,12 +294,26 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
         from lsqface.data.aflw import AFLW
 
         benchmarks["AFLW"] = dataset_benchmark(AFLW(aflw, split="test"))
+    skipped: dict[str, dict[str, str]] = {}
     if folder_images is not None:
-        benchmarks[Path(folder_images).name or "folder"] = folder_benchmark(folder_images, folder_landmarks)
-    landmarks = {
-        name: evaluate_landmarks(reconstructor, paths, truth, names, batch_size=batch_size, progress=wrap)
-        for name, (paths, names, truth) in benchmarks.items()
-    }
+        name = Path(folder_images).name or "folder"
+        if str(folder_landmarks) == DLIB_LANDMARKS:
+            image_wrap = None
+            if progress:
+                from tqdm import tqdm
+
+                image_wrap = lambda iterable: tqdm(iterable, unit="image", desc="dlib", leave=False)  # noqa: E731
+            paths, names, truth, skipped[name] = dlib_folder_benchmark(folder_images, progress=image_wrap)
+            benchmarks[name] = (paths, names, truth)
+        else:
+            benchmarks[name] = folder_benchmark(folder_images, folder_landmarks)
+    landmarks = {}
+    for name, (paths, names, truth) in benchmarks.items():
+        boxes = _largest_faces(paths) if detect else None
+        predictions = evaluate_landmarks(reconstructor, paths, truth, names, batch_size=batch_size, progress=wrap,
+                                         boxes=boxes, reference=DLIB_REFERENCE if name in skipped else None)
+        predictions.skipped = skipped.get(name, {})
+        landmarks[name] = predictions
     synthetic = None
     if synthetic_count > 0:
         source = ORACLE if oracle else reconstructor
@@ -277,7 +328,7 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
 
 
 def _identity(reconstructor, folder, descriptor, render_over: str, detect: bool) -> dict[str, float]:
-    from lsqface.data.images import list_image_files, read_image
+    from lsqface.data.images import list_image_files
     from lsqface.errors import DatasetError
     from lsqface.evaluate.identity import dlib_descriptor, evaluate_identity, onnx_descriptor
 
@@ -288,9 +339,27 @@ def _identity(reconstructor, folder, descriptor, render_over: str, detect: bool)
         descriptor = dlib_descriptor()
     elif not callable(descriptor):
         descriptor = onnx_descriptor(descriptor)
-    boxes = None
-    if detect:
-        from lsqface.detect import detect_faces
-
-        boxes = [next(iter(detect_faces(read_image(path))), None) for path in paths]
+    boxes = _largest_faces(paths) if detect else None
     return evaluate_identity(reconstructor, paths, descriptor, boxes=boxes, background=render_over)
+
+
+def _largest_faces(paths: Sequence[str | Path]) -> list[tuple[float, float, float, float] | None]:
+    """The largest face box (x, y, width, height) of each photo (:func:`lsqface.detect.detect_faces`), or None.
+
+    None for a photo without a face (it is reconstructed whole) or one that cannot be read (the
+    reconstruction records why).
+
+    Raises:
+        DetectorError: dlib is not installed.
+    """
+    from lsqface.data.images import read_image
+    from lsqface.detect import detect_faces
+    from lsqface.errors import ImageError
+
+    boxes = []
+    for path in paths:
+        try:
+            boxes.append(next(iter(detect_faces(read_image(path))), None))
+        except ImageError:
+            boxes.append(None)
+    return boxes

@@ -133,3 +133,22 @@ def test_evaluate_landmarks_with_a_network_records_every_image(tmp_path, tiny_re
         expected = landmark_error(torch.from_numpy(predictions.fitted[index:index + 1]), torch.from_numpy(truth[index:index + 1]))
         assert np.isclose(predictions.errors("fitted")[index], float(expected))
         assert np.isfinite(predictions.sixty_eight[index]).all()
+
+
+def test_evaluate_landmarks_reconstructs_inside_each_box_and_reports_file_pixels(tmp_path, tiny_reconstructor):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "wide.png"
+    Image.fromarray((rng.random((120, 200, 3)) * 255).astype(np.uint8)).save(path)
+    box = (140.0, 70.0, 30.0, 30.0)  # a small "face" in the bottom-right corner
+    truth = rng.uniform(0, 100, size=(2, 5, 2))
+    predictions = evaluate_landmarks(tiny_reconstructor, [path, path], truth, batch_size=1, boxes=[box, None])
+    assert not predictions.failures
+    boxed = tiny_reconstructor([path], boxes=[box])
+    assert np.allclose(predictions.fitted[0], boxed.landmarks_5.numpy())
+    assert np.allclose(predictions.fitted[1], tiny_reconstructor([path]).landmarks_5.numpy())
+    assert not np.allclose(predictions.fitted[0], predictions.fitted[1])
+    # In file pixels: the network saw only the 48-pixel square around the box (margin 1.6), and the
+    # direct landmarks are pixels of what it saw, so they lie in that square of the file.
+    direct = predictions.direct[0]
+    assert np.isfinite(direct).all() and np.all(np.abs(direct - [155.0, 85.0]) <= 24.0), direct
+    assert not np.all(np.abs(predictions.direct[1] - [155.0, 85.0]) <= 24.0)
