@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from lsqface import __version__
@@ -162,6 +163,25 @@ def _command_compare(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, device=args.device, progress=not args.quiet, notes=[f"Command: `{command}`"],
     )
     print(path)
+    return 0
+
+
+def _command_export(args: argparse.Namespace) -> int:
+    import json
+
+    from lsqface.errors import ConfigError
+    from lsqface.nets.checkpoint import inference_checkpoint, load_checkpoint, network_from_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(args.checkpoint)
+    network_from_checkpoint(payload, args.checkpoint)  # refuse a damaged file before writing anything
+    notes = None
+    if args.notes is not None:
+        try:
+            notes = json.loads(Path(args.notes).read_text())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"--notes {args.notes} is not a readable JSON file ({error}).") from None
+    path = save_checkpoint(args.output, inference_checkpoint(payload, notes))
+    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
@@ -396,6 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     compare.set_defaults(handler=_command_compare)
+
+    export = commands.add_parser(
+        "export", help="write a checkpoint without its training state (smaller; what reconstruct needs)",
+        description="Copy a training checkpoint's network, input size, face-model summary and solver settings to "
+        "OUTPUT, dropping the optimiser, scheduler and RNG states (a third of the size); the run's config and step "
+        "go into its metadata. This is how lsqface/weights/default.pt is made.",
+    )
+    export.add_argument("checkpoint", help="a .pt file written by lsqface train")
+    export.add_argument("-o", "--output", required=True, help="the .pt file to write")
+    export.add_argument("--notes", default=None, metavar="JSON", help="a JSON file stored in the metadata (e.g. evaluation.json)")
+    export.set_defaults(handler=_command_export)
 
     train_mofa = commands.add_parser(
         "train-mofa", help="train the MoFA baseline (seed P): landmark pretraining, then photometric training",

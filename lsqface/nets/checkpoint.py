@@ -120,6 +120,27 @@ def check_face_model(payload: dict[str, Any], uv_model, path: str | Path = "chec
         )
 
 
+def inference_checkpoint(payload: dict[str, Any], notes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A training checkpoint without its training state: what ``lsqface reconstruct`` needs, to ship.
+
+    Keeps the network, its input size, the face-model summary and the solver settings; the
+    optimiser, scheduler, adaptive weights and RNG states are dropped. ``metadata`` keeps the
+    original's and gains ``training_config`` (the run's config as a dict), ``training_step`` and
+    ``notes`` (e.g. the evaluation that was measured).
+    """
+    training = payload.get("training") or {}
+    metadata = dict(payload.get("metadata") or {})
+    if training:
+        metadata.update({"training_config": training.get("config"), "training_step": training.get("step"),
+                         "training_stage": training.get("stage")})
+    if notes:
+        metadata["notes"] = notes
+    kept = {key: payload[key] for key in ("network_config", "input_size", "face_model", "network_state", "solver_config")
+            if key in payload}
+    kept["network_state"] = {name: value.detach().clone().contiguous() for name, value in kept["network_state"].items()}
+    return {**kept, "metadata": metadata}
+
+
 def config_dict(config) -> dict:
     """A dataclass config as the plain dict a checkpoint stores."""
     return dataclasses.asdict(config)

@@ -25,6 +25,26 @@ def test_pretrain_then_train_then_refuse_a_cut_checkpoint(ict_archive, tmp_path,
     assert main(["train", *common, "--run-dir", str(train_dir), "--resume", str(cut)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("lsqface: error:") and "cut short" in error and len(error.splitlines()) == 1
+    # export: the shipped form keeps the network (same maps) and drops the training state.
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"fitted_mean": 4.2}')
+    exported = tmp_path / "exported.pt"
+    assert main(["export", str(train_dir / "last.pt"), "-o", str(exported), "--notes", str(notes)]) == 0
+    import torch
+
+    from lsqface.nets.checkpoint import load_checkpoint, network_from_checkpoint
+
+    original, shipped = load_checkpoint(train_dir / "last.pt"), load_checkpoint(exported)
+    assert "training" not in shipped and exported.stat().st_size < (train_dir / "last.pt").stat().st_size / 2
+    assert shipped["metadata"]["training_step"] == 4 and shipped["metadata"]["notes"] == {"fitted_mean": 4.2}
+    assert shipped["metadata"]["training_config"]["input_size"] == original["input_size"]
+    assert shipped["solver_config"] == original["solver_config"]
+    image = torch.rand(1, 3, original["input_size"], original["input_size"])
+    first, second = network_from_checkpoint(original).eval(), network_from_checkpoint(shipped).eval()
+    with torch.no_grad():
+        assert torch.equal(first(image).logits, second(image).logits)
+    assert main(["export", str(cut), "-o", str(tmp_path / "never.pt")]) == 2
+    assert not (tmp_path / "never.pt").exists()
 
 
 def test_unknown_config_key_is_a_one_line_error(tmp_path, capsys):
