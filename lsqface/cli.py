@@ -212,6 +212,8 @@ def _command_train_stage(args: argparse.Namespace) -> int:
     if args.steps is not None:
         section = getattr(config, args.command)
         config = dataclasses.replace(config, **{args.command: dataclasses.replace(section, steps=args.steps)})
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
     context = context_from_environment(args.device)
     try:
         summary = run_stage(
@@ -233,6 +235,8 @@ def _add_train_options(parser: argparse.ArgumentParser, default_run_dir: str) ->
                         help="continue exactly from RUN_DIR/last.pt, or from CHECKPOINT")
     parser.add_argument("--init", default=None, metavar="CHECKPOINT", help="start the network from this checkpoint's weights")
     parser.add_argument("--steps", type=int, default=None, help="override the config's step count")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="override the config's seed (network initialisation, data and pixel sampling)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available); under torchrun cuda:LOCAL_RANK")
     parser.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
     parser.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")

@@ -59,4 +59,5 @@ def test_unknown_config_key_is_a_one_line_error(tmp_path, capsys):
 def test_help_names_the_config_option(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
-    assert "--config" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--config" in out and "--seed" in out
