@@ -12,8 +12,14 @@ because an untrained network's maps give a meaningless mesh; the solve's cost
 does not depend on the values. The network runs with random weights: its cost
 does not depend on them either.
 
+With ``--checkpoint`` (a file, or ``default`` for the shipped model) the
+checkpoint's network joins the table at its own input size and with its own
+solver settings, and the whole ``Reconstructor`` call on the demo photo
+(read, frame, network, fit, mesh) is timed end to end.
+
 Run:  python benchmarks/bench_reconstruct.py [--size 128] [--threads 2] [--repeats 5]
                                             [--samples 10000] [--precision float64|float32]
+      python benchmarks/bench_reconstruct.py --checkpoint default
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ from lsqface.morphable.cache import load_uv_model
 from lsqface.nets.unet import UNet, UNetConfig
 from lsqface.outputs.save import save_reconstruction
 from lsqface.render import render_mesh
-from lsqface.reconstruct import ReconstructConfig, frame_image, network_input, reconstruct_from_maps
+from lsqface.config import from_dict
+from lsqface.nets.checkpoint import load_checkpoint, network_from_checkpoint
+from lsqface.reconstruct import (ReconstructConfig, Reconstructor, default_checkpoint, frame_image, network_input,
+                                 reconstruct_from_maps)
 from lsqface.solver.fit import SolverConfig
 
 LABELS = ("lsqface.sampling", "lsqface.geometric_solve", "lsqface.photometric_solve")
@@ -75,8 +84,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--samples", type=int, default=10000, help="pixels sampled per image (default 10000, the paper's)")
     parser.add_argument("--precision", choices=("float64", "float32"), default="float64", help="dtype of the solves")
+    parser.add_argument("--checkpoint", default=None, help="also time this checkpoint's network and whole path "
+                        "('default': the shipped model); sets the size and solver settings")
     args = parser.parse_args()
     config = ReconstructConfig(input_size=args.size, solver=SolverConfig(sample_count=args.samples, precision=args.precision))
+    payload = None
+    if args.checkpoint is not None:
+        path = default_checkpoint() if args.checkpoint == "default" else args.checkpoint
+        payload = load_checkpoint(path)
+        config = ReconstructConfig(input_size=int(payload["input_size"]),
+                                   solver=from_dict(SolverConfig, payload.get("solver_config", {})))
+        args.size, args.samples, args.precision = config.input_size, config.solver.sample_count, config.solver.precision
     torch.set_num_threads(args.threads)
     size = args.size
     uv_model = load_uv_model()
@@ -94,6 +112,12 @@ def main() -> None:
         image = torch.rand(1, 3, size, size)
         with torch.no_grad():
             rows[f"network ({variant})"] = best_time(lambda: network(image), args.repeats)
+    if payload is not None:
+        network = network_from_checkpoint(payload).eval()
+        networks["checkpoint"] = network
+        image = torch.rand(1, 3, size, size)
+        with torch.no_grad():
+            rows["network (checkpoint)"] = best_time(lambda: network(image), args.repeats)
 
     faces = generate_faces(uv_model, [0], SyntheticConfig(size=size))
     stages = solve_stages(uv_model, faces, args.repeats, config)
@@ -122,9 +146,15 @@ def main() -> None:
     for name, seconds in rows.items():
         print(f"{name:32s} {1000 * seconds:9.1f} {seconds / reference:13.2f}")
     core = ("pre-processing", "sampling", "geometric solve", "photometric solve", "mesh and landmarks")
-    for variant in ("narrow", "regular"):
+    for variant in networks:
         path = sum(rows[name] for name in core) + rows[f"network ({variant})"]
         print(f"whole path, {variant} U-Net (no rendering or export): {1000 * path:.1f} ms per image (goal: < 50 ms narrow)")
+    if payload is not None:
+        with torch.no_grad():
+            reconstructor = Reconstructor(network_from_checkpoint(payload).eval(), uv_model, config)
+            photo = read_image(photo_path)
+            seconds = best_time(lambda: reconstructor([photo]), args.repeats)
+        print(f"Reconstructor on the demo photo (frame, network, fit, mesh; no pictures): {1000 * seconds:.1f} ms")
 
     print("\nimages per second (network + least squares + mesh; pre-processing excluded)")
     for batch in (1, 16):
