@@ -167,6 +167,7 @@ def _command_compare(args: argparse.Namespace) -> int:
 
 
 def _command_export(args: argparse.Namespace) -> int:
+    import dataclasses
     import json
 
     from lsqface.errors import ConfigError
@@ -180,7 +181,22 @@ def _command_export(args: argparse.Namespace) -> int:
             notes = json.loads(Path(args.notes).read_text())
         except (OSError, ValueError) as error:
             raise ConfigError(f"--notes {args.notes} is not a readable JSON file ({error}).") from None
-    path = save_checkpoint(args.output, inference_checkpoint(payload, notes))
+    shipped = inference_checkpoint(payload, notes)
+    if args.solver:
+        from lsqface.config import from_dict
+        from lsqface.solver.fit import SolverConfig
+
+        settings = dict(shipped.get("solver_config") or {})
+        for item in args.solver:
+            key, separator, value = item.partition("=")
+            if not separator:
+                raise ConfigError(f"--solver takes KEY=VALUE (e.g. robust_iterations=5), got '{item}'.")
+            try:
+                settings[key] = json.loads(value)
+            except ValueError:
+                settings[key] = value
+        shipped["solver_config"] = dataclasses.asdict(from_dict(SolverConfig, settings))
+    path = save_checkpoint(args.output, shipped)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
@@ -430,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", help="a .pt file written by lsqface train")
     export.add_argument("-o", "--output", required=True, help="the .pt file to write")
     export.add_argument("--notes", default=None, metavar="JSON", help="a JSON file stored in the metadata (e.g. evaluation.json)")
+    export.add_argument("--solver", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="change the solver settings reconstruct will use, e.g. robust_iterations=5 shape_weight=100")
     export.set_defaults(handler=_command_export)
 
     train_mofa = commands.add_parser(

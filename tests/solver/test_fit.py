@@ -191,3 +191,52 @@ def test_per_coefficient_weights_replace_the_config_weights(image_scene_factory)
     heavier = fit(scene.uv_model, *maps, SolverConfig(sample_count=300), torch.Generator().manual_seed(0),
                   shape_weights=torch.full((5,), 1e6, dtype=torch.float64))
     assert heavier.shape_coefficients.abs().max() < 1e-3 < scalar.shape_coefficients.abs().max()
+
+
+def test_robust_factor_is_the_cauchy_weight_at_the_weighted_median():
+    import numpy as np
+
+    from lsqface.solver.fit import robust_factor
+
+    generator = torch.Generator().manual_seed(0)
+    residuals = torch.randn(3, 50, 3, generator=generator, dtype=torch.float64)
+    weights = torch.rand(3, 50, generator=generator, dtype=torch.float64)
+    factor = robust_factor(residuals, weights, 2.0)
+    for b in range(3):
+        norms = np.linalg.norm(residuals[b].numpy(), axis=1)
+        order = np.argsort(norms)
+        cumulative = np.cumsum(weights[b].numpy()[order])
+        median = norms[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])]
+        expected = ((2 * median) ** 2 / ((2 * median) ** 2 + norms ** 2)) ** 2
+        np.testing.assert_allclose(factor[b].numpy(), expected, rtol=1e-12)
+
+
+def test_reweighting_recovers_the_camera_despite_gross_outliers(image_scene_factory):
+    scene = image_scene_factory(seed=5)
+    config = dataclasses.replace(EXACT, sample_count=576)
+    # Exact data: any positive weights give the exact answer, with or without reweighting.
+    robust = dataclasses.replace(config, robust_iterations=4)
+    clean = fit(scene.uv_model, scene.image, scene.correspondence, scene.depth, scene.confidence, robust, torch.Generator().manual_seed(0))
+    assert _relative(clean.rotation, scene.camera.rotation) < 1e-6
+    # A fifth of the pixels get a depth far off (a network's boundary pixels, a hand in front of the face).
+    generator = torch.Generator().manual_seed(1)
+    outliers = torch.rand(scene.depth.shape, generator=generator) < 0.2
+    depth = torch.where(outliers, scene.depth * (2.0 + torch.rand(scene.depth.shape, generator=generator, dtype=torch.float64)), scene.depth)
+    errors = {}
+    for iterations in (0, 12):
+        result = fit(scene.uv_model, scene.image, scene.correspondence, depth, scene.confidence,
+                     dataclasses.replace(config, robust_iterations=iterations), torch.Generator().manual_seed(0))
+        errors[iterations] = _relative(result.rotation, scene.camera.rotation)
+    assert errors[0] > 0.01 and errors[12] < 1e-6
+
+
+def test_gradcheck_through_the_reweighted_layer(image_scene_factory):
+    scene = image_scene_factory(batch=1, size=8, n_identity=2, n_expression=1, n_albedo=2, seed=4, uv_offset=0.25)
+    config = SolverConfig(sample_count=40, inverse_camera_weight=1e-3, shape_weight=0.1, robust_iterations=2)
+
+    def function(image, correspondence, depth, confidence):
+        result = fit(scene.uv_model, image, correspondence, depth, confidence, config, torch.Generator().manual_seed(0))
+        return result.intrinsics, result.translation, result.shape_coefficients, result.albedo_coefficients
+
+    inputs = [t.clone().requires_grad_() for t in (scene.image, scene.correspondence, scene.depth, scene.confidence)]
+    assert torch.autograd.gradcheck(function, inputs, eps=1e-7, atol=1e-4, rtol=1e-3, fast_mode=True)

@@ -29,7 +29,8 @@ def test_pretrain_then_train_then_refuse_a_cut_checkpoint(ict_archive, tmp_path,
     notes = tmp_path / "notes.json"
     notes.write_text('{"fitted_mean": 4.2}')
     exported = tmp_path / "exported.pt"
-    assert main(["export", str(train_dir / "last.pt"), "-o", str(exported), "--notes", str(notes)]) == 0
+    assert main(["export", str(train_dir / "last.pt"), "-o", str(exported), "--notes", str(notes),
+                 "--solver", "robust_iterations=5"]) == 0
     import torch
 
     from lsqface.nets.checkpoint import load_checkpoint, network_from_checkpoint
@@ -38,7 +39,9 @@ def test_pretrain_then_train_then_refuse_a_cut_checkpoint(ict_archive, tmp_path,
     assert "training" not in shipped and exported.stat().st_size < (train_dir / "last.pt").stat().st_size / 2
     assert shipped["metadata"]["training_step"] == 4 and shipped["metadata"]["notes"] == {"fitted_mean": 4.2}
     assert shipped["metadata"]["training_config"]["input_size"] == original["input_size"]
-    assert shipped["solver_config"] == original["solver_config"]
+    assert shipped["solver_config"] == {**original["solver_config"], "robust_iterations": 5}
+    assert main(["export", str(train_dir / "last.pt"), "-o", str(tmp_path / "bad.pt"), "--solver", "no_such_key=1"]) == 2
+    assert main(["export", str(train_dir / "last.pt"), "-o", str(tmp_path / "bad.pt"), "--solver", "robust_iterations"]) == 2
     image = torch.rand(1, 3, original["input_size"], original["input_size"])
     first, second = network_from_checkpoint(original).eval(), network_from_checkpoint(shipped).eval()
     with torch.no_grad():
