@@ -196,6 +196,11 @@ def _command_export(args: argparse.Namespace) -> int:
             except ValueError:
                 settings[key] = value
         shipped["solver_config"] = dataclasses.asdict(from_dict(SolverConfig, settings))
+    if args.ensemble is not None:
+        from lsqface.reconstruct import ReconstructConfig
+
+        ReconstructConfig(rotation_ensemble=args.ensemble)  # refuses anything but 1, 2 or 4
+        shipped["reconstruct_config"] = {**(shipped.get("reconstruct_config") or {}), "rotation_ensemble": args.ensemble}
     path = save_checkpoint(args.output, shipped)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
@@ -448,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--notes", default=None, metavar="JSON", help="a JSON file stored in the metadata (e.g. evaluation.json)")
     export.add_argument("--solver", nargs="+", default=None, metavar="KEY=VALUE",
                         help="change the solver settings reconstruct will use, e.g. robust_iterations=5 shape_weight=100")
+    export.add_argument("--ensemble", type=int, default=None, metavar="N",
+                        help="quarter-turn copies reconstruct averages the maps over (1, 2 or 4)")
     export.set_defaults(handler=_command_export)
 
     train_mofa = commands.add_parser(

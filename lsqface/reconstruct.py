@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lsqface.errors import CheckpointError, ImageError
+from lsqface.errors import CheckpointError, ConfigError, ImageError
 from lsqface.morphable.model import MorphableModel
 from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.nets.unet import NetworkMaps, UNet
@@ -48,12 +48,54 @@ class ReconstructConfig:
         sampling_seed: seed of the pixel sampling, so a photo always gives the same result.
         face_margin: with a face box (--bbox or a detector), the square crop is the box's
             larger side times this factor, centred on the box.
+        rotation_ensemble: run the network on the image turned by this many quarter turns
+            (1: once, 2: 0 and 180 degrees, 4: every quarter turn) and average the maps
+            (:func:`rotation_ensemble_maps`; our addition, not the paper's).
     """
 
     input_size: int = 128
     solver: SolverConfig = field(default_factory=SolverConfig)
     sampling_seed: int = 0
     face_margin: float = 1.6
+    rotation_ensemble: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rotation_ensemble not in (1, 2, 4):
+            raise ConfigError(f"rotation_ensemble must be 1, 2 or 4 quarter-turn copies, got {self.rotation_ensemble}.")
+
+
+def rotation_ensemble_maps(network: torch.nn.Module, inputs: torch.Tensor, copies: int) -> NetworkMaps:
+    """The network's maps averaged over copies of the input turned by multiples of 90 degrees.
+
+    A quarter turn of the pixel grid is exact (no resampling), and lsqface's network is trained
+    on faces at every in-plane rotation, so each turned copy is an independent estimate of the same
+    maps; turned back, they are averaged. Correspondence and log depth are averaged with the
+    geometric confidence as weights (a copy that is unsure of a pixel counts less there), the
+    confidences and logits plainly.
+
+    Args:
+        network: maps (N, 3, S, S) network inputs to :class:`NetworkMaps` (square S x S inputs).
+        inputs: (B, 3, S, S) pre-processed network inputs.
+        copies: 1, 2 (0 and 180 degrees) or 4 (every quarter turn); one forward pass of B x copies.
+
+    Returns:
+        NetworkMaps of (B, ., S, S) tensors in the inputs' frame.
+    """
+    if copies == 1:
+        return network(inputs)
+    turns = [0, 2] if copies == 2 else [0, 1, 2, 3]
+    batch = inputs.shape[0]
+    maps = network(torch.cat([torch.rot90(inputs, turn, dims=(2, 3)) for turn in turns]))
+
+    def back(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.rot90(part, -turn, dims=(2, 3)) for turn, part in zip(turns, tensor.split(batch))])
+
+    weight = back(maps.confidence)[:, :, :1].clamp_min(1e-6)
+    total = weight.sum(0)
+    correspondence = (back(maps.correspondence) * weight).sum(0) / total
+    depth = ((back(maps.depth).log() * weight).sum(0) / total).exp()
+    return NetworkMaps(correspondence=correspondence, depth=depth, confidence=back(maps.confidence).mean(0),
+                       logits=back(maps.logits).mean(0))
 
 
 @dataclass
@@ -342,7 +384,8 @@ class Reconstructor:
         check_face_model(payload, uv_model, path)
         if config is None:
             solver = from_dict(SolverConfig, payload.get("solver_config", {}))
-            config = ReconstructConfig(input_size=int(payload["input_size"]), solver=solver)
+            ensemble = int((payload.get("reconstruct_config") or {}).get("rotation_ensemble", 1))
+            config = ReconstructConfig(input_size=int(payload["input_size"]), solver=solver, rotation_ensemble=ensemble)
         return cls(network, uv_model, config, device)
 
     def prepare(self, images: Sequence, boxes: Sequence[Sequence[float] | None] | None = None):
@@ -362,7 +405,8 @@ class Reconstructor:
     @torch.no_grad()
     def predict_maps(self, network_image: torch.Tensor) -> NetworkMaps:
         """The network's maps for framed images (B, 3, S, S) in [0, 1]."""
-        return self.network(network_input(network_image.to(self.device), self.config.solver.softplus_eps))
+        inputs = network_input(network_image.to(self.device), self.config.solver.softplus_eps)
+        return rotation_ensemble_maps(self.network, inputs, self.config.rotation_ensemble)
 
     def __call__(self, images: Sequence, boxes: Sequence[Sequence[float] | None] | None = None) -> Reconstruction:
         """Reconstruct a batch of images (paths, (H, W, 3) arrays or PIL images) in one forward pass."""

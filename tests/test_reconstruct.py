@@ -58,3 +58,67 @@ def test_frame_image_with_a_face_box():
     centre = to_network.numpy() @ np.array([150.0, 50.0, 1.0])
     np.testing.assert_allclose(centre[:2], [32.0, 32.0])
     assert framed[:, 24:40, 24:40].mean() > 0.9 and framed[:, :8].mean() < 0.05
+
+
+class _PixelwiseNetwork(torch.nn.Module):
+    """A 1 x 1 convolution: its maps at a pixel depend on that pixel alone, so they turn exactly with the image."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = torch.nn.Conv2d(3, 5, 1)
+        with torch.no_grad():
+            self.head.weight.mul_(3.0)
+
+    def forward(self, inputs):
+        from lsqface.nets.unet import maps_from_logits
+
+        return maps_from_logits(self.head(inputs))
+
+
+@pytest.mark.parametrize("copies", [2, 4])
+def test_rotation_ensemble_turns_each_copy_back(copies):
+    from lsqface.reconstruct import rotation_ensemble_maps
+
+    network = _PixelwiseNetwork()
+    inputs = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        single = network(inputs)
+        averaged = rotation_ensemble_maps(network, inputs, copies)
+    # Every copy, turned back, is the same map, so the average is the single pass (a copy left
+    # turned would differ: the maps vary across the image).
+    for name in ("correspondence", "depth", "confidence", "logits"):
+        torch.testing.assert_close(getattr(averaged, name), getattr(single, name), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        assert not torch.allclose(network(torch.rot90(inputs, 1, dims=(2, 3))).correspondence, single.correspondence)
+
+
+def test_rotation_ensemble_averages_with_geometric_confidence():
+    from lsqface.reconstruct import rotation_ensemble_maps
+
+    class TurnSensitive(torch.nn.Module):
+        # Correspondence 0.2 and geometric confidence 0.9 on upright copies (marked by a bright
+        # top-left pixel); 0.6 and 0.1 on turned ones.
+        def forward(self, inputs):
+            from lsqface.nets.unet import NetworkMaps
+
+            upright = (inputs[:, :1, :1, :1] > 0.5).to(inputs.dtype).expand(-1, 1, *inputs.shape[2:])
+            correspondence = (0.6 - 0.4 * upright).expand(-1, 2, -1, -1)
+            confidence = torch.cat([0.1 + 0.8 * upright, torch.full_like(upright, 0.5)], 1)
+            depth = torch.ones_like(upright)
+            return NetworkMaps(correspondence, depth, confidence, torch.zeros(inputs.shape[0], 5, *inputs.shape[2:]))
+
+    inputs = torch.zeros(1, 3, 4, 4)
+    inputs[:, :, 0, 0] = 1.0
+    maps = rotation_ensemble_maps(TurnSensitive(), inputs, 2)
+    expected = (0.2 * 0.9 + 0.6 * 0.1) / (0.9 + 0.1)
+    torch.testing.assert_close(maps.correspondence, torch.full((1, 2, 4, 4), expected))
+    torch.testing.assert_close(maps.confidence[:, :1], torch.full((1, 1, 4, 4), 0.5))
+
+
+def test_rotation_ensemble_refuses_other_counts():
+    from lsqface.errors import ConfigError
+    from lsqface.reconstruct import ReconstructConfig
+
+    with pytest.raises(ConfigError):
+        ReconstructConfig(rotation_ensemble=3)

@@ -10,6 +10,7 @@ A checkpoint is a ``torch.save`` dict of tensors and plain values (loaded with
     face_model        {"name", "source_hash", "n_shape", "n_albedo"} of the UV-3DMM it was trained with
     network_state     the U-Net's state_dict
     solver_config     SolverConfig as a dict
+    reconstruct_config  optional: {"rotation_ensemble": 1, 2 or 4} for lsqface.reconstruct
     training          optional: optimiser, scheduler, adaptive weights, RNG states, step (lsqface.train)
     metadata          optional: free-form provenance (config, command, time, metrics)
 
@@ -135,8 +136,8 @@ def inference_checkpoint(payload: dict[str, Any], notes: dict[str, Any] | None =
                          "training_stage": training.get("stage")})
     if notes:
         metadata["notes"] = notes
-    kept = {key: payload[key] for key in ("network_config", "input_size", "face_model", "network_state", "solver_config")
-            if key in payload}
+    kept = {key: payload[key] for key in ("network_config", "input_size", "face_model", "network_state", "solver_config",
+                                          "reconstruct_config") if key in payload}
     kept["network_state"] = {name: value.detach().clone().contiguous() for name, value in kept["network_state"].items()}
     return {**kept, "metadata": metadata}
 
