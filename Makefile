@@ -18,9 +18,12 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
+# The main job on the built-in default: the shipped model reconstructs matplotlib's Grace Hopper
+# photo (mesh, parameters, pictures in $(OUT)/), and the face model's own pictures go to $(OUT)/model/.
 demo: venv
 	$(BIN)/lsqface model build
-	$(BIN)/lsqface model show -o $(OUT)
+	$(BIN)/lsqface reconstruct --detect -o $(OUT)
+	$(BIN)/lsqface model show -o $(OUT)/model
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -341,11 +341,11 @@ def network_input(image: torch.Tensor, softplus_eps: float = 4.0) -> torch.Tenso
 
 
 def default_checkpoint() -> Path:
-    """The trained network that ships with lsqface, or a CheckpointError saying there is none."""
+    """The trained network that ships with lsqface, or a CheckpointError saying it is missing."""
     if not DEFAULT_CHECKPOINT.is_file():
         raise CheckpointError(
-            "No trained network ships with this version of lsqface yet; pass --checkpoint PATH "
-            "with a checkpoint written by 'lsqface train'."
+            f"The default network {DEFAULT_CHECKPOINT} is missing from this installation; reinstall lsqface "
+            "or pass --checkpoint PATH with a checkpoint written by 'lsqface train'."
         )
     return DEFAULT_CHECKPOINT
 
