@@ -91,6 +91,8 @@ def test_evaluate_writes_a_report_whose_numbers_follow_from_its_json_lines(tmp_p
     for row in synthetic_rows:
         mine = [face for face in faces if face["roll_range"] == float(row[0])]
         assert len(mine) == 1 and abs(float(row[2]) - mine[0]["fitted_error"]) <= 0.006
+        assert abs(float(row[9]) - mine[0]["fitted_error"]) <= 0.006  # the median of one face
+        assert abs(float(row[10]) - mine[0]["vertex_error_mm"]) <= 0.006
 
 
 def test_evaluate_reads_aflw_in_its_published_layout(tmp_path, tiny_checkpoint, run_cli, ict_uv_model, capsys):

@@ -78,13 +78,15 @@ class SyntheticResults:
     failed: np.ndarray
 
     def summary(self) -> dict[str, float]:
-        """Means (and failure rates) of the range: the numbers of one table row."""
+        """Means, medians and failure rates of the range: the numbers of one table row."""
         fitted, direct = summarise(self.fitted_error), summarise(self.direct_error)
         return {
             "roll_range": self.roll_range, "count": fitted["count"],
             "fitted": fitted["mean"], "fitted_failure_rate": fitted["failure_rate"],
             "direct": direct["mean"], "direct_failure_rate": direct["failure_rate"],
+            "fitted_median": fitted["median"],
             "vertex_mm": float(np.nanmean(self.vertex_error)) if np.isfinite(self.vertex_error).any() else float("nan"),
+            "vertex_median_mm": float(np.nanmedian(self.vertex_error)) if np.isfinite(self.vertex_error).any() else float("nan"),
             "rotation_degrees": float(np.nanmean(self.rotation_error)) if np.isfinite(self.rotation_error).any() else float("nan"),
             "solve_failures": int(self.failed.sum()),
         }

@@ -71,15 +71,17 @@ def benchmark_label(name: str, predictions: LandmarkPredictions) -> str:
 def synthetic_table(results: Sequence[SyntheticResults]) -> str:
     """The Markdown synthetic table: one row per in-plane rotation range."""
     lines = [
-        "| Roll range (deg) | Faces | Fitted (%) | Direct (%) | Fitted > 10 % (%) | Direct > 10 % (%) | Vertex (mm) | Rotation (deg) | Solve failures |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Roll range (deg) | Faces | Fitted (%) | Direct (%) | Fitted > 10 % (%) | Direct > 10 % (%) | Vertex (mm) | Rotation (deg) "
+        "| Solve failures | Fitted median (%) | Vertex median (mm) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         row = result.summary()
         lines.append(
             f"| {row['roll_range']:g} | {row['count']} | {_number(row['fitted'])} | {_number(row['direct'])} | "
             f"{_number(row['fitted_failure_rate'], 1)} | {_number(row['direct_failure_rate'], 1)} | "
-            f"{_number(row['vertex_mm'])} | {_number(row['rotation_degrees'])} | {row['solve_failures']} |"
+            f"{_number(row['vertex_mm'])} | {_number(row['rotation_degrees'])} | {row['solve_failures']} | "
+            f"{_number(row['fitted_median'])} | {_number(row['vertex_median_mm'])} |"
         )
     return "\n".join(lines)
 

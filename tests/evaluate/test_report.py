@@ -75,6 +75,8 @@ def test_synthetic_table_rows_are_range_means():
         assert abs(float(row[4]) - 100.0 * np.mean(result.fitted_error > 10.0)) <= 0.06
         assert abs(float(row[6]) - np.nanmean(result.vertex_error)) <= 0.006
         assert abs(float(row[7]) - result.rotation_error.mean()) <= 0.006
+        assert abs(float(row[9]) - np.median(result.fitted_error)) <= 0.006
+        assert abs(float(row[10]) - np.nanmedian(result.vertex_error)) <= 0.006
 
 
 def test_names_and_empty_tables():
