@@ -20,7 +20,7 @@ from lsqface.errors import ConfigError, ImageError
 from lsqface.nets.checkpoint import save_checkpoint
 from lsqface.nets.unet import UNet, UNetConfig
 from lsqface.outputs.video import read_video, reconstruct_video, smooth_fit, with_fit
-from lsqface.reconstruct import DEFAULT_CHECKPOINT, ReconstructConfig, Reconstructor, reconstruct_from_maps
+from lsqface.reconstruct import ReconstructConfig, Reconstructor, reconstruct_from_maps
 from lsqface.solver.fit import SolverConfig
 
 FRAME_COUNT, FRAME_SIZE, FPS = 10, 64, 10
@@ -121,8 +121,10 @@ def test_unreadable_video_exits_2_with_one_line(checkpoint, tmp_path, capsys):
         read_video(tmp_path / "missing.mp4")
 
 
-@pytest.mark.skipif(DEFAULT_CHECKPOINT.is_file(), reason="a default network ships now")
-def test_without_a_checkpoint_the_command_says_to_pass_one(tmp_path, capsys):
+def test_a_missing_default_network_is_one_sentence(tmp_path, capsys, monkeypatch):
+    import lsqface.reconstruct as reconstruct
+
+    monkeypatch.setattr(reconstruct, "DEFAULT_CHECKPOINT", tmp_path / "absent.pt")
     clip = write_clip(tmp_path / "clip.mp4", count=2)
     assert main(["video", str(clip), "-o", str(tmp_path / "out.mp4")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
