@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from lsqface.data.images import read_image
 from lsqface.detect import detect_faces
 from lsqface.outputs.batch import expand_inputs
-from lsqface.outputs.pictures import reconstruction_pictures
+from lsqface.outputs.pictures import map_pictures, mesh_pictures
 from lsqface.reconstruct import Reconstructor
 
 COLUMNS = ("photo", "overlay", "geometry", "correspondence", "depth", "geometric confidence", "photometric confidence")
@@ -64,7 +64,7 @@ def figure(paths: list[Path], reconstructor: Reconstructor, tile: int = 160) -> 
         photo = read_image(path)
         box = next(iter(detect_faces(photo)), None)
         result = reconstructor([photo], [box])
-        pictures = reconstruction_pictures(result, 0, photo)
+        pictures = {**mesh_pictures(result, 0, photo), **map_pictures(result, 0)}
         confidence = pictures["confidence"]
         half = (confidence.shape[1] - 4) // 2
         panels = [

@@ -138,7 +138,6 @@ def inference_checkpoint(payload: dict[str, Any], notes: dict[str, Any] | None =
         metadata["notes"] = notes
     kept = {key: payload[key] for key in ("network_config", "input_size", "face_model", "network_state", "solver_config",
                                           "reconstruct_config") if key in payload}
-    kept["network_state"] = {name: value.detach().clone().contiguous() for name, value in kept["network_state"].items()}
     return {**kept, "metadata": metadata}
 
 

@@ -204,6 +204,7 @@ def fit(
         mean, basis = sample_shape(uv_model, uv)
 
     with record_function("lsqface.geometric_solve"):
+        mean = mean.to(dtype)
         basis = basis.to(dtype=dtype, memory_format=torch.contiguous_format)  # one pass: cast and (B, P, 3, N) layout
         regularisation = GeometryRegularisation(
             inverse_camera=config.inverse_camera_weight,
@@ -211,14 +212,14 @@ def fit(
             camera_centre_target=None if config.camera_centre_target is None else torch.tensor(config.camera_centre_target, dtype=dtype),
             shape=config.shape_weight if shape_weights is None else shape_weights.to(dtype),
         )
-        geometry = solve_geometry(pixels, depth_samples, weights[..., 0], mean.to(dtype), basis, regularisation, (height, width))
+        geometry = solve_geometry(pixels, depth_samples, weights[..., 0], mean, basis, regularisation, (height, width))
         confidence_weights = weights
         for _ in range(config.robust_iterations):
             # Each pass reweights the confidence weights afresh (not the previous pass's product,
             # which would shrink every weight towards the regularisation and the jitter).
             factor = robust_factor(geometry.residuals, confidence_weights[..., 0], config.robust_scale)
             weights = confidence_weights * factor[..., None]
-            geometry = solve_geometry(pixels, depth_samples, weights[..., 0], mean.to(dtype), basis, regularisation,
+            geometry = solve_geometry(pixels, depth_samples, weights[..., 0], mean, basis, regularisation,
                                       (height, width))
         camera = decompose_camera(geometry.inverse_camera, geometry.camera_centre)
 
