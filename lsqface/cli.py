@@ -290,6 +290,15 @@ def _add_model_source_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_benchmark_options(parser: argparse.ArgumentParser) -> None:
+    """The options evaluate and compare share: device, batch size, face model, progress bars."""
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
+    parser.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lsqface",
@@ -416,11 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--render-over", choices=("black", "photo"), default="black", help="background of the identity renderings")
     evaluate.add_argument("--detect", action="store_true", help="reconstruct each photo (landmark benchmarks and --identity) in the box of its largest detected "
                           "face, for small faces (lsqface[detect])")
-    evaluate.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    evaluate.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    evaluate.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
-    evaluate.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
-    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_benchmark_options(evaluate)
     evaluate.set_defaults(handler=_command_evaluate)
 
     compare = commands.add_parser(
@@ -435,11 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--ranges", default="0,15,45,90,180", help="in-plane rotation ranges in degrees (default 0,15,45,90,180)")
     compare.add_argument("--size", type=int, default=128, help="side of the synthetic images, pixels (default 128)")
     compare.add_argument("-o", "--output", required=True, help="folder for the report")
-    compare.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    compare.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    compare.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
-    compare.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
-    compare.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_benchmark_options(compare)
     compare.set_defaults(handler=_command_compare)
 
     export = commands.add_parser(
