@@ -209,14 +209,12 @@ class FaceCamera:
     """
 
     def __init__(self, model: MorphableModel, size: int, config: MoFANetworkConfig) -> None:
-        mean = torch.as_tensor(model.shape_mean, dtype=torch.float64)
         self.size = int(size)
         self.focal = 0.5 * size / math.tan(0.5 * math.radians(config.field_of_view))
         self.intrinsics = torch.tensor([[self.focal, 0.0, 0.5 * size], [0.0, self.focal, 0.5 * size], [0.0, 0.0, 1.0]],
                                        dtype=torch.float64)
-        self.centroid = mean.mean(0)
-        face_width = float(mean[:, 0].max() - mean[:, 0].min())
-        front_depth = float(mean[:, 2].max() - self.centroid[2])
+        centroid, face_width, front_depth = model.framing()
+        self.centroid = torch.as_tensor(centroid, dtype=torch.float64)
         self.default_distance = self.focal * face_width / (config.face_fraction * size) + front_depth
 
 

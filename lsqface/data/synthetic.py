@@ -154,9 +154,8 @@ def generate_faces(uv_model: UVMorphableModel, seeds: list[int], config: Synthet
     albedo_basis = torch.as_tensor(model.albedo_basis, dtype=dtype)
     triangles = torch.as_tensor(model.triangles, dtype=torch.int64)
     vertex_uv = torch.as_tensor(uv_model.vertex_uv, dtype=dtype)
-    centre = mean.mean(0)
-    face_width = float(mean[:, 0].max() - mean[:, 0].min())
-    centre_depth = float(mean[:, 2].max() - centre[2])
+    centroid, face_width, centre_depth = model.framing()
+    centre = torch.as_tensor(centroid, dtype=dtype)
 
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in (
         "identity", "expression", "albedo", "lighting", "intrinsics", "rotation", "translation", "pose",

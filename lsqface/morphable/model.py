@@ -92,6 +92,19 @@ class MorphableModel:
             colours += self.albedo_basis @ np.asarray(coefficients, dtype=np.float64)
         return colours
 
+    def framing(self) -> tuple[np.ndarray, float, float]:
+        """How the mean face is framed in a picture: (centroid (3,), width, front depth), millimetres.
+
+        The width is the mean shape's extent along x; the front depth is how far its foremost point
+        lies in front of the centroid (along +z, towards a camera looking at the face). The generator,
+        the pretraining targets, MoFA's default camera and the reconstructor's re-framing all place a
+        face of this width at a chosen fraction of the picture.
+        """
+        centroid = self.shape_mean.mean(axis=0)
+        width = float(self.shape_mean[:, 0].max() - self.shape_mean[:, 0].min())
+        front_depth = float(self.shape_mean[:, 2].max() - centroid[2])
+        return centroid, width, front_depth
+
     def landmark_points(self, vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The 68 and the 5 landmarks of a shape ``vertices`` (..., V, 3): ((..., 68, 3), (..., 5, 3))."""
         sixty_eight = vertices[..., self.landmarks_68, :]

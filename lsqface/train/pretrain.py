@@ -98,10 +98,10 @@ def pretraining_targets(uv_model: UVMorphableModel, landmarks_5: torch.Tensor, s
     model = uv_model.model
     dtype = torch.float64
     mean = torch.as_tensor(model.shape_mean, dtype=dtype)
-    centre = mean.mean(0)
+    centroid, face_width, front_depth = model.framing()
+    centre = torch.as_tensor(centroid, dtype=dtype)
     focal = 0.5 * size / math.tan(0.5 * math.radians(field_of_view))
-    face_width = float(mean[:, 0].max() - mean[:, 0].min())
-    distance = focal * face_width / (0.6 * size) + float(mean[:, 2].max() - centre[2])
+    distance = focal * face_width / (0.6 * size) + front_depth
     rotation = torch.tensor(FRONTAL, dtype=dtype)
     camera = (mean - centre) @ rotation.T + torch.tensor([0.0, 0.0, distance], dtype=dtype)
     projected = focal * camera[:, :2] / camera[:, 2:3] + 0.5 * size

@@ -278,10 +278,10 @@ class Trainer:
         self.skipped = 0
         self.true_maps = stage == "train" and config.train.supervision == "true_maps"
         self.triangles = model_tensors(model, torch.float32, self.device)["triangles"]
-        mean = torch.as_tensor(model.shape_mean, dtype=torch.float64)
-        face_width = float(mean[:, 0].max() - mean[:, 0].min())
+        centroid, face_width, _ = model.framing()
         # Seed F: a fixed point in front of the face (the models face +z), camera_distance face widths away.
-        front = mean.mean(0) + torch.tensor([0.0, 0.0, config.train.camera_distance * face_width], dtype=torch.float64)
+        front = torch.as_tensor(centroid, dtype=torch.float64) + torch.tensor(
+            [0.0, 0.0, config.train.camera_distance * face_width], dtype=torch.float64)
         self.camera_centre_target = tuple(float(value) for value in front)
         self.targets = None
         if stage == "pretrain":
