@@ -104,6 +104,10 @@ def _command_reconstruct(args: argparse.Namespace) -> int:
     inputs = expand_inputs(args.inputs or [demo_photo()])
     uv_model = load_uv_model(source=args.source, region=args.region) if args.source or args.region else None
     reconstructor = Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
+    if args.refine is not None:
+        import dataclasses
+
+        reconstructor.config = dataclasses.replace(reconstructor.config, refine_passes=args.refine)
     report = reconstruct_files(
         reconstructor, inputs, args.output, kinds=kinds, batch_size=args.batch_size, box=box, detect=args.detect,
         progress=not args.quiet,
@@ -196,11 +200,14 @@ def _command_export(args: argparse.Namespace) -> int:
             except ValueError:
                 settings[key] = value
         shipped["solver_config"] = dataclasses.asdict(from_dict(SolverConfig, settings))
-    if args.ensemble is not None:
+    changes = {key: value for key, value in (("rotation_ensemble", args.ensemble), ("refine_passes", args.refine),
+                                             ("refine_fraction", args.refine_fraction)) if value is not None}
+    if changes:
         from lsqface.reconstruct import ReconstructConfig
 
-        ReconstructConfig(rotation_ensemble=args.ensemble)  # refuses anything but 1, 2 or 4
-        shipped["reconstruct_config"] = {**(shipped.get("reconstruct_config") or {}), "rotation_ensemble": args.ensemble}
+        settings = {**(shipped.get("reconstruct_config") or {}), **changes}
+        ReconstructConfig(**settings)  # refuses an ensemble other than 1, 2 or 4, negative passes, a bad fraction
+        shipped["reconstruct_config"] = settings
     path = save_checkpoint(args.output, shipped)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
@@ -359,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="find the faces first (dlib HOG at eight rotations; pip install 'lsqface[detect]') and "
         "reconstruct each: for photos where the face is small, and group photos",
     )
+    reconstruct.add_argument(
+        "--refine", type=int, default=None, metavar="N",
+        help="times to frame the photo again on the fitted face and refit (default: the checkpoint's; the shipped "
+        "model does 1; 0 is faster)",
+    )
     reconstruct.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
     reconstruct.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
     reconstruct.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -456,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="change the solver settings reconstruct will use, e.g. robust_iterations=5 shape_weight=100")
     export.add_argument("--ensemble", type=int, default=None, metavar="N",
                         help="quarter-turn copies reconstruct averages the maps over (1, 2 or 4)")
+    export.add_argument("--refine", type=int, default=None, metavar="N",
+                        help="times reconstruct frames the photo again on the fitted face and refits (0: once only)")
+    export.add_argument("--refine-fraction", type=float, default=None, metavar="F",
+                        help="the face's width as a fraction of the re-framed square (default 0.6)")
     export.set_defaults(handler=_command_export)
 
     train_mofa = commands.add_parser(

@@ -31,7 +31,7 @@ def test_reconstruct_writes_every_file(tmp_path, checkpoint, run_cli, ict_uv_mod
     out = tmp_path / "out"
     code = run_cli([
         "reconstruct", *map(str, photos), "-o", str(out), "--checkpoint", str(checkpoint),
-        "--quiet",
+        "--refine", "1", "--quiet",
     ])
     assert code == 0, capsys.readouterr().err
     for stem in ("a", "b"):
@@ -120,6 +120,9 @@ def test_bad_bbox_and_cut_short_checkpoint(tmp_path, checkpoint, capsys):
     _photo(tmp_path / "a.png")
     assert main(["reconstruct", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--bbox", "1,2,3"]) == 2
     assert "--bbox takes four numbers" in capsys.readouterr().err
+    assert main(["reconstruct", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(checkpoint),
+                 "--refine", "-1"]) == 2
+    assert "refine_passes must be 0 or more" in capsys.readouterr().err
     cut = tmp_path / "cut.pt"
     cut.write_bytes(checkpoint.read_bytes()[:1000])
     assert main(["reconstruct", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(cut)]) == 2

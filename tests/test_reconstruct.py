@@ -122,3 +122,93 @@ def test_rotation_ensemble_refuses_other_counts():
 
     with pytest.raises(ConfigError):
         ReconstructConfig(rotation_ensemble=3)
+
+
+def _true_fit(faces, size):
+    """What refine_boxes reads from a Reconstruction, filled with the generator's true camera."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(vertices=faces.vertices, intrinsics=faces.intrinsics, image_sizes=[(size, size)] * len(faces.vertices))
+
+
+@pytest.mark.parametrize("drawn, wanted", [(0.45, 0.75), (0.7, 0.6)])
+def test_refine_boxes_frame_the_face_as_the_generator_did(ict_uv_model, drawn, wanted):
+    """On the true camera, the square holds the face at the wanted fraction, centred on its centroid."""
+    from lsqface.reconstruct import refine_boxes
+
+    size, margin = 128, 1.6
+    # The mean face (no identity or expression), whose centroid is the one the generator places.
+    config = SyntheticConfig(size=size, face_fraction=(drawn, drawn), roll_range=180, identity_std=0.0, expression_std=0.0)
+    faces = generate_faces(ict_uv_model, [3, 4, 5], config)
+    boxes = refine_boxes(_true_fit(faces, size), ict_uv_model.model, wanted, margin)
+    for k, box in enumerate(boxes):
+        x, y, width, height = box
+        assert width == pytest.approx(height)
+        # The generator put the face's width at `drawn` of the picture; the square is that over `wanted`.
+        assert margin * width == pytest.approx(size * drawn / wanted, rel=1e-6)
+        centroid = faces.vertices[k].mean(0).numpy()
+        projected = faces.intrinsics[k].numpy() @ centroid
+        np.testing.assert_allclose([x + 0.5 * width, y + 0.5 * height], projected[:2] / projected[2], atol=1e-6)
+
+
+def test_refine_boxes_refuse_fits_that_frame_nothing(ict_uv_model):
+    from lsqface.reconstruct import refine_boxes
+
+    faces = generate_faces(ict_uv_model, [3, 4, 5, 6], SyntheticConfig(size=64))
+    fit = _true_fit(faces, 64)
+    fit.vertices = fit.vertices.clone()
+    fit.vertices[0, :, 2] *= -1.0  # behind the camera
+    fit.vertices[1, 0, 0] = float("nan")
+    fit.vertices[2, :, 0] += 50 * 64 * fit.vertices[2, :, 2].mean() / faces.intrinsics[2, 0, 0]  # 50 photo widths aside
+    boxes = refine_boxes(fit, ict_uv_model.model, 0.75, 1.6)
+    assert boxes[:3] == [None, None, None] and boxes[3] is not None
+
+
+def test_frames_agree():
+    from lsqface.reconstruct import frames_agree
+
+    reference = (10.0, 20.0, 100.0, 100.0)
+    assert frames_agree((12.0, 19.0, 102.0, 102.0), reference)
+    assert not frames_agree((10.0, 20.0, 150.0, 150.0), reference)  # a third larger
+    assert not frames_agree((30.0, 20.0, 100.0, 100.0), reference)  # moved by a fifth of the side
+    assert not frames_agree(None, reference)
+
+
+def test_refine_keeps_the_old_frame_of_a_face_whose_refit_disagrees(monkeypatch):
+    """Three photos: one refits in its new frame and asks for it again (it moves), one asks for a very
+    different frame after its refit (it stays), one gives no usable frame at all (it stays)."""
+    from types import SimpleNamespace
+
+    from lsqface.reconstruct import Reconstructor
+
+    asked = {None: [(0.0, 0.0, 10.0, 10.0), (0.0, 0.0, 10.0, 10.0), None],
+             "moved": [(0.0, 0.0, 10.0, 10.0), (0.0, 0.0, 40.0, 40.0), None]}
+    calls = []
+
+    def fake_reconstruct(self, arrays, boxes):
+        calls.append(list(boxes))
+        return SimpleNamespace(boxes=list(boxes))
+
+    def fake_refine_boxes(self, result):
+        # The frame each photo's fit asks for: before any refit, then after one.
+        return asked[None if result.boxes[0] is None else "moved"]
+
+    monkeypatch.setattr(Reconstructor, "_reconstruct", fake_reconstruct)
+    monkeypatch.setattr(Reconstructor, "_refine_boxes", fake_refine_boxes)
+    reconstructor = Reconstructor.__new__(Reconstructor)
+    reconstructor.config = ReconstructConfig(refine_passes=1)
+    images = [np.zeros((32, 32, 3), np.float32)] * 3
+    result = reconstructor(images)
+    assert calls == [[None, None, None],
+                     [(0.0, 0.0, 10.0, 10.0), (0.0, 0.0, 10.0, 10.0), None],
+                     [(0.0, 0.0, 10.0, 10.0), None, None]]
+    assert result.boxes == [(0.0, 0.0, 10.0, 10.0), None, None]
+
+
+def test_refine_settings_are_checked():
+    from lsqface.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        ReconstructConfig(refine_passes=-1)
+    with pytest.raises(ConfigError):
+        ReconstructConfig(refine_fraction=1.5)

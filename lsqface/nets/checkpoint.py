@@ -10,7 +10,8 @@ A checkpoint is a ``torch.save`` dict of tensors and plain values (loaded with
     face_model        {"name", "source_hash", "n_shape", "n_albedo"} of the UV-3DMM it was trained with
     network_state     the U-Net's state_dict
     solver_config     SolverConfig as a dict
-    reconstruct_config  optional: {"rotation_ensemble": 1, 2 or 4} for lsqface.reconstruct
+    reconstruct_config  optional: {"rotation_ensemble": 1, 2 or 4, "refine_passes": N, "refine_fraction": F}
+                        for lsqface.reconstruct (lsqface export --ensemble, --refine)
     training          optional: optimiser, scheduler, adaptive weights, RNG states, step (lsqface.train)
     metadata          optional: free-form provenance (config, command, time, metrics)
 

@@ -30,7 +30,7 @@ def test_pretrain_then_train_then_refuse_a_cut_checkpoint(ict_archive, tmp_path,
     notes.write_text('{"fitted_mean": 4.2}')
     exported = tmp_path / "exported.pt"
     assert main(["export", str(train_dir / "last.pt"), "-o", str(exported), "--notes", str(notes),
-                 "--solver", "robust_iterations=5", "--ensemble", "4"]) == 0
+                 "--solver", "robust_iterations=5", "--ensemble", "4", "--refine", "1", "--refine-fraction", "0.75"]) == 0
     import torch
 
     from lsqface.nets.checkpoint import load_checkpoint, network_from_checkpoint
@@ -40,12 +40,15 @@ def test_pretrain_then_train_then_refuse_a_cut_checkpoint(ict_archive, tmp_path,
     assert shipped["metadata"]["training_step"] == 4 and shipped["metadata"]["notes"] == {"fitted_mean": 4.2}
     assert shipped["metadata"]["training_config"]["input_size"] == original["input_size"]
     assert shipped["solver_config"] == {**original["solver_config"], "robust_iterations": 5}
-    assert shipped["reconstruct_config"] == {"rotation_ensemble": 4}
+    assert shipped["reconstruct_config"] == {"rotation_ensemble": 4, "refine_passes": 1, "refine_fraction": 0.75}
     from lsqface.morphable.cache import load_uv_model
     from lsqface.reconstruct import Reconstructor
 
     reconstructor = Reconstructor.from_checkpoint(exported, uv_model=load_uv_model(source=str(ict_archive), size=128))
     assert reconstructor.config.rotation_ensemble == 4 and reconstructor.config.solver.robust_iterations == 5
+    assert reconstructor.config.refine_passes == 1 and reconstructor.config.refine_fraction == 0.75
+    assert main(["export", str(train_dir / "last.pt"), "-o", str(tmp_path / "bad.pt"), "--refine", "-1"]) == 2
+    assert main(["export", str(train_dir / "last.pt"), "-o", str(tmp_path / "bad.pt"), "--refine-fraction", "2"]) == 2
     assert main(["export", str(train_dir / "last.pt"), "-o", str(tmp_path / "bad.pt"), "--ensemble", "3"]) == 2
     assert main(["export", str(train_dir / "last.pt"), "-o", str(tmp_path / "bad.pt"), "--solver", "no_such_key=1"]) == 2
     assert main(["export", str(train_dir / "last.pt"), "-o", str(tmp_path / "bad.pt"), "--solver", "robust_iterations"]) == 2
