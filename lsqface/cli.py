@@ -150,6 +150,7 @@ def _command_evaluate(args: argparse.Namespace) -> int:
         mafl=args.mafl, aflw=args.aflw, folder_images=args.folder, folder_landmarks=args.landmarks, oracle=args.oracle,
         batch_size=args.batch_size, identity=args.identity, descriptor=None if args.descriptor == "dlib" else args.descriptor,
         render_over=args.render_over, detect=args.detect, progress=not args.quiet, notes=[f"Command: `{command}`"],
+        validation=args.validation,
     )
     print(path)
     return 0
@@ -430,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--landmarks", default=None, metavar="FILE", help="lines 'name x1 y1 ... x5 y5' for --folder, or 'dlib': compare with dlib's 68-point predictor "
                           "on photos without annotations (lsqface[identity]; see docs/evaluation.md)")
     evaluate.add_argument("--oracle", action="store_true", help="evaluate the synthetic faces' true maps (no network)")
+    evaluate.add_argument("--validation", action="store_true",
+                          help="draw the synthetic faces from the validation seeds, kept apart from the benchmark's: "
+                          "tune settings (e.g. export --refine-fraction) on these, report the benchmark")
     evaluate.add_argument("--identity", default=None, metavar="DIR",
                           help="photos named after their people (obama.jpg, obama2.jpg, ...): face-recognition similarity "
                           "of each rendering to its photo against same- and different-person pairs")

@@ -128,6 +128,20 @@ def test_the_oracle_scores_near_zero(tmp_path, run_cli, ict_uv_model, capsys):
     assert fitted < 1.0 and vertex_mm < 1.0 and rotation < 1.0
 
 
+def test_validation_faces_are_not_the_benchmarks(tmp_path, run_cli, ict_uv_model, capsys):
+    from lsqface.evaluate.benchmark import EVALUATION_SEED_START, VALIDATION_OFFSET
+
+    seeds = {}
+    for name, extra in (("benchmark", []), ("validation", ["--validation"])):
+        out = tmp_path / name
+        code = run_cli(["evaluate", "--oracle", "--synthetic", "2", "--ranges", "0", "--size", "32", "-o", str(out),
+                        "--quiet", *extra])
+        assert code == 0, capsys.readouterr().err
+        seeds[name] = [json.loads(line)["seed"] for line in (out / "synthetic.jsonl").read_text().splitlines()]
+    assert seeds["benchmark"] == [EVALUATION_SEED_START, EVALUATION_SEED_START + 1]
+    assert seeds["validation"] == [EVALUATION_SEED_START + VALIDATION_OFFSET + k for k in range(2)]
+
+
 @pytest.mark.parametrize("args, message", [
     (["-o", "x"], "Nothing to evaluate"),
     (["--oracle", "--mafl", "somewhere", "-o", "x"], "oracle"),

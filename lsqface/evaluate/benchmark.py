@@ -45,6 +45,10 @@ from lsqface.morphable.uv_model import UVMorphableModel
 
 #: First seed reserved for evaluation faces (see the module notes).
 EVALUATION_SEED_START = 2_100_000_000
+
+#: Where ``evaluate --validation`` faces start, counted from EVALUATION_SEED_START: far beyond any
+#: benchmark's count, so settings chosen on them are never chosen on the benchmark's faces.
+VALIDATION_OFFSET = 1_000_000
 #: The in-plane rotation ranges of the benchmark, degrees.
 DEFAULT_RANGES = (0.0, 15.0, 45.0, 90.0, 180.0)
 #: Pass as the reconstructor to evaluate the true maps.
@@ -146,7 +150,7 @@ def _measure(reconstructor, uv_model, faces, config, target_uv, threshold):
 def evaluate_synthetic(reconstructor, uv_model: UVMorphableModel, ranges: Sequence[float] = DEFAULT_RANGES,
                        count: int = 100, size: int = 128, batch_size: int = 8, threshold: float = 0.5,
                        base: SyntheticConfig | None = None, oracle_config=None,
-                       progress: Callable | None = None) -> list[SyntheticResults]:
+                       progress: Callable | None = None, first: int = 0) -> list[SyntheticResults]:
     """Reconstruct ``count`` evaluation faces at each in-plane rotation range and measure every error.
 
     Args:
@@ -160,6 +164,8 @@ def evaluate_synthetic(reconstructor, uv_model: UVMorphableModel, ranges: Sequen
         base: the generator's other settings (default: its defaults at ``size``).
         oracle_config: the oracle's ReconstructConfig (default: input size ``size``, default solver).
         progress: optional wrapper of the batch iterator (e.g. tqdm).
+        first: the faces are evaluation faces ``first`` .. ``first + count - 1``
+            (:data:`VALIDATION_OFFSET` for the validation faces settings are tuned on).
 
     Returns:
         One :class:`SyntheticResults` per range, in the order of ``ranges``.
@@ -172,7 +178,7 @@ def evaluate_synthetic(reconstructor, uv_model: UVMorphableModel, ranges: Sequen
         parts: dict[str, list] = {key: [] for key in ("seeds", "roll", "fitted", "direct", "vertex", "rotation", "failed")}
         starts = range(0, count, batch_size)
         for start in (progress(starts) if progress is not None else starts):
-            seeds = evaluation_seeds(min(batch_size, count - start), start)
+            seeds = evaluation_seeds(min(batch_size, count - start), first + start)
             faces = generate_faces(uv_model, seeds, config)
             fitted, direct, vertices, rotation, failed = _measure(reconstructor, uv_model, faces, oracle_config,
                                                                   target_uv, threshold)

@@ -246,7 +246,8 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
                    mafl: str | Path | None = None, aflw: str | Path | None = None, folder_images: str | Path | None = None,
                    folder_landmarks: str | Path | None = None, oracle: bool = False, batch_size: int = 8,
                    identity: str | Path | None = None, descriptor=None, render_over: str = "black",
-                   detect: bool = False, progress: bool = False, notes: Sequence[str] = ()) -> Path:
+                   detect: bool = False, progress: bool = False, notes: Sequence[str] = (),
+                   validation: bool = False) -> Path:
     """Run the requested benchmarks and write the report (what ``lsqface evaluate`` does).
 
     Args:
@@ -256,6 +257,8 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
         synthetic_count: synthetic faces per in-plane rotation range (0: no synthetic benchmark).
         ranges: in-plane rotation ranges, degrees.
         synthetic_size: side of the synthetic images, pixels.
+        validation: draw the synthetic faces from the validation seeds (for tuning settings) instead
+            of the benchmark's.
         mafl: CelebA folder holding MAFL/ (the MAFL test split is evaluated).
         aflw: the aflw_release-2 folder (its test split is evaluated).
         folder_images, folder_landmarks: an image folder and its landmark file
@@ -278,7 +281,7 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
             or ``--landmarks dlib`` without dlib and its models.
         DetectorError: ``detect`` without dlib.
     """
-    from lsqface.evaluate.benchmark import ORACLE, evaluate_synthetic
+    from lsqface.evaluate.benchmark import ORACLE, VALIDATION_OFFSET, evaluate_synthetic
     from lsqface.evaluate.landmarks import dataset_benchmark, evaluate_landmarks, folder_benchmark
 
     check_request(synthetic_count, mafl, aflw, folder_images, folder_landmarks, oracle, identity)
@@ -321,7 +324,7 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
         source = ORACLE if oracle else reconstructor
         model = uv_model if uv_model is not None else reconstructor.uv_model
         synthetic = evaluate_synthetic(source, model, ranges, synthetic_count, synthetic_size, batch_size=batch_size,
-                                       progress=wrap)
+                                       progress=wrap, first=VALIDATION_OFFSET if validation else 0)
     identity_measures = None
     if identity is not None:
         identity_measures = _identity(reconstructor, identity, descriptor, render_over, detect)
