@@ -70,6 +70,8 @@ class SyntheticResults:
         fitted_error, direct_error: (N,) landmark error, percent of the inter-ocular distance.
         vertex_error: (N,) mm after similarity alignment; rotation_error: (N,) degrees (NaN if failed).
         failed: (N,) bool, the solve failed.
+        mean_face_vertex_error: (N,) mm, the model's mean shape against the same faces after the
+            same alignment: what predicting no shape at all scores (None if not measured).
     """
 
     roll_range: float
@@ -80,6 +82,7 @@ class SyntheticResults:
     vertex_error: np.ndarray
     rotation_error: np.ndarray
     failed: np.ndarray
+    mean_face_vertex_error: np.ndarray | None = None
 
     def summary(self) -> dict[str, float]:
         """Means, medians and failure rates of the range: the numbers of one table row."""
@@ -93,6 +96,8 @@ class SyntheticResults:
             "vertex_median_mm": float(np.nanmedian(self.vertex_error)) if np.isfinite(self.vertex_error).any() else float("nan"),
             "rotation_degrees": float(np.nanmean(self.rotation_error)) if np.isfinite(self.rotation_error).any() else float("nan"),
             "solve_failures": int(self.failed.sum()),
+            "mean_face_vertex_median_mm": (float(np.median(self.mean_face_vertex_error))
+                                           if self.mean_face_vertex_error is not None else float("nan")),
         }
 
     def records(self) -> list[dict]:
@@ -102,7 +107,9 @@ class SyntheticResults:
              "fitted_error": float(self.fitted_error[k]), "direct_error": float(self.direct_error[k]),
              "vertex_error_mm": None if not np.isfinite(self.vertex_error[k]) else float(self.vertex_error[k]),
              "rotation_error_degrees": None if not np.isfinite(self.rotation_error[k]) else float(self.rotation_error[k]),
-             "failed": bool(self.failed[k])}
+             "failed": bool(self.failed[k]),
+             **({} if self.mean_face_vertex_error is None
+                else {"mean_face_vertex_error_mm": float(self.mean_face_vertex_error[k])})}
             for k in range(len(self.seeds))
         ]
 
@@ -172,10 +179,12 @@ def evaluate_synthetic(reconstructor, uv_model: UVMorphableModel, ranges: Sequen
     """
     base = SyntheticConfig(size=size) if base is None else dataclasses.replace(base, size=size)
     target_uv = landmark_uv(uv_model)
+    mean_shape = torch.as_tensor(uv_model.model.shape_mean, dtype=torch.float64)
     results = []
     for roll_range in ranges:
         config = dataclasses.replace(base, roll_range=float(roll_range))
-        parts: dict[str, list] = {key: [] for key in ("seeds", "roll", "fitted", "direct", "vertex", "rotation", "failed")}
+        parts: dict[str, list] = {key: [] for key in ("seeds", "roll", "fitted", "direct", "vertex", "rotation", "failed",
+                                                      "mean_face")}
         starts = range(0, count, batch_size)
         for start in (progress(starts) if progress is not None else starts):
             seeds = evaluation_seeds(min(batch_size, count - start), first + start)
@@ -189,11 +198,14 @@ def evaluate_synthetic(reconstructor, uv_model: UVMorphableModel, ranges: Sequen
             parts["vertex"].append(vertices.numpy())
             parts["rotation"].append(rotation.numpy())
             parts["failed"].append(failed.numpy())
+            truth = faces.vertices.to(torch.float64)
+            parts["mean_face"].append(vertex_error(mean_shape.expand_as(truth), truth).numpy())
         joined = {key: np.concatenate(value) if value else np.zeros(0) for key, value in parts.items()}
         results.append(SyntheticResults(
             roll_range=float(roll_range), seeds=joined["seeds"].astype(np.int64), roll=joined["roll"],
             fitted_error=np.where(np.isfinite(joined["fitted"]), joined["fitted"], FAILED_ERROR),
             direct_error=np.where(np.isfinite(joined["direct"]), joined["direct"], FAILED_ERROR),
             vertex_error=joined["vertex"], rotation_error=joined["rotation"], failed=joined["failed"].astype(bool),
+            mean_face_vertex_error=joined["mean_face"],
         ))
     return results
