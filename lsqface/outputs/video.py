@@ -18,6 +18,15 @@ line per frame: index, time, camera, pose, landmarks and coefficients, or an
 ``"error"`` when the least-squares solve failed for that frame (the frame is
 then drawn with the input and the network's maps only, and the video goes on).
 
+Tracking: with a checkpoint that re-frames photos (``refine_passes`` > 0, as the
+shipped model does), the face is followed from batch to batch. A batch is
+fitted in the current frame (at first the whole frame or ``box``); when its
+last good fit asks for a frame that does not agree with it (the face moved by
+a tenth of the crop or changed size by a fifth, :func:`lsqface.reconstruct.frames_agree`),
+the batch is fitted again in the frame it asks for, which is kept if the refit
+agrees, and the smoothing restarts. So a small face in a wide shot is seen as
+the network was trained to see it, at one extra pass only when the face moves.
+
 Temporal smoothing (off by default): with ``smoothing = a`` in [0, 1), every
 fitted parameter p (rotation, translation, camera intrinsics, identity,
 expression and albedo coefficients, lighting) is replaced by the exponential
@@ -349,16 +358,18 @@ def reconstruct_video(reconstructor, input_path: str | Path, output_path: str | 
     count, failed, state = 0, 0, None
     writer = None
     video_size = (0, 0)
-    boxes = None if box is None else [tuple(float(value) for value in box)]
+    current = None if box is None else tuple(float(value) for value in box)
+    track = reconstructor.config.refine_passes > 0
     with atomic_path(output_path) as video_temporary, atomic_path(parameters_path) as parameters_temporary, \
             open(parameters_temporary, "w", encoding="utf-8") as parameters, \
             tqdm(total=total, unit="frame", desc="lsqface video", disable=not progress) as bar:
         try:
             for batch in _batches(frames, int(batch_size)):
-                network_image, to_network, sizes = reconstructor.prepare(batch, None if boxes is None else boxes * len(batch))
-                maps = reconstructor.predict_maps(network_image)
-                maps = dataclasses.replace(maps, **{name: getattr(maps, name).cpu() for name in ("correspondence", "depth", "confidence")})
-                results = _solve(reconstructor, network_image, maps, to_network, sizes)
+                maps, results = _run_batch(reconstructor, batch, current)
+                if track:
+                    current, maps, results, moved = _track(reconstructor, batch, current, maps, results)
+                    if moved:
+                        state = None  # the average is kept in the network's frame, which has just changed
                 if smoothing > 0:
                     results, state = _smooth_results(reconstructor, results, smoothing, state)
                 for row, (frame, result) in enumerate(zip(batch, results)):
@@ -393,6 +404,49 @@ def reconstruct_video(reconstructor, input_path: str | Path, output_path: str | 
             raise ImageError(f"Video {input_path} has no frames; pass a video with at least one frame.")
     return VideoSummary(output_path, parameters_path, count, failed, fps, video_size[0], video_size[1],
                         time.perf_counter() - started)
+
+
+def _run_batch(reconstructor, batch: list[np.ndarray], box: tuple | None):
+    """The maps (on the CPU) and per-frame results of one batch framed by ``box`` (None: whole frames)."""
+    network_image, to_network, sizes = reconstructor.prepare(batch, None if box is None else [box] * len(batch))
+    maps = reconstructor.predict_maps(network_image)
+    maps = dataclasses.replace(maps, **{name: getattr(maps, name).cpu() for name in ("correspondence", "depth", "confidence")})
+    return maps, _solve(reconstructor, network_image, maps, to_network, sizes)
+
+
+def _asked_box(reconstructor, results: list):
+    """The frame the batch's last successful fit asks for (lsqface.reconstruct.refine_boxes), or None."""
+    from lsqface.reconstruct import refine_boxes
+
+    for result in reversed(results):
+        if not isinstance(result, str):
+            reconstruction, row = result
+            config = reconstructor.config
+            return refine_boxes(reconstruction, reconstructor.uv_model.model, config.refine_fraction,
+                                config.face_margin)[row]
+    return None
+
+
+def _track(reconstructor, batch: list[np.ndarray], current: tuple | None, maps, results):
+    """Follow the face: the photo path's re-framing, carried from batch to batch.
+
+    The batch was fitted in ``current``. If its last good fit asks for a frame that does not agree
+    with ``current`` (lsqface.reconstruct.frames_agree), the batch is fitted again in that frame, and
+    the new frame is kept if the refit asks for it too; otherwise the batch keeps ``current``. The
+    frame stays put while the face moves within the tolerance, so smoothing sees one frame.
+
+    Returns:
+        (the frame for the next batch, maps, results, whether the frame changed).
+    """
+    from lsqface.reconstruct import frames_agree
+
+    asked = _asked_box(reconstructor, results)
+    if asked is None or (current is not None and frames_agree(asked, current)):
+        return current, maps, results, False
+    new_maps, new_results = _run_batch(reconstructor, batch, asked)
+    if not frames_agree(_asked_box(reconstructor, new_results), asked):
+        return current, maps, results, False
+    return asked, new_maps, new_results, True
 
 
 def _smooth_results(reconstructor, results: list, smoothing: float, state: dict | None) -> tuple[list, dict | None]:

@@ -172,3 +172,37 @@ def test_smoothing_is_an_exponential_moving_average(oracle):
     following, _ = smooth_fit(fit, state, smoothing, [0])
     np.testing.assert_allclose(following.translation[0].double().numpy(),
                                smoothing * expected[2] + (1 - smoothing) * translation[0], rtol=1e-6)
+
+
+@pytest.mark.skipif(not __import__("lsqface.reconstruct", fromlist=["x"]).DEFAULT_CHECKPOINT.is_file(),
+                    reason="no default network in this checkout")
+def test_tracking_frames_a_small_moving_face_like_a_photo(ict_uv_model, tmp_path):
+    """A face at 45 % of the frame's width (the small end of what the network was trained on),
+    drifting across it: the shipped model follows it (one re-framed pass when it moves) and its
+    landmarks are better than with whole frames."""
+    from lsqface.evaluate.benchmark import evaluation_seeds
+    from lsqface.evaluate.metrics import landmark_error
+
+    size = 160
+    faces = generate_faces(ict_uv_model, evaluation_seeds(1, 500),
+                           SyntheticConfig(size=size, face_fraction=(0.45, 0.45), shift=0.0, roll_range=30.0))
+    image = (faces.image[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    offsets = [(-12 + 3 * k, 8 - 2 * k) for k in range(8)]
+    truth = []
+    with imageio.get_writer(tmp_path / "drift.mp4", fps=FPS, codec="libx264", pixelformat="yuv420p", quality=10,
+                            macro_block_size=16) as writer:
+        for dx, dy in offsets:
+            writer.append_data(np.roll(image, (dy, dx), axis=(0, 1)))  # the background wraps round
+            truth.append(faces.landmarks_5[0].numpy() + [dx, dy])
+    truth = torch.as_tensor(np.stack(truth), dtype=torch.float64)
+    shipped = Reconstructor.from_checkpoint(uv_model=ict_uv_model)
+    errors = {}
+    for name, passes in (("tracked", shipped.config.refine_passes), ("whole frames", 0)):
+        reconstructor = Reconstructor(shipped.network, ict_uv_model, dataclasses.replace(shipped.config, refine_passes=passes))
+        reconstruct_video(reconstructor, tmp_path / "drift.mp4", tmp_path / f"{name}.mp4", batch_size=4, progress=False)
+        lines = read_lines(tmp_path / f"{name}.jsonl")
+        assert len(lines) == 8 and not any("error" in line for line in lines)
+        predicted = torch.tensor([line["landmarks_5"] for line in lines], dtype=torch.float64)
+        errors[name] = landmark_error(predicted, truth)
+    assert shipped.config.refine_passes > 0
+    assert float(errors["tracked"].median()) < float(errors["whole frames"].median()), errors
