@@ -166,6 +166,7 @@ def _command_compare(args: argparse.Namespace) -> int:
     path = run_comparison(
         args.output, args.checkpoints, uv_model, names=args.names, ranges=ranges, count=args.synthetic, size=args.size,
         batch_size=args.batch_size, device=args.device, progress=not args.quiet, notes=[f"Command: `{command}`"],
+        previous=args.previous or (),
     )
     print(path)
     return 0
@@ -450,7 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
         "OUTPUT/report.md: errors, parameter counts and CPU latency per model, the error-against-rotation plot, and "
         "the training-loss curves of MoFA runs whose losses.jsonl lies beside the checkpoint (docs/comparisons.md).",
     )
-    compare.add_argument("--checkpoints", nargs="+", required=True, metavar="CHECKPOINT", help="lsqface or MoFA .pt files")
+    compare.add_argument("--checkpoints", nargs="+", default=[], metavar="CHECKPOINT", help="lsqface or MoFA .pt files")
+    compare.add_argument("--previous", nargs="+", default=None, metavar="REPORT",
+                         help="report folders of earlier compare runs: their models join the new ones (measured on "
+                              "the same faces; their checkpoints are not needed)")
     compare.add_argument("--names", nargs="+", default=None, metavar="NAME", help="one label per checkpoint (default: run folder)")
     compare.add_argument("--synthetic", type=int, default=100, metavar="N", help="synthetic faces per rotation range (default 100)")
     compare.add_argument("--ranges", default="0,15,45,90,180", help="in-plane rotation ranges in degrees (default 0,15,45,90,180)")

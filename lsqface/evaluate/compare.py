@@ -19,6 +19,12 @@ Files written into the report folder (each atomically):
 - ``training-loss.png`` and ``training-loss.json``: for MoFA runs whose
   ``losses.jsonl`` lies beside the checkpoint, the median of every 100
   iterations of the landmark and photometric losses (seed Figs. 24, 25).
+
+A report folder holds everything its table, plots and loss curves are made
+from, so :func:`load_report` reads its models back: ``lsqface compare
+--previous DIR`` joins models compared earlier (in another session, on
+another machine, from checkpoints since deleted) with new checkpoints into
+one report, after checking that every model met the same faces.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ class ComparedModel:
             for lsqface, the least-squares fit), median of the timed repeats.
         results: one :class:`SyntheticResults` per range.
         loss_log: the MoFA run's losses.jsonl beside the checkpoint, if there is one.
+        loss_curve: its training-loss curves as :func:`loss_curves` gives them, when read back from an
+            earlier report (the log itself may be gone); None to compute them from ``loss_log``.
     """
 
     name: str
@@ -65,6 +73,8 @@ class ComparedModel:
     latency_ms: float
     results: list[SyntheticResults] = field(default_factory=list)
     loss_log: Path | None = None
+    loss_curve: dict | None = None
+    size: int | None = None
 
     def rows(self) -> list[dict]:
         """One JSON-able dict per range: the numbers of the report's table."""
@@ -75,7 +85,8 @@ class ComparedModel:
                          "parameters": self.parameters, "latency_ms": self.latency_ms,
                          "roll_range": summary["roll_range"], "count": summary["count"], "fitted": summary["fitted"],
                          "failure_rate": summary["fitted_failure_rate"], "vertex_mm": summary["vertex_mm"],
-                         "rotation_degrees": summary["rotation_degrees"], "solve_failures": summary["solve_failures"]})
+                         "rotation_degrees": summary["rotation_degrees"], "solve_failures": summary["solve_failures"],
+                         "size": self.size})
         return rows
 
 
@@ -173,7 +184,7 @@ def compare_checkpoints(checkpoints: Sequence[str | Path], uv_model, *, names: S
         latency = measure_latency(reconstructor, timing_images, latency_repeats)
         log = path.parent / "losses.jsonl"
         models.append(ComparedModel(label, kind, path, count_parameters(reconstructor.network), latency, results,
-                                    log if kind == "mofa" and log.is_file() else None))
+                                    log if kind == "mofa" and log.is_file() else None, size=size))
     return models
 
 
@@ -222,6 +233,9 @@ def loss_curves(models: Sequence[ComparedModel], window: int = LOSS_WINDOW) -> d
 
     curves = {}
     for model in models:
+        if model.loss_curve is not None:
+            curves[model.name] = model.loss_curve
+            continue
         if model.loss_log is None:
             continue
         records = read_loss_log(model.loss_log)
@@ -290,25 +304,115 @@ def write_comparison(folder: str | Path, models: Sequence[ComparedModel], notes:
     return path
 
 
-def run_comparison(folder: str | Path, checkpoints: Sequence[str | Path], uv_model, *, names: Sequence[str] | None = None,
-                   ranges: Sequence[float] = DEFAULT_RANGES, count: int = 100, size: int = 128, batch_size: int = 8,
-                   device: str = "cpu", progress: bool = False, notes: Sequence[str] = ()) -> Path:
-    """What ``lsqface compare`` does: :func:`compare_checkpoints` then :func:`write_comparison`.
+def _read_jsonl(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing: give a folder written by lsqface compare.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not a JSON lines file of lsqface compare ({error}).") from None
+
+
+def load_report(folder: str | Path) -> list[ComparedModel]:
+    """The models of an earlier comparison report, read back from its JSON files.
+
+    Each model's table rows come from ``comparison.jsonl``, its per-face errors from
+    ``synthetic-<model>.jsonl`` (rebuilt into one :class:`SyntheticResults` per range, faces in
+    their seed order) and its loss curves from ``training-loss.json``; the checkpoint itself is not
+    needed.
 
     Raises:
-        ConfigError: no checkpoints, no faces, or names that do not match the checkpoints.
+        ConfigError: the folder is not a compare report, or a model's files disagree with each other.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder; --previous takes folders written by lsqface compare.")
+    rows = _read_jsonl(folder / "comparison.jsonl")
+    curves_path = folder / "training-loss.json"
+    curves = json.loads(curves_path.read_text()) if curves_path.is_file() else {}
+    order: dict[str, list[dict]] = {}
+    for row in rows:
+        order.setdefault(row["model"], []).append(row)
+    models = []
+    for name, model_rows in order.items():
+        faces = _read_jsonl(folder / f"synthetic-{file_stem(name)}.jsonl")
+        results = []
+        for row in model_rows:
+            records = [face for face in faces if face["model"] == name and face["roll_range"] == row["roll_range"]]
+            if len(records) != row["count"]:
+                raise ConfigError(f"{folder}: {name} has {len(records)} faces at {row['roll_range']:g} degrees in its "
+                                  f"JSON lines but {row['count']} in comparison.jsonl.")
+
+            def column(key: str) -> np.ndarray:
+                return np.array([np.nan if face.get(key) is None else face[key] for face in records], dtype=np.float64)
+
+            mean_face = column("mean_face_vertex_error_mm") if all("mean_face_vertex_error_mm" in face for face in records) else None
+            results.append(SyntheticResults(
+                roll_range=float(row["roll_range"]), seeds=np.array([face["seed"] for face in records], dtype=np.int64),
+                roll=column("roll"), fitted_error=column("fitted_error"), direct_error=column("direct_error"),
+                vertex_error=column("vertex_error_mm"), rotation_error=column("rotation_error_degrees"),
+                failed=np.array([bool(face["failed"]) for face in records]), mean_face_vertex_error=mean_face,
+            ))
+        first = model_rows[0]
+        models.append(ComparedModel(name, first["kind"], Path(first["checkpoint"]), int(first["parameters"]),
+                                    float(first["latency_ms"]), results, None, curves.get(name), first.get("size")))
+    return models
+
+
+def check_same_benchmark(models: Sequence[ComparedModel]) -> None:
+    """Raise ConfigError unless every model met the same faces: the same image size and ranges, each with the same seeds."""
+    if not models:
+        return
+    reference = models[0]
+    for model in models[1:]:
+        same = [r.roll_range for r in model.results] == [r.roll_range for r in reference.results] and all(
+            np.array_equal(mine.seeds, theirs.seeds) for mine, theirs in zip(model.results, reference.results))
+        same = same and (None in (model.size, reference.size) or model.size == reference.size)
+        if not same:
+            raise ConfigError(f"{model.name} was measured on other faces than {reference.name} (other rotation ranges, "
+                              "face counts or image size): compare them with the same --synthetic, --ranges and --size.")
+
+
+def run_comparison(folder: str | Path, checkpoints: Sequence[str | Path], uv_model, *, names: Sequence[str] | None = None,
+                   ranges: Sequence[float] = DEFAULT_RANGES, count: int = 100, size: int = 128, batch_size: int = 8,
+                   device: str = "cpu", progress: bool = False, notes: Sequence[str] = (),
+                   previous: Sequence[str | Path] = ()) -> Path:
+    """What ``lsqface compare`` does: :func:`compare_checkpoints`, joined with the models of earlier
+    reports (``previous`` folders, :func:`load_report`), then :func:`write_comparison`.
+
+    Raises:
+        ConfigError: no checkpoints and no earlier reports, no faces, names that do not match the checkpoints,
+            an earlier report that cannot be read, models measured on other faces, or two models of one name.
         CheckpointError: a checkpoint is missing, damaged or of another face model.
     """
-    if not checkpoints:
-        raise ConfigError("Give at least one checkpoint to compare with --checkpoints.")
+    checkpoints = list(checkpoints or [])
+    if not checkpoints and not previous:
+        raise ConfigError("Give at least one checkpoint to compare with --checkpoints (or earlier reports with --previous).")
     if count <= 0:
         raise ConfigError(f"--synthetic must be a positive number of faces per range, not {count}.")
-    model_names(checkpoints, names)
+    if checkpoints:
+        model_names(checkpoints, names)
+    elif names:
+        raise ConfigError("--names labels the --checkpoints; models read with --previous keep their names.")
+    earlier = [model for report in previous for model in load_report(report)]
+    taken = [model.name for model in earlier]
+    duplicated = sorted({name for name in taken if taken.count(name) > 1})
     wrap = None
     if progress:
         from tqdm import tqdm
 
         wrap = lambda iterable: tqdm(iterable, unit="batch", leave=False)  # noqa: E731
-    models = compare_checkpoints(checkpoints, uv_model, names=names, ranges=ranges, count=count, size=size,
-                                 batch_size=batch_size, device=device, progress=wrap)
+    if checkpoints:
+        clash = sorted(set(model_names(checkpoints, names)) & set(taken))
+        if duplicated or clash:
+            raise ConfigError(f"Two models are called {', '.join(duplicated + clash)}; give the new checkpoints other --names.")
+        if earlier:  # the new checkpoints meet the earlier reports' faces
+            ranges = [result.roll_range for result in earlier[0].results]
+            count = len(earlier[0].results[0].seeds)
+            size = earlier[0].size if earlier[0].size is not None else size
+    elif duplicated:
+        raise ConfigError(f"Two earlier reports both hold a model called {', '.join(duplicated)}.")
+    models = earlier + (compare_checkpoints(checkpoints, uv_model, names=names, ranges=ranges, count=count, size=size,
+                                            batch_size=batch_size, device=device, progress=wrap) if checkpoints else [])
+    check_same_benchmark(models)
     return write_comparison(folder, models, notes)

@@ -99,3 +99,58 @@ def test_names_must_match_the_checkpoints_and_default_to_run_folders(tmp_path, r
     assert model_names(["runs/a/last.pt", "runs/b/last.pt", "x/tiny.pt", "y/tiny.pt"]) == ["a", "b", "tiny", "tiny-2"]
     status = run_cli(["compare", "--checkpoints", str(tiny_checkpoint), "--names", "a", "b", "-o", str(tmp_path)])
     assert status == 2
+
+
+def _rows_without_latency(folder) -> list[dict]:
+    rows = [json.loads(line) for line in (folder / "comparison.jsonl").read_text().splitlines()]
+    return [{key: value for key, value in row.items() if key != "latency_ms"} for row in rows]
+
+
+def test_previous_reports_are_read_back_into_the_same_report(tmp_path, run_cli, tiny_checkpoint, mofa_checkpoint):
+    first = tmp_path / "first"
+    assert run_cli(["compare", "--checkpoints", str(tiny_checkpoint), str(mofa_checkpoint), "--names", "lsq", "mofa",
+                    "--synthetic", "2", "--ranges", "0,90", "--size", str(SIZE), "--batch-size", "2",
+                    "-o", str(first), "--quiet"]) == 0
+    again = tmp_path / "again"
+    assert run_cli(["compare", "--previous", str(first), "-o", str(again), "--quiet"]) == 0
+    for name in ("comparison.jsonl", "synthetic-lsq.jsonl", "synthetic-mofa.jsonl", "training-loss.json", "report.md"):
+        assert (again / name).read_text() == (first / name).read_text(), name
+
+
+def test_previous_reports_join_new_checkpoints_on_the_same_faces(tmp_path, run_cli, tiny_checkpoint, mofa_checkpoint):
+    both = tmp_path / "both"
+    assert run_cli(["compare", "--checkpoints", str(tiny_checkpoint), str(mofa_checkpoint), "--names", "lsq", "mofa",
+                    "--synthetic", "2", "--ranges", "0,90", "--size", str(SIZE), "-o", str(both), "--quiet"]) == 0
+    lsq = tmp_path / "lsq"
+    assert run_cli(["compare", "--checkpoints", str(tiny_checkpoint), "--names", "lsq", "--synthetic", "2",
+                    "--ranges", "0,90", "--size", str(SIZE), "-o", str(lsq), "--quiet"]) == 0
+    # The new checkpoint meets the earlier report's faces (count, ranges, size), whatever the defaults say.
+    joined = tmp_path / "joined"
+    assert run_cli(["compare", "--previous", str(lsq), "--checkpoints", str(mofa_checkpoint), "--names", "mofa",
+                    "-o", str(joined), "--quiet"]) == 0
+    faces = {name: [json.loads(line) for line in (name / "synthetic-mofa.jsonl").read_text().splitlines()]
+             for name in (joined, both)}
+    # The same faces, with the same numbers to the rounding of the solve.
+    assert len(faces[joined]) == len(faces[both]) == 4 and len(_rows_without_latency(joined)) == 4
+    for mine, theirs in zip(_rows_without_latency(joined) + faces[joined], _rows_without_latency(both) + faces[both]):
+        assert mine.keys() == theirs.keys()
+        for key, value in mine.items():
+            assert value == (pytest.approx(theirs[key], rel=1e-9) if isinstance(value, float) else theirs[key]), key
+    assert json.loads((joined / "training-loss.json").read_text()) == json.loads((both / "training-loss.json").read_text())
+
+
+def test_previous_reports_on_other_faces_or_with_a_taken_name_are_refused(tmp_path, run_cli, tiny_checkpoint, capsys):
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    assert run_cli(["compare", "--checkpoints", str(tiny_checkpoint), "--names", "a", "--synthetic", "1", "--ranges", "0",
+                    "--size", str(SIZE), "-o", str(one), "--quiet"]) == 0
+    assert run_cli(["compare", "--checkpoints", str(tiny_checkpoint), "--names", "b", "--synthetic", "2", "--ranges", "0",
+                    "--size", str(SIZE), "-o", str(two), "--quiet"]) == 0
+    capsys.readouterr()
+    assert run_cli(["compare", "--previous", str(one), str(two), "-o", str(tmp_path / "mixed")]) == 2
+    assert "other faces" in capsys.readouterr().err
+    assert run_cli(["compare", "--previous", str(one), "--checkpoints", str(tiny_checkpoint), "--names", "a",
+                    "-o", str(tmp_path / "clash")]) == 2
+    assert "Two models are called a" in capsys.readouterr().err
+    assert run_cli(["compare", "--previous", str(tmp_path / "nowhere"), "-o", str(tmp_path / "none")]) == 2
+    assert run_cli(["compare", "-o", str(tmp_path / "nothing")]) == 2
