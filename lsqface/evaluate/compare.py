@@ -10,8 +10,9 @@ Files written into the report folder (each atomically):
 - ``report.md``: one table row per model and range: fitted 5-landmark error
   (percent of the inter-ocular distance), failure rate (percent of faces above
   10 %), vertex error (mm, after similarity alignment), rotation error
-  (degrees), solve failures, and per model its parameter count and CPU latency
-  (milliseconds per image, measured in this run); links to the plots;
+  (degrees), solve failures, the medians of the fitted and the vertex error,
+  and per model its parameter count and CPU latency (milliseconds per image,
+  measured in this run); links to the plots;
 - ``comparison.jsonl``: the same rows as JSON lines;
 - ``synthetic-<model>.jsonl``: one line per face and range (seed, roll, errors);
 - ``error-vs-rotation.png``: mean fitted landmark error against the range's
@@ -86,6 +87,7 @@ class ComparedModel:
                          "roll_range": summary["roll_range"], "count": summary["count"], "fitted": summary["fitted"],
                          "failure_rate": summary["fitted_failure_rate"], "vertex_mm": summary["vertex_mm"],
                          "rotation_degrees": summary["rotation_degrees"], "solve_failures": summary["solve_failures"],
+                         "fitted_median": summary["fitted_median"], "vertex_median_mm": summary["vertex_median_mm"],
                          "size": self.size})
         return rows
 
@@ -192,15 +194,16 @@ def comparison_table(models: Sequence[ComparedModel]) -> str:
     """The Markdown table: one row per model and in-plane rotation range."""
     lines = [
         "| Model | Kind | Parameters | CPU latency (ms/image) | Roll range (deg) | Faces | Fitted landmark (%) | "
-        "Failure rate > 10 % (%) | Vertex (mm) | Rotation (deg) | Solve failures |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "Failure rate > 10 % (%) | Vertex (mm) | Rotation (deg) | Solve failures | Fitted median (%) | Vertex median (mm) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model in models:
         for row in model.rows():
             lines.append(
                 f"| {row['model']} | {row['kind']} | {row['parameters']} | {_number(row['latency_ms'], 1)} | "
                 f"{row['roll_range']:g} | {row['count']} | {_number(row['fitted'])} | {_number(row['failure_rate'], 1)} | "
-                f"{_number(row['vertex_mm'])} | {_number(row['rotation_degrees'])} | {row['solve_failures']} |"
+                f"{_number(row['vertex_mm'])} | {_number(row['rotation_degrees'])} | {row['solve_failures']} | "
+                f"{_number(row['fitted_median'])} | {_number(row['vertex_median_mm'])} |"
             )
     return "\n".join(lines)
 

@@ -74,6 +74,10 @@ def test_compare_reports_the_numbers_of_direct_benchmark_calls(tmp_path, run_cli
             assert float(cells[6]) == pytest.approx(float(np.mean(fitted)), abs=0.006)
             assert float(cells[8]) == pytest.approx(float(np.nanmean(result.vertex_error)), abs=0.006)
             assert float(cells[9]) == pytest.approx(float(np.nanmean(result.rotation_error)), abs=0.006)
+            assert row["fitted_median"] == pytest.approx(float(np.median(fitted)), rel=1e-6)
+            assert row["vertex_median_mm"] == pytest.approx(float(np.nanmedian(result.vertex_error)), rel=1e-6)
+            assert float(cells[11]) == pytest.approx(float(np.median(fitted)), abs=0.006)
+            assert float(cells[12]) == pytest.approx(float(np.nanmedian(result.vertex_error)), abs=0.006)
         faces = [json.loads(line) for line in (output / f"synthetic-{name}.jsonl").read_text().splitlines()]
         assert len(faces) == COUNT * len(RANGES)
     assert (output / "error-vs-rotation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
