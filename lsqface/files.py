@@ -8,6 +8,7 @@ process writing the same file never leaves a truncated one behind.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -53,3 +54,12 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def read_json_lines(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON lines file (one JSON value a line; blank lines are skipped).
+
+    Raises:
+        FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError: as reading and parsing raise them.
+    """
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -48,7 +48,7 @@ from lsqface.data.augment import SimilarityAugmentation, augment, sample_similar
 from lsqface.data.backgrounds import procedural_background
 from lsqface.data.synthetic import generate_faces
 from lsqface.errors import CheckpointError, ConfigError
-from lsqface.files import write_text_atomic
+from lsqface.files import read_json_lines, write_text_atomic
 from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.nets.checkpoint import check_face_model, face_model_summary, load_checkpoint, save_checkpoint
 from lsqface.reconstruct import model_tensors
@@ -455,10 +455,7 @@ def mofa_pictures(images: torch.Tensor, rendered: torch.Tensor, mask: torch.Tens
 
 def read_loss_log(path: str | Path) -> list[dict]:
     """The records of a losses.jsonl (empty if the file is absent)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_json_lines(path) if Path(path).is_file() else []
 
 
 def run_mofa(config: MoFATrainConfig, run_dir: str | Path, *, resume: bool | str | Path = False, source: str | None = None,

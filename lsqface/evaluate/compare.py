@@ -42,7 +42,7 @@ import torch
 from lsqface.errors import ConfigError
 from lsqface.evaluate.benchmark import DEFAULT_RANGES, SyntheticResults, evaluate_synthetic, evaluation_seeds
 from lsqface.evaluate.report import _number, _png, file_stem
-from lsqface.files import write_bytes_atomic, write_text_atomic
+from lsqface.files import read_json_lines, write_bytes_atomic, write_text_atomic
 
 #: Iterations per median of the training-loss curves (seed Figs. 24, 25).
 LOSS_WINDOW = 100
@@ -307,13 +307,14 @@ def write_comparison(folder: str | Path, models: Sequence[ComparedModel], notes:
     return path
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_report_file(path: Path, lines: bool = True):
+    """A compare report's JSON lines (or, with ``lines=False``, JSON) file, or a ConfigError saying what is wrong."""
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_json_lines(path) if lines else json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path} is missing: give a folder written by lsqface compare.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path} is not a JSON lines file of lsqface compare ({error}).") from None
+        raise ConfigError(f"{path} is not a JSON file of lsqface compare ({error}).") from None
 
 
 def load_report(folder: str | Path) -> list[ComparedModel]:
@@ -330,15 +331,15 @@ def load_report(folder: str | Path) -> list[ComparedModel]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a folder; --previous takes folders written by lsqface compare.")
-    rows = _read_jsonl(folder / "comparison.jsonl")
+    rows = _read_report_file(folder / "comparison.jsonl")
     curves_path = folder / "training-loss.json"
-    curves = json.loads(curves_path.read_text()) if curves_path.is_file() else {}
+    curves = _read_report_file(curves_path, lines=False) if curves_path.is_file() else {}
     order: dict[str, list[dict]] = {}
     for row in rows:
         order.setdefault(row["model"], []).append(row)
     models = []
     for name, model_rows in order.items():
-        faces = _read_jsonl(folder / f"synthetic-{file_stem(name)}.jsonl")
+        faces = _read_report_file(folder / f"synthetic-{file_stem(name)}.jsonl")
         results = []
         for row in model_rows:
             records = [face for face in faces if face["model"] == name and face["roll_range"] == row["roll_range"]]
@@ -393,29 +394,25 @@ def run_comparison(folder: str | Path, checkpoints: Sequence[str | Path], uv_mod
         raise ConfigError("Give at least one checkpoint to compare with --checkpoints (or earlier reports with --previous).")
     if count <= 0:
         raise ConfigError(f"--synthetic must be a positive number of faces per range, not {count}.")
-    if checkpoints:
-        model_names(checkpoints, names)
-    elif names:
+    if names and not checkpoints:
         raise ConfigError("--names labels the --checkpoints; models read with --previous keep their names.")
+    labels = model_names(checkpoints, names) if checkpoints else []
     earlier = [model for report in previous for model in load_report(report)]
-    taken = [model.name for model in earlier]
-    duplicated = sorted({name for name in taken if taken.count(name) > 1})
+    every = [model.name for model in earlier] + labels
+    clash = sorted({name for name in every if every.count(name) > 1})
+    if clash:
+        raise ConfigError(f"Two models are called {', '.join(clash)}; give the new checkpoints other --names "
+                          "or compare earlier reports whose models are named apart.")
+    if checkpoints and earlier:  # the new checkpoints meet the earlier reports' faces
+        ranges = [result.roll_range for result in earlier[0].results]
+        count = len(earlier[0].results[0].seeds)
+        size = earlier[0].size if earlier[0].size is not None else size
     wrap = None
     if progress:
         from tqdm import tqdm
 
         wrap = lambda iterable: tqdm(iterable, unit="batch", leave=False)  # noqa: E731
-    if checkpoints:
-        clash = sorted(set(model_names(checkpoints, names)) & set(taken))
-        if duplicated or clash:
-            raise ConfigError(f"Two models are called {', '.join(duplicated + clash)}; give the new checkpoints other --names.")
-        if earlier:  # the new checkpoints meet the earlier reports' faces
-            ranges = [result.roll_range for result in earlier[0].results]
-            count = len(earlier[0].results[0].seeds)
-            size = earlier[0].size if earlier[0].size is not None else size
-    elif duplicated:
-        raise ConfigError(f"Two earlier reports both hold a model called {', '.join(duplicated)}.")
-    models = earlier + (compare_checkpoints(checkpoints, uv_model, names=names, ranges=ranges, count=count, size=size,
+    models = earlier + (compare_checkpoints(checkpoints, uv_model, names=labels, ranges=ranges, count=count, size=size,
                                             batch_size=batch_size, device=device, progress=wrap) if checkpoints else [])
     check_same_benchmark(models)
     return write_comparison(folder, models, notes)

@@ -156,5 +156,10 @@ def test_previous_reports_on_other_faces_or_with_a_taken_name_are_refused(tmp_pa
     assert run_cli(["compare", "--previous", str(one), "--checkpoints", str(tiny_checkpoint), "--names", "a",
                     "-o", str(tmp_path / "clash")]) == 2
     assert "Two models are called a" in capsys.readouterr().err
+    assert run_cli(["compare", "--previous", str(one), str(one), "-o", str(tmp_path / "twice")]) == 2
+    assert "Two models are called a" in capsys.readouterr().err
+    (one / "training-loss.json").write_text("{not json")
+    assert run_cli(["compare", "--previous", str(one), "-o", str(tmp_path / "broken")]) == 2
+    assert "not a JSON file of lsqface compare" in capsys.readouterr().err
     assert run_cli(["compare", "--previous", str(tmp_path / "nowhere"), "-o", str(tmp_path / "none")]) == 2
     assert run_cli(["compare", "-o", str(tmp_path / "nothing")]) == 2
