@@ -11,8 +11,9 @@ Files written into the report folder (each atomically):
   (percent of the inter-ocular distance), failure rate (percent of faces above
   10 %), vertex error (mm, after similarity alignment), rotation error
   (degrees), solve failures, the medians of the fitted and the vertex error,
-  and per model its parameter count and CPU latency (milliseconds per image,
-  measured in this run); links to the plots;
+  and per model its parameter count and CPU latency (wall milliseconds per
+  image, measured when the model was evaluated: a model joined with
+  ``--previous`` keeps its earlier figure); links to the plots;
 - ``comparison.jsonl``: the same rows as JSON lines;
 - ``synthetic-<model>.jsonl``: one line per face and range (seed, roll, errors);
 - ``error-vs-rotation.png``: mean fitted landmark error against the range's
@@ -284,7 +285,9 @@ def write_comparison(folder: str | Path, models: Sequence[ComparedModel], notes:
     parts += ["", "Synthetic faces with ground truth, the same faces for every model. Fitted landmark error: mean "
               "5-landmark distance over the inter-ocular distance, percent (a failed solve counts 100 %); failure "
               "rate: faces above 10 %; vertex error after similarity alignment over the face region; rotation error "
-              "of the camera. Latency: CPU time of one reconstruct call divided by its images, measured in this run.",
+              "of the camera. Latency: wall time on the CPU of one reconstruct call divided by its images, measured "
+              "when the model was evaluated (a model joined from an earlier report keeps that report's figure, "
+              "which may come from another machine or load).",
               "", comparison_table(models), "", "![error against in-plane rotation](error-vs-rotation.png)", "",
               "Rows as JSON lines: [comparison.jsonl](comparison.jsonl)  "]
     write_text_atomic(folder / "comparison.jsonl", "".join(json.dumps(row) + "\n" for model in models for row in model.rows()))
