@@ -259,7 +259,8 @@ def loss_plot(curves: dict[str, dict[str, dict[str, list]]], window: int = LOSS_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, panels = plt.subplots(1, len(LOSS_TERMS), figsize=(11.0, 4.0))
+    figure, panels = plt.subplots(1, len(LOSS_TERMS), figsize=(11.0, 4.3), layout="constrained")
+    figure.suptitle(f"MoFA training losses: median of every {window} iterations; dotted lines: phase starts")
     for axes, term in zip(panels, LOSS_TERMS):
         for index, (name, terms) in enumerate(curves.items()):
             colour = f"C{index % 10}"
@@ -269,9 +270,9 @@ def loss_plot(curves: dict[str, dict[str, dict[str, list]]], window: int = LOSS_
                 if phase != "rotation_xy":
                     axes.axvline(start, color=colour, lw=0.6, ls=":")
         axes.set_xlabel("iteration")
-        axes.set_ylabel(f"{term} loss (median of {window} iterations)")
+        axes.set_ylabel(f"{term} loss")
         axes.set_yscale("log")
-        axes.set_title(f"MoFA training: {term} loss (dotted: phase starts)")
+        axes.set_title(f"{term} loss")
         axes.legend(fontsize=8)
     return _png(figure)
 
