@@ -91,7 +91,7 @@ class TrainingImages:
             from lsqface.data.celeba import CelebA
 
             self.dataset = CelebA(config.root, split="train", size=self.size, mode="crop")
-        self._pool: dict[tuple[bool, int], torch.Tensor] = {}
+        self._pool: dict[tuple[bool, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self.backgrounds = None
         if config.background == "natural":
             self.backgrounds = BackgroundSampler(Path(config.background_root) if config.background_root else _packaged_or_none())
@@ -108,11 +108,13 @@ class TrainingImages:
             return self.backgrounds.sample(1, self.size, self.size, generator)[0]
         return procedural_background(1, self.size, self.size, generator)[0]
 
-    def _synthetic_faces(self, positions: Sequence[int], aligned: bool) -> torch.Tensor:
-        """(B, 7, S, S): image (3), true correspondence (2), depth in mm (1), face mask (1)."""
+    def _synthetic_faces(self, positions: Sequence[int], aligned: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 7, S, S): image (3), true correspondence (2), depth in mm (1), face mask (1); and (B, N)
+        the true shape coefficients (identity, then expression, as the UV-3DMM's shape basis)."""
         pool = self.config.synthetic_pool
         keys = [(aligned, int(p) % pool if pool > 0 else int(p)) for p in positions]
         missing = sorted({key for key in keys if key not in self._pool})
+        found = {}
         if missing:
             generators = [position_generator(self.seed, key[1], self.purpose) for key in missing]
             faces = generate_faces(self.uv_model, [int(g.initial_seed() % (1 << 31)) for g in generators],
@@ -121,14 +123,16 @@ class TrainingImages:
             if self.config.background == "natural":
                 backgrounds = torch.stack([self._background(g) for g in generators])
                 images = faces.confidence * images + (1.0 - faces.confidence) * backgrounds
-            found = dict(zip(missing, torch.cat([images, faces.correspondence, faces.depth, faces.confidence], dim=1)))
-            if pool <= 0:
-                return torch.stack([found[key] for key in keys])
-            self._pool.update(found)
-        return torch.stack([self._pool[key] for key in keys])
+            maps = torch.cat([images, faces.correspondence, faces.depth, faces.confidence], dim=1)
+            shape = torch.cat([faces.identity, faces.expression], dim=1).to(torch.float32)
+            found = {key: (maps[k], shape[k]) for k, key in enumerate(missing)}
+            if pool > 0:
+                self._pool.update(found)
+        source = found if pool <= 0 else self._pool
+        return (torch.stack([source[key][0] for key in keys]), torch.stack([source[key][1] for key in keys]))
 
     def _synthetic_images(self, positions: Sequence[int], aligned: bool) -> torch.Tensor:
-        return self._synthetic_faces(positions, aligned)[:, :3].contiguous()
+        return self._synthetic_faces(positions, aligned)[0][:, :3].contiguous()
 
     def images_and_true_maps(self, positions: Sequence[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Posed synthetic faces at ``positions`` with the generator's true maps (the "true_maps" supervision).
@@ -136,16 +140,17 @@ class TrainingImages:
         Returns:
             (B, 3, S, S) images in [0, 1] (the same as :meth:`images`) and a dict of
             "correspondence" (B, 2, S, S) true (u, v), "depth" (B, 1, S, S) camera z in mm (0 off the
-            face) and "confidence" (B, 1, S, S) the face mask.
+            face), "confidence" (B, 1, S, S) the face mask and "shape" (B, N) the true shape
+            coefficients (identity, then expression).
 
         Raises:
             ConfigError: the data source is not synthetic.
         """
         if self.dataset is not None:
             raise ConfigError("Only synthetic faces have true maps; set data.source = 'synthetic' for train.supervision = 'true_maps'.")
-        faces = self._synthetic_faces(positions, aligned=False)
+        faces, shape = self._synthetic_faces(positions, aligned=False)
         return faces[:, :3].contiguous(), {"correspondence": faces[:, 3:5].contiguous(), "depth": faces[:, 5:6].contiguous(),
-                                           "confidence": faces[:, 6:7].contiguous()}
+                                           "confidence": faces[:, 6:7].contiguous(), "shape": shape}
 
     def _file_index(self, position: int) -> int:
         count = len(self)

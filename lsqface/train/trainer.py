@@ -55,7 +55,7 @@ from lsqface.train.adaptive import AdaptiveRegularisation
 from lsqface.train.config import TrainConfig
 from lsqface.train.data import TrainingImages, batch_positions, position_generator
 from lsqface.train.distributed import DistributedContext, all_reduce_sum, broadcast_flag
-from lsqface.train.losses import geometric_loss, photometric_loss, statistical_loss, true_map_loss
+from lsqface.train.losses import geometric_loss, photometric_loss, statistical_loss, true_map_loss, true_shape_loss
 from lsqface.train.pretrain import celeba_landmarks_5, moved_targets, pretraining_loss, pretraining_targets
 
 logger = logging.getLogger("lsqface.train")
@@ -325,6 +325,13 @@ class Trainer:
             total, terms = true_map_loss(maps.correspondence, maps.depth, maps.confidence, true_maps["correspondence"],
                                          true_maps["depth"], true_maps["confidence"], losses.true_correspondence_weight,
                                          losses.true_depth_weight, losses.true_confidence_weight)
+            if losses.true_shape_weight > 0:
+                # The inference solve (config.solver, no adaptive weights): the maps learn what the fit needs.
+                result = fit(self.uv_model, images, maps.correspondence, maps.depth, maps.confidence, self.config.solver,
+                             generator)
+                basis = model_tensors(self.uv_model.model, result.shape_coefficients.dtype, self.device)["shape_basis"]
+                terms["shape"] = true_shape_loss(basis, result.shape_coefficients, true_maps["shape"])
+                total = total + losses.true_shape_weight * terms["shape"].to(total.dtype)
             self._last_pictures = (images.detach(), maps, None, None)
             return total.mean(), terms, None
         scale = self.config.train.regularisation_scale

@@ -192,6 +192,43 @@ def test_true_maps_supervision_steps_with_finite_gradients_and_lowers_a_fixed_ba
     assert torch.equal(trainer.adaptive.weight, adaptive_before)
 
 
+def test_true_maps_carry_the_coefficients_of_the_rendered_face(ict_uv_model, true_maps_setup):
+    from lsqface.evaluate.metrics import vertex_error
+
+    config, images, maps = true_maps_setup
+    model = ict_uv_model.model
+    assert maps["shape"].shape == (2, model.n_shape)
+    # They are the generator's own coefficients of each face, and they rebuild its posed vertices.
+    from lsqface.data.synthetic import generate_faces
+    from lsqface.train.data import position_generator, synthetic_config
+
+    seeds = [int(position_generator(5, position, "train").initial_seed() % (1 << 31)) for position in (0, 1)]
+    faces = generate_faces(ict_uv_model, seeds, synthetic_config(config.data, config.input_size))
+    assert torch.equal(maps["shape"], torch.cat([faces.identity, faces.expression], dim=1).float())
+    basis = torch.as_tensor(model.shape_basis, dtype=torch.float64)
+    shapes = torch.as_tensor(model.shape_mean, dtype=torch.float64) + torch.einsum("vcn,bn->bvc", basis, maps["shape"].double())
+    rotation, translation = faces.rotation.double(), faces.translation.double()
+    camera = faces.vertices.double()
+    model_frame = torch.einsum("bij,bvj->bvi", rotation.transpose(1, 2), camera - translation[:, None])
+    assert vertex_error(shapes, model_frame).max() < 1e-3
+
+
+def test_true_shape_term_trains_the_maps_through_the_solve(ict_uv_model, true_maps_setup, tmp_path):
+    config, images, maps = true_maps_setup
+    config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, true_shape_weight=0.01),
+                                 solver=dataclasses.replace(config.solver, sample_count=200))
+    trainer = Trainer(config, "train", tmp_path, ict_uv_model)
+    with torch.no_grad():
+        loss, terms, _ = trainer.losses(images, None, torch.Generator().manual_seed(0), maps)
+    assert set(terms) == {"correspondence", "depth", "confidence", "shape"}
+    assert (terms["shape"] > 0).all()
+    maps_only = terms["correspondence"] + terms["depth"] + 0.1 * terms["confidence"]
+    assert float(loss) == pytest.approx(float((maps_only + 0.01 * terms["shape"]).mean()), rel=1e-5)
+    result = trainer.train_step([images], [maps])
+    assert not result.skipped and "shape" in result.terms
+    assert all(torch.isfinite(p.grad).all() for p in trainer.network.parameters() if p.grad is not None)
+
+
 def test_true_maps_run_draws_its_own_maps_and_resumes(ict_uv_model, true_maps_setup, tmp_path):
     config, _, _ = true_maps_setup
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=2), checkpoint_every=100)
