@@ -107,9 +107,10 @@ class LossConfig:
         statistical_weight: weight of sum_i w_i a_i^2 (the adaptive weights of seed G).
         true_correspondence_weight, true_depth_weight, true_confidence_weight: weights of the three
             terms of ``train.supervision = "true_maps"`` (lsqface.train.losses.true_map_loss).
-        true_shape_weight: with ``train.supervision = "true_maps"``, weight of the mean vertex error
-            (mm) of the shape the least-squares layer (``[solver]``) fits from the network's maps,
-            against the face's true shape (lsqface.train.losses.true_shape_loss); 0 skips the solve.
+        true_shape_weight: with ``train.supervision = "true_maps"``, weight of the vertex error (mm,
+            after similarity alignment, as the benchmark measures it) of the shape the least-squares
+            layer (``[solver]``) fits from the network's maps, against the face's true shape
+            (lsqface.train.losses.true_shape_loss); 0 skips the solve.
     """
 
     photometric_weight: float = 1.0

@@ -137,21 +137,26 @@ def true_map_loss(correspondence: torch.Tensor, depth: torch.Tensor, confidence:
     return total, {"correspondence": correspondence_term, "depth": depth_term, "confidence": confidence_term}
 
 
-def true_shape_loss(shape_basis: torch.Tensor, fitted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Mean vertex distance, in model units (mm), between a fitted and a true shape, per image.
+def true_shape_loss(shape_mean: torch.Tensor, shape_basis: torch.Tensor, fitted: torch.Tensor,
+                    truth: torch.Tensor) -> torch.Tensor:
+    """The benchmark's vertex error (mm) between a fitted and a true shape, per image.
 
-    Both shapes share the model's mean, so their difference is ``B (m_fit - m_true)``; its mean
-    over the vertices is removed first (the generator centres its faces and the camera absorbs any
-    offset), leaving the shape error the benchmark's vertex error measures, without its alignment.
+    Both shapes are built in model space (mean plus basis times coefficients) and compared after
+    the least-squares similarity alignment of the fitted one onto the truth
+    (:func:`lsqface.evaluate.metrics.vertex_error`): differentiable, and blind to any pose or
+    size the camera absorbs, like the benchmark.
 
     Args:
-        shape_basis: (V, 3, N) the model's shape basis (identity, then expression).
+        shape_mean: (V, 3) the model's mean shape; shape_basis: (V, 3, N) its shape basis
+            (identity, then expression).
         fitted: (B, N) shape coefficients from the least-squares layer (differentiable).
         truth: (B, N) the synthetic faces' true coefficients.
 
     Returns:
-        (B,) mean over vertices of |difference - its mean|.
+        (B,) mean over vertices of the aligned distance.
     """
-    difference = torch.einsum("vcn,bn->bvc", shape_basis.to(fitted.dtype), fitted - truth.to(fitted.dtype))
-    difference = difference - difference.mean(dim=1, keepdim=True)
-    return difference.norm(dim=-1).mean(dim=1)
+    from lsqface.evaluate.metrics import vertex_error
+
+    mean, basis = shape_mean.to(fitted.dtype), shape_basis.to(fitted.dtype)
+    return vertex_error(mean + torch.einsum("vcn,bn->bvc", basis, fitted),
+                        mean + torch.einsum("vcn,bn->bvc", basis, truth.to(fitted.dtype)))

@@ -329,8 +329,9 @@ class Trainer:
                 # The inference solve (config.solver, no adaptive weights): the maps learn what the fit needs.
                 result = fit(self.uv_model, images, maps.correspondence, maps.depth, maps.confidence, self.config.solver,
                              generator)
-                basis = model_tensors(self.uv_model.model, result.shape_coefficients.dtype, self.device)["shape_basis"]
-                terms["shape"] = true_shape_loss(basis, result.shape_coefficients, true_maps["shape"])
+                tensors = model_tensors(self.uv_model.model, result.shape_coefficients.dtype, self.device)
+                terms["shape"] = true_shape_loss(tensors["shape_mean"], tensors["shape_basis"], result.shape_coefficients,
+                                                 true_maps["shape"])
                 total = total + losses.true_shape_weight * terms["shape"].to(total.dtype)
             self._last_pictures = (images.detach(), maps, None, None)
             return total.mean(), terms, None
