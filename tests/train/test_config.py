@@ -8,7 +8,10 @@ from lsqface.train.config import TrainConfig, load_train_config
 from tests.conftest import REPOSITORY_ROOT
 
 
-@pytest.mark.parametrize("name", ["tiny", "cpu", "paper", "supervised-cpu"])
+LSQFACE_CONFIGS = sorted(path.stem for path in (REPOSITORY_ROOT / "configs").glob("*.toml") if not path.stem.startswith("mofa-"))
+
+
+@pytest.mark.parametrize("name", LSQFACE_CONFIGS)
 def test_shipped_configs_load(name):
     config = load_train_config(REPOSITORY_ROOT / "configs" / f"{name}.toml")
     assert config.input_size % 16 == 0
@@ -35,3 +38,13 @@ def test_paper_config_has_the_paper_settings():
 def test_bad_values_are_config_errors(values):
     with pytest.raises(ConfigError):
         from_dict(TrainConfig, values)
+
+
+def test_the_shape_fine_tune_continues_the_default_model():
+    default = load_train_config(REPOSITORY_ROOT / "configs" / "default.toml")
+    finetune = load_train_config(REPOSITORY_ROOT / "configs" / "finetune-shape.toml")
+    # --init needs the same network and input; the data are the same kind of faces, new ones.
+    assert finetune.network == default.network and finetune.input_size == default.input_size
+    assert finetune.data == default.data and finetune.seed != default.seed
+    assert finetune.train.supervision == "true_maps" and finetune.losses.true_shape_weight > 0
+    assert finetune.solver.shape_weight == default.solver.shape_weight
