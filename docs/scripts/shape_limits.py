@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+import numpy as np
 import torch
 
 from lsqface.data.synthetic import SyntheticConfig, generate_faces
@@ -48,22 +49,18 @@ def configured(base, setting: str):
 def parts(uv_model, count: int) -> None:
     model = uv_model.model
     faces = generate_faces(uv_model, evaluation_seeds(count, VALIDATION_OFFSET), SyntheticConfig(size=64, roll_range=0.0))
-    mean = torch.as_tensor(model.shape_mean, dtype=torch.float64)
-    identity_basis = torch.as_tensor(model.identity_basis, dtype=torch.float64)
-    expression_basis = torch.as_tensor(model.expression_basis, dtype=torch.float64)
     truth = faces.vertices.to(torch.float64)
     for label, identity_modes, expression_modes in [
             ("mean shape", 0, 0), ("true expression, mean identity", 0, None), ("true identity, neutral", None, 0),
             ("true expression and the first 5 identity modes", 5, None),
             ("true expression and the first 20 identity modes", 20, None)]:
-        identity = faces.identity.to(torch.float64).clone()
-        expression = faces.expression.to(torch.float64).clone()
+        identity = faces.identity.to(torch.float64).numpy().copy()
+        expression = faces.expression.to(torch.float64).numpy().copy()
         if identity_modes is not None:
             identity[:, identity_modes:] = 0.0
         if expression_modes is not None:
             expression[:, expression_modes:] = 0.0
-        shapes = (mean + torch.einsum("vck,bk->bvc", identity_basis, identity)
-                  + torch.einsum("vck,bk->bvc", expression_basis, expression))
+        shapes = torch.as_tensor(np.stack([model.shape(i, e) for i, e in zip(identity, expression)]))
         print(f"{label:50s} median vertex error {vertex_error(shapes, truth).median():.2f} mm")
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -205,8 +206,8 @@ def test_true_maps_carry_the_coefficients_of_the_rendered_face(ict_uv_model, tru
     seeds = [int(position_generator(5, position, "train").initial_seed() % (1 << 31)) for position in (0, 1)]
     faces = generate_faces(ict_uv_model, seeds, synthetic_config(config.data, config.input_size))
     assert torch.equal(maps["shape"], torch.cat([faces.identity, faces.expression], dim=1).float())
-    basis = torch.as_tensor(model.shape_basis, dtype=torch.float64)
-    shapes = torch.as_tensor(model.shape_mean, dtype=torch.float64) + torch.einsum("vcn,bn->bvc", basis, maps["shape"].double())
+    coefficients = maps["shape"].double().numpy()
+    shapes = torch.as_tensor(np.stack([model.shape(c[:model.n_identity], c[model.n_identity:]) for c in coefficients]))
     rotation, translation = faces.rotation.double(), faces.translation.double()
     camera = faces.vertices.double()
     model_frame = torch.einsum("bij,bvj->bvi", rotation.transpose(1, 2), camera - translation[:, None])
