@@ -1,10 +1,10 @@
 """The differentiable linear least-squares layer: sampling, geometric and photometric solves, camera.
 
-The whole layer is :func:`fit`; its parts are plain functions of tensors.
+The whole layer is :func:`fit` (:func:`fit_geometry` is its camera and shape half); its parts are plain functions of tensors.
 """
 
 from lsqface.solver.camera import Camera, compose_inverse_camera, decompose_camera, project, to_camera
-from lsqface.solver.fit import LeastSquaresFit, SolverConfig, fit
+from lsqface.solver.fit import LeastSquaresFit, ShapeFit, SolverConfig, fit, fit_geometry
 from lsqface.solver.geometry import GeometryFit, GeometryRegularisation, solve_geometry
 from lsqface.solver.photometry import (
     PhotometryFit,
@@ -25,10 +25,12 @@ __all__ = [
     "PhotometryFit",
     "PhotometryRegularisation",
     "PixelSamples",
+    "ShapeFit",
     "SolverConfig",
     "compose_inverse_camera",
     "decompose_camera",
     "fit",
+    "fit_geometry",
     "gather_map",
     "gather_samples",
     "inverse_shading",

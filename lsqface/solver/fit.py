@@ -28,8 +28,8 @@ import torch
 from torch.profiler import record_function
 
 from lsqface.morphable.uv_model import UVMorphableModel, sample_albedo, sample_mask, sample_normal, sample_shape
-from lsqface.solver.camera import decompose_camera
-from lsqface.solver.geometry import GeometryRegularisation, solve_geometry
+from lsqface.solver.camera import Camera, decompose_camera
+from lsqface.solver.geometry import GeometryFit, GeometryRegularisation, solve_geometry
 from lsqface.solver.photometry import PhotometryRegularisation, solve_photometry
 from lsqface.solver.preprocess import softplus_preprocess
 from lsqface.solver.sampling import PixelSamples, gather_map, sample_pixels
@@ -79,8 +79,8 @@ class SolverConfig:
 
 
 @dataclass(frozen=True)
-class LeastSquaresFit:
-    """Everything the layer fits, for B images and P samples each (in the input image's dtype).
+class ShapeFit:
+    """What the geometric solve fits, for B images and P samples each (in the input image's dtype).
 
     Attributes:
         inverse_camera: (B, 3, 3) P (depth-scaled pixels -> model units).
@@ -88,11 +88,8 @@ class LeastSquaresFit:
         intrinsics: (B, 3, 3) K, pixels; rotation: (B, 3, 3) R (model to camera);
         translation: (B, 3) t, model units; depth_scale: (B,) psi (camera.py).
         identity_coefficients: (B, N_id); expression_coefficients: (B, N_exp).
-        inverse_lighting: (B, 3, 9) l per colour channel; albedo_coefficients: (B, N_alb) h.
         geometric_residuals: (B, P, 3) P d x + q - a - B m, model units.
-        photometric_residuals: (B, P, 3) i F^T l - c - D h, albedo units.
-        geometric_weights, photometric_weights: (B, P) the row weights used (confidence x mask).
-        normals: (B, P, 3) camera-space mean-shape normals at the samples.
+        geometric_weights: (B, P) the row weights used (confidence x mask, x the robust factor).
         correspondence: (B, P, 2) UV coordinates at the samples.
         samples: which pixels were drawn.
     """
@@ -105,13 +102,8 @@ class LeastSquaresFit:
     depth_scale: torch.Tensor
     identity_coefficients: torch.Tensor
     expression_coefficients: torch.Tensor
-    inverse_lighting: torch.Tensor
-    albedo_coefficients: torch.Tensor
     geometric_residuals: torch.Tensor
-    photometric_residuals: torch.Tensor
     geometric_weights: torch.Tensor
-    photometric_weights: torch.Tensor
-    normals: torch.Tensor
     correspondence: torch.Tensor
     samples: PixelSamples
 
@@ -119,6 +111,36 @@ class LeastSquaresFit:
     def shape_coefficients(self) -> torch.Tensor:
         """(B, N_id + N_exp) m, identity then expression."""
         return torch.cat((self.identity_coefficients, self.expression_coefficients), dim=1)
+
+
+@dataclass(frozen=True)
+class LeastSquaresFit(ShapeFit):
+    """Everything the layer fits: the geometric fit, then inverse lighting and albedo.
+
+    Attributes (besides ShapeFit's):
+        inverse_lighting: (B, 3, 9) l per colour channel; albedo_coefficients: (B, N_alb) h.
+        photometric_residuals: (B, P, 3) i F^T l - c - D h, albedo units.
+        photometric_weights: (B, P) the row weights used (confidence x mask, x the robust factor).
+        normals: (B, P, 3) camera-space mean-shape normals at the samples.
+    """
+
+    inverse_lighting: torch.Tensor
+    albedo_coefficients: torch.Tensor
+    photometric_residuals: torch.Tensor
+    photometric_weights: torch.Tensor
+    normals: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _GeometryStage:
+    """The geometric solve's results in the solve dtype, with what the photometric solve reads."""
+
+    geometry: GeometryFit
+    camera: Camera
+    uv: torch.Tensor  # (B, P, 2) sampled correspondences in the UV model's dtype
+    weights: torch.Tensor  # (B, P, 2) final row weights, solve dtype
+    correspondence: torch.Tensor  # (B, P, 2) sampled correspondences in the maps' dtype
+    samples: PixelSamples
 
 
 def _check_maps(image, correspondence, depth, confidence) -> None:
@@ -155,40 +177,11 @@ def robust_factor(residuals: torch.Tensor, weights: torch.Tensor, scale: float) 
     return (c_squared / (c_squared + norms.square())).square()
 
 
-def fit(
-    uv_model: UVMorphableModel,
-    image: torch.Tensor,
-    correspondence: torch.Tensor,
-    depth: torch.Tensor,
-    confidence: torch.Tensor,
-    config: SolverConfig = SolverConfig(),
-    generator: torch.Generator | None = None,
-    shape_weights: torch.Tensor | None = None,
-    albedo_weights: torch.Tensor | None = None,
-) -> LeastSquaresFit:
-    """Run the least-squares layer on a batch of network outputs.
-
-    Args:
-        uv_model: the UV-3DMM (on the maps' device).
-        image: (B, 3, H, W) RGB in [0, 1] (not yet pre-processed).
-        correspondence: (B, 2, H, W) UV coordinates (u, v) in [0, 1].
-        depth: (B, 1, H, W) depth, positive in front of the camera.
-        confidence: (B, 2, H, W) geometric (channel 0) and photometric (channel 1) confidence >= 0.
-        config: sample count, eps, regularisation weights, precision.
-        generator: optional torch.Generator for reproducible sampling.
-        shape_weights: optional (N,) or (B, N) per-coefficient alpha for m
-            replacing ``config.shape_weight`` (the adaptive weights of seed G).
-        albedo_weights: optional (N_alb,) or (B, N_alb) xi replacing ``config.albedo_weight``.
-
-    Returns:
-        LeastSquaresFit, differentiable in image, correspondence, depth, confidence and the weights.
-
-    Raises:
-        SolverError: a system is not positive definite even with jitter, or the
-            fitted inverse camera is singular (e.g. every confidence is zero).
-    """
+def _geometric_stage(uv_model: UVMorphableModel, image: torch.Tensor, correspondence: torch.Tensor, depth: torch.Tensor,
+                     confidence: torch.Tensor, config: SolverConfig, generator: torch.Generator | None,
+                     shape_weights: torch.Tensor | None) -> _GeometryStage:
+    """Sampling, the geometric solve (with its robust passes) and the camera, in the solve dtype."""
     _check_maps(image, correspondence, depth, confidence)
-    output_dtype = image.dtype
     dtype = torch.float64 if config.precision == "float64" else torch.float32
     height, width = image.shape[-2:]
     # The record_function labels let a profiler split the layer's time by stage (benchmarks/bench_reconstruct.py).
@@ -223,9 +216,87 @@ def fit(
                                       (height, width))
         camera = decompose_camera(geometry.inverse_camera, geometry.camera_centre)
 
+    return _GeometryStage(geometry, camera, uv, weights, correspondence_samples, samples)
+
+
+def _geometric_fields(uv_model: UVMorphableModel, stage: _GeometryStage, output_dtype: torch.dtype) -> dict:
+    """ShapeFit's fields from a geometric stage, cast to the output dtype."""
+    geometry, camera = stage.geometry, stage.camera
+    n_identity = uv_model.model.n_identity
+    return dict(
+        inverse_camera=geometry.inverse_camera.to(output_dtype),
+        camera_centre=geometry.camera_centre.to(output_dtype),
+        intrinsics=camera.intrinsics.to(output_dtype),
+        rotation=camera.rotation.to(output_dtype),
+        translation=camera.translation.to(output_dtype),
+        depth_scale=camera.depth_scale.to(output_dtype),
+        identity_coefficients=geometry.shape_coefficients[:, :n_identity].to(output_dtype),
+        expression_coefficients=geometry.shape_coefficients[:, n_identity:].to(output_dtype),
+        geometric_residuals=geometry.residuals.to(output_dtype),
+        geometric_weights=stage.weights[..., 0].to(output_dtype),
+        correspondence=stage.correspondence,
+        samples=stage.samples,
+    )
+
+
+def fit_geometry(
+    uv_model: UVMorphableModel,
+    image: torch.Tensor,
+    correspondence: torch.Tensor,
+    depth: torch.Tensor,
+    confidence: torch.Tensor,
+    config: SolverConfig = SolverConfig(),
+    generator: torch.Generator | None = None,
+    shape_weights: torch.Tensor | None = None,
+) -> ShapeFit:
+    """The least-squares layer's geometric half only: camera and shape, no lighting or albedo.
+
+    For a caller that needs only the shape or the camera (the true-shape training term): the same
+    samples, weights and solves as :func:`fit` with the same arguments and generator state, so its
+    fields equal fit's, without the photometric solve's cost. Arguments, errors and differentiability
+    as :func:`fit`; ``image`` is read only for its shape and dtype.
+    """
+    stage = _geometric_stage(uv_model, image, correspondence, depth, confidence, config, generator, shape_weights)
+    return ShapeFit(**_geometric_fields(uv_model, stage, image.dtype))
+
+
+def fit(
+    uv_model: UVMorphableModel,
+    image: torch.Tensor,
+    correspondence: torch.Tensor,
+    depth: torch.Tensor,
+    confidence: torch.Tensor,
+    config: SolverConfig = SolverConfig(),
+    generator: torch.Generator | None = None,
+    shape_weights: torch.Tensor | None = None,
+    albedo_weights: torch.Tensor | None = None,
+) -> LeastSquaresFit:
+    """Run the least-squares layer on a batch of network outputs.
+
+    Args:
+        uv_model: the UV-3DMM (on the maps' device).
+        image: (B, 3, H, W) RGB in [0, 1] (not yet pre-processed).
+        correspondence: (B, 2, H, W) UV coordinates (u, v) in [0, 1].
+        depth: (B, 1, H, W) depth, positive in front of the camera.
+        confidence: (B, 2, H, W) geometric (channel 0) and photometric (channel 1) confidence >= 0.
+        config: sample count, eps, regularisation weights, precision.
+        generator: optional torch.Generator for reproducible sampling.
+        shape_weights: optional (N,) or (B, N) per-coefficient alpha for m
+            replacing ``config.shape_weight`` (the adaptive weights of seed G).
+        albedo_weights: optional (N_alb,) or (B, N_alb) xi replacing ``config.albedo_weight``.
+
+    Returns:
+        LeastSquaresFit, differentiable in image, correspondence, depth, confidence and the weights.
+
+    Raises:
+        SolverError: a system is not positive definite even with jitter, or the
+            fitted inverse camera is singular (e.g. every confidence is zero).
+    """
+    stage = _geometric_stage(uv_model, image, correspondence, depth, confidence, config, generator, shape_weights)
+    dtype, uv, weights = stage.weights.dtype, stage.uv, stage.weights
     with record_function("lsqface.photometric_solve"):
-        normals = sample_normal(uv_model, uv).to(dtype) @ camera.rotation.transpose(1, 2)
-        colours = gather_map(softplus_preprocess(image, config.softplus_eps), samples).to(dtype)
+        normals = sample_normal(uv_model, uv).to(dtype) @ stage.camera.rotation.transpose(1, 2)
+        colours = gather_map(softplus_preprocess(image, config.softplus_eps), stage.samples).to(dtype)
         albedo_mean, albedo_basis = sample_albedo(uv_model, uv)
         photometry = solve_photometry(
             colours,
@@ -239,26 +310,12 @@ def fit(
             ),
         )
 
-    def out(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.to(output_dtype)
-
-    n_identity = uv_model.model.n_identity
+    output_dtype = image.dtype
     return LeastSquaresFit(
-        inverse_camera=out(geometry.inverse_camera),
-        camera_centre=out(geometry.camera_centre),
-        intrinsics=out(camera.intrinsics),
-        rotation=out(camera.rotation),
-        translation=out(camera.translation),
-        depth_scale=out(camera.depth_scale),
-        identity_coefficients=out(geometry.shape_coefficients[:, :n_identity]),
-        expression_coefficients=out(geometry.shape_coefficients[:, n_identity:]),
-        inverse_lighting=out(photometry.inverse_lighting),
-        albedo_coefficients=out(photometry.albedo_coefficients),
-        geometric_residuals=out(geometry.residuals),
-        photometric_residuals=out(photometry.residuals),
-        geometric_weights=out(weights[..., 0]),
-        photometric_weights=out(weights[..., 1]),
-        normals=out(normals),
-        correspondence=correspondence_samples,
-        samples=samples,
+        **_geometric_fields(uv_model, stage, output_dtype),
+        inverse_lighting=photometry.inverse_lighting.to(output_dtype),
+        albedo_coefficients=photometry.albedo_coefficients.to(output_dtype),
+        photometric_residuals=photometry.residuals.to(output_dtype),
+        photometric_weights=weights[..., 1].to(output_dtype),
+        normals=normals.to(output_dtype),
     )

@@ -50,7 +50,7 @@ from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.nets.checkpoint import check_face_model, face_model_summary, load_checkpoint, network_from_checkpoint, save_checkpoint
 from lsqface.nets.unet import UNet
 from lsqface.reconstruct import fitted_mesh, model_tensors, network_input
-from lsqface.solver.fit import fit
+from lsqface.solver.fit import fit, fit_geometry
 from lsqface.train.adaptive import AdaptiveRegularisation
 from lsqface.train.config import TrainConfig
 from lsqface.train.data import TrainingImages, batch_positions, position_generator
@@ -327,8 +327,9 @@ class Trainer:
                                          losses.true_depth_weight, losses.true_confidence_weight)
             if losses.true_shape_weight > 0:
                 # The inference solve (config.solver, no adaptive weights): the maps learn what the fit needs.
-                result = fit(self.uv_model, images, maps.correspondence, maps.depth, maps.confidence, self.config.solver,
-                             generator)
+                # Its geometric half only: the term reads the shape, not the lighting or albedo.
+                result = fit_geometry(self.uv_model, images, maps.correspondence, maps.depth, maps.confidence, self.config.solver,
+                                      generator)
                 tensors = model_tensors(self.uv_model.model, result.shape_coefficients.dtype, self.device)
                 terms["shape"] = true_shape_loss(tensors["shape_mean"], tensors["shape_basis"], result.shape_coefficients,
                                                  true_maps["shape"])
