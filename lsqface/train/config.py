@@ -110,7 +110,13 @@ class LossConfig:
         true_shape_weight: with ``train.supervision = "true_maps"``, weight of the vertex error (mm,
             after similarity alignment, as the benchmark measures it) of the shape the least-squares
             layer (``[solver]``) fits from the network's maps, against the face's true shape
-            (lsqface.train.losses.true_shape_loss); 0 skips the solve.
+            (lsqface.train.losses.true_shape_loss).
+        true_landmark_weight: likewise, weight of the 5-landmark error (percent of the inter-ocular
+            distance, the benchmark's fitted error) of the fitted shape projected by the fitted camera
+            (lsqface.train.losses.true_landmark_loss). Both 0 skips the solve.
+        true_landmark_cap: the landmark term per image is min(error, cap) (percent): a fit thrown
+            far off (a camera behind the face gives thousands of percent) adds no gradient, so the
+            term works on the faces the fit can still recover.
     """
 
     photometric_weight: float = 1.0
@@ -122,6 +128,8 @@ class LossConfig:
     true_depth_weight: float = 1.0
     true_confidence_weight: float = 0.1
     true_shape_weight: float = 0.0
+    true_landmark_weight: float = 0.0
+    true_landmark_cap: float = 100.0
 
 
 @dataclass(frozen=True)

@@ -108,9 +108,10 @@ class TrainingImages:
             return self.backgrounds.sample(1, self.size, self.size, generator)[0]
         return procedural_background(1, self.size, self.size, generator)[0]
 
-    def _synthetic_faces(self, positions: Sequence[int], aligned: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 7, S, S): image (3), true correspondence (2), depth in mm (1), face mask (1); and (B, N)
-        the true shape coefficients (identity, then expression, as the UV-3DMM's shape basis)."""
+    def _synthetic_faces(self, positions: Sequence[int], aligned: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, 7, S, S): image (3), true correspondence (2), depth in mm (1), face mask (1); and the
+        truth behind each face: "shape" (B, N) its shape coefficients (identity, then expression, as
+        the UV-3DMM's shape basis) and "landmarks_5" (B, 5, 2) its 5 landmarks in pixels."""
         pool = self.config.synthetic_pool
         keys = [(aligned, int(p) % pool if pool > 0 else int(p)) for p in positions]
         missing = sorted({key for key in keys if key not in self._pool})
@@ -125,11 +126,14 @@ class TrainingImages:
                 images = faces.confidence * images + (1.0 - faces.confidence) * backgrounds
             maps = torch.cat([images, faces.correspondence, faces.depth, faces.confidence], dim=1)
             shape = torch.cat([faces.identity, faces.expression], dim=1).to(torch.float32)
-            found = {key: (maps[k], shape[k]) for k, key in enumerate(missing)}
+            found = {key: (maps[k], shape[k], faces.landmarks_5[k].float()) for k, key in enumerate(missing)}
             if pool > 0:
                 self._pool.update(found)
         source = found if pool <= 0 else self._pool
-        return (torch.stack([source[key][0] for key in keys]), torch.stack([source[key][1] for key in keys]))
+        entries = [source[key] for key in keys]
+        return (torch.stack([entry[0] for entry in entries]),
+                {"shape": torch.stack([entry[1] for entry in entries]),
+                 "landmarks_5": torch.stack([entry[2] for entry in entries])})
 
     def _synthetic_images(self, positions: Sequence[int], aligned: bool) -> torch.Tensor:
         return self._synthetic_faces(positions, aligned)[0][:, :3].contiguous()
@@ -140,17 +144,18 @@ class TrainingImages:
         Returns:
             (B, 3, S, S) images in [0, 1] (the same as :meth:`images`) and a dict of
             "correspondence" (B, 2, S, S) true (u, v), "depth" (B, 1, S, S) camera z in mm (0 off the
-            face), "confidence" (B, 1, S, S) the face mask and "shape" (B, N) the true shape
-            coefficients (identity, then expression).
+            face), "confidence" (B, 1, S, S) the face mask, "shape" (B, N) the true shape
+            coefficients (identity, then expression) and "landmarks_5" (B, 5, 2) the true 5
+            landmarks in pixels (the evaluation's convention).
 
         Raises:
             ConfigError: the data source is not synthetic.
         """
         if self.dataset is not None:
             raise ConfigError("Only synthetic faces have true maps; set data.source = 'synthetic' for train.supervision = 'true_maps'.")
-        faces, shape = self._synthetic_faces(positions, aligned=False)
+        faces, truth = self._synthetic_faces(positions, aligned=False)
         return faces[:, :3].contiguous(), {"correspondence": faces[:, 3:5].contiguous(), "depth": faces[:, 5:6].contiguous(),
-                                           "confidence": faces[:, 6:7].contiguous(), "shape": shape}
+                                           "confidence": faces[:, 6:7].contiguous(), **truth}
 
     def _file_index(self, position: int) -> int:
         count = len(self)

@@ -17,7 +17,8 @@ over processes or micro-batches gives the same gradient.
 Not unsupervised, for the ablation's upper bound and the default model (``train.supervision =
 "true_maps"``): :func:`true_map_loss` regresses the maps onto a synthetic face's true maps, and
 :func:`true_shape_loss` measures the shape the least-squares layer fits from the network's maps
-against the face's true shape, so the maps are trained for what the fit makes of them.
+against the face's true shape, so the maps are trained for what the fit makes of them;
+:func:`true_landmark_loss` does the same for the fitted 5 landmarks, the benchmark's fitted error.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import torch.nn.functional as F
 
 from lsqface.render.interpolate import interpolate
 from lsqface.render.rasterize import rasterize
-from lsqface.solver.fit import LeastSquaresFit
+from lsqface.solver.camera import project
+from lsqface.solver.fit import LeastSquaresFit, ShapeFit
 from lsqface.solver.sampling import gather_map
 
 
@@ -160,3 +162,33 @@ def true_shape_loss(shape_mean: torch.Tensor, shape_basis: torch.Tensor, fitted:
     mean, basis = shape_mean.to(fitted.dtype), shape_basis.to(fitted.dtype)
     return vertex_error(mean + torch.einsum("vcn,bn->bvc", basis, fitted),
                         mean + torch.einsum("vcn,bn->bvc", basis, truth.to(fitted.dtype)))
+
+
+def true_landmark_loss(shape_mean: torch.Tensor, shape_basis: torch.Tensor, landmark_rows: torch.Tensor, fitted: ShapeFit,
+                       truth: torch.Tensor) -> torch.Tensor:
+    """The benchmark's fitted 5-landmark error (percent of the inter-ocular distance), per image.
+
+    Each landmark is the mean of its model vertices (``MorphableModel.landmarks_5`` rows) on the
+    fitted shape, projected by the fitted camera, as ``Reconstruction.landmarks_5`` is; the error
+    is :func:`lsqface.evaluate.metrics.landmark_error` against the true landmarks. Unlike the
+    vertex error it sees the camera too: pose, size and position.
+
+    Args:
+        shape_mean: (V, 3) the model's mean shape; shape_basis: (V, 3, N) its shape basis.
+        landmark_rows: (5, K) int vertex indices of each landmark.
+        fitted: the least-squares layer's camera and shape (differentiable).
+        truth: (B, 5, 2) the true landmarks in the fitted image's pixels.
+
+    Returns:
+        (B,) mean landmark distance over the true inter-ocular distance, percent.
+    """
+    from lsqface.evaluate.metrics import landmark_error
+
+    coefficients = fitted.shape_coefficients
+    dtype = coefficients.dtype
+    rows = landmark_rows.to(shape_mean.device)
+    mean = shape_mean[rows].to(dtype).mean(dim=1)  # (5, 3)
+    basis = shape_basis[rows].to(dtype).mean(dim=1)  # (5, 3, N)
+    points = mean + torch.einsum("lcn,bn->blc", basis, coefficients)
+    predicted = project(points, fitted.intrinsics, fitted.rotation, fitted.translation)
+    return landmark_error(predicted, truth.to(dtype))

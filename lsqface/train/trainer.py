@@ -55,7 +55,8 @@ from lsqface.train.adaptive import AdaptiveRegularisation
 from lsqface.train.config import TrainConfig
 from lsqface.train.data import TrainingImages, batch_positions, position_generator
 from lsqface.train.distributed import DistributedContext, all_reduce_sum, broadcast_flag
-from lsqface.train.losses import geometric_loss, photometric_loss, statistical_loss, true_map_loss, true_shape_loss
+from lsqface.train.losses import (geometric_loss, photometric_loss, statistical_loss, true_landmark_loss, true_map_loss,
+                                  true_shape_loss)
 from lsqface.train.pretrain import celeba_landmarks_5, moved_targets, pretraining_loss, pretraining_targets
 
 logger = logging.getLogger("lsqface.train")
@@ -325,15 +326,22 @@ class Trainer:
             total, terms = true_map_loss(maps.correspondence, maps.depth, maps.confidence, true_maps["correspondence"],
                                          true_maps["depth"], true_maps["confidence"], losses.true_correspondence_weight,
                                          losses.true_depth_weight, losses.true_confidence_weight)
-            if losses.true_shape_weight > 0:
+            if losses.true_shape_weight > 0 or losses.true_landmark_weight > 0:
                 # The inference solve (config.solver, no adaptive weights): the maps learn what the fit needs.
-                # Its geometric half only: the term reads the shape, not the lighting or albedo.
+                # Its geometric half only: the terms read the shape and camera, not the lighting or albedo.
                 result = fit_geometry(self.uv_model, images, maps.correspondence, maps.depth, maps.confidence, self.config.solver,
                                       generator)
                 tensors = model_tensors(self.uv_model.model, result.shape_coefficients.dtype, self.device)
-                terms["shape"] = true_shape_loss(tensors["shape_mean"], tensors["shape_basis"], result.shape_coefficients,
-                                                 true_maps["shape"])
-                total = total + losses.true_shape_weight * terms["shape"].to(total.dtype)
+                if losses.true_shape_weight > 0:
+                    terms["shape"] = true_shape_loss(tensors["shape_mean"], tensors["shape_basis"],
+                                                     result.shape_coefficients, true_maps["shape"])
+                    total = total + losses.true_shape_weight * terms["shape"].to(total.dtype)
+                if losses.true_landmark_weight > 0:
+                    rows = torch.as_tensor(self.uv_model.model.landmarks_5, dtype=torch.int64)
+                    error = true_landmark_loss(tensors["shape_mean"], tensors["shape_basis"], rows, result,
+                                               true_maps["landmarks_5"])
+                    terms["landmarks"] = error.clamp_max(losses.true_landmark_cap)
+                    total = total + losses.true_landmark_weight * terms["landmarks"].to(total.dtype)
             self._last_pictures = (images.detach(), maps, None, None)
             return total.mean(), terms, None
         scale = self.config.train.regularisation_scale

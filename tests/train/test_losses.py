@@ -148,3 +148,58 @@ def test_true_shape_loss_gradient_matches_finite_differences(ict_uv_model):
     truth = torch.randn(2, 6, generator=generator, dtype=torch.float64)
     fitted = torch.randn(2, 6, generator=generator, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda m: true_shape_loss(mean, basis, m, truth), (fitted,))
+
+
+def _camera_and_shape(coefficients, intrinsics, rotation, translation):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(shape_coefficients=coefficients, intrinsics=intrinsics, rotation=rotation,
+                           translation=translation)
+
+
+def test_true_landmark_loss_is_zero_on_the_generators_own_face_and_matches_numpy(ict_uv_model):
+    from lsqface.data.synthetic import SyntheticConfig, generate_faces
+    from lsqface.train.losses import true_landmark_loss
+
+    model = ict_uv_model.model
+    mean = torch.as_tensor(model.shape_mean, dtype=torch.float64)
+    basis = torch.as_tensor(model.shape_basis, dtype=torch.float64)
+    rows = torch.as_tensor(model.landmarks_5)
+    faces = generate_faces(ict_uv_model, [11, 12], SyntheticConfig(size=64, roll_range=180.0))
+    coefficients = torch.cat([faces.identity, faces.expression], dim=1).double()
+    camera = (faces.intrinsics.double(), faces.rotation.double(), faces.translation.double())
+    # The face's own shape and camera give the generator's landmarks.
+    exact = true_landmark_loss(mean, basis, rows, _camera_and_shape(coefficients, *camera), faces.landmarks_5)
+    assert exact.abs().max() < 1e-3
+    # A perturbed fit, against an independent computation: numpy mesh, landmark means, pinhole projection.
+    generator = torch.Generator().manual_seed(7)
+    perturbed = coefficients + 0.5 * torch.randn(coefficients.shape, generator=generator, dtype=torch.float64)
+    shifted = camera[2] + torch.tensor([3.0, -2.0, 10.0], dtype=torch.float64)
+    value = true_landmark_loss(mean, basis, rows, _camera_and_shape(perturbed, camera[0], camera[1], shifted), faces.landmarks_5)
+    for index in range(2):
+        c = perturbed[index].numpy()
+        vertices = model.shape(c[:model.n_identity], c[model.n_identity:])
+        five = vertices[model.landmarks_5].mean(axis=1)
+        points = (five @ camera[1][index].numpy().T + shifted[index].numpy()) @ camera[0][index].numpy().T
+        pixels = points[:, :2] / points[:, 2:]
+        truth = faces.landmarks_5[index].double().numpy()
+        expected = 100 * np.linalg.norm(pixels - truth, axis=1).mean() / np.linalg.norm(truth[0] - truth[1])
+        assert float(value[index]) == pytest.approx(expected, rel=1e-9)
+    assert (value > 1.0).all()
+
+
+def test_true_landmark_loss_gradient_matches_finite_differences(ict_uv_model):
+    from lsqface.train.losses import true_landmark_loss
+
+    model = ict_uv_model.model
+    mean = torch.as_tensor(model.shape_mean, dtype=torch.float64)
+    basis = torch.as_tensor(model.shape_basis[:, :, :6], dtype=torch.float64)
+    rows = torch.as_tensor(model.landmarks_5)
+    generator = torch.Generator().manual_seed(8)
+    intrinsics = torch.tensor([[[300.0, 0, 32], [0, 300.0, 32], [0, 0, 1]]], dtype=torch.float64).repeat(2, 1, 1)
+    rotation = torch.linalg.qr(torch.randn(2, 3, 3, generator=generator, dtype=torch.float64))[0]
+    truth = 64 * torch.rand(2, 5, 2, generator=generator, dtype=torch.float64)
+    inputs = (torch.randn(2, 6, generator=generator, dtype=torch.float64, requires_grad=True),
+              intrinsics.clone().requires_grad_(), rotation.clone().requires_grad_(),
+              torch.tensor([[0.0, 0, 600], [5, -5, 700]], dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradcheck(lambda *a: true_landmark_loss(mean, basis, rows, _camera_and_shape(*a), truth), inputs)

@@ -212,6 +212,23 @@ def test_true_maps_carry_the_coefficients_of_the_rendered_face(ict_uv_model, tru
     camera = faces.vertices.double()
     model_frame = torch.einsum("bij,bvj->bvi", rotation.transpose(1, 2), camera - translation[:, None])
     assert vertex_error(shapes, model_frame).max() < 1e-3
+    assert torch.equal(maps["landmarks_5"], faces.landmarks_5)
+
+
+def test_the_fit_of_true_maps_lands_on_the_true_landmarks(ict_uv_model, true_maps_setup):
+    # The generator's pixels and the solver's pixels are one convention: the least-squares layer on
+    # a face's true maps puts the fitted landmarks where the generator put the true ones.
+    from lsqface.solver.fit import SolverConfig, fit_geometry
+    from lsqface.train.losses import true_landmark_loss
+    from lsqface.reconstruct import model_tensors
+
+    config, images, maps = true_maps_setup
+    result = fit_geometry(ict_uv_model, images, maps["correspondence"], maps["depth"], maps["confidence"].expand(-1, 2, -1, -1),
+                          SolverConfig(sample_count=4000, shape_weight=1e-3), torch.Generator().manual_seed(0))
+    tensors = model_tensors(ict_uv_model.model, torch.float64, "cpu")
+    rows = torch.as_tensor(ict_uv_model.model.landmarks_5)
+    error = true_landmark_loss(tensors["shape_mean"], tensors["shape_basis"], rows, result, maps["landmarks_5"])
+    assert error.max() < 2.0, error
 
 
 def test_true_shape_term_trains_the_maps_through_the_solve(ict_uv_model, true_maps_setup, tmp_path):
@@ -228,6 +245,30 @@ def test_true_shape_term_trains_the_maps_through_the_solve(ict_uv_model, true_ma
     result = trainer.train_step([images], [maps])
     assert not result.skipped and "shape" in result.terms
     assert all(torch.isfinite(p.grad).all() for p in trainer.network.parameters() if p.grad is not None)
+
+
+def test_true_landmark_term_adds_the_fitted_landmark_error(ict_uv_model, true_maps_setup, tmp_path):
+    config, images, maps = true_maps_setup
+    config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, true_landmark_weight=0.02),
+                                 solver=dataclasses.replace(config.solver, sample_count=200))
+    trainer = Trainer(config, "train", tmp_path, ict_uv_model)
+    with torch.no_grad():
+        loss, terms, _ = trainer.losses(images, None, torch.Generator().manual_seed(0), maps)
+    assert set(terms) == {"correspondence", "depth", "confidence", "landmarks"}
+    assert (terms["landmarks"] > 0).all()
+    maps_only = terms["correspondence"] + terms["depth"] + 0.1 * terms["confidence"]
+    assert float(loss) == pytest.approx(float((maps_only + 0.02 * terms["landmarks"]).mean()), rel=1e-5)
+    result = trainer.train_step([images], [maps])
+    assert not result.skipped and "landmarks" in result.terms
+    grads = [p.grad for p in trainer.network.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    # Capped: a face past the cap adds its cap and no gradient.
+    capped = dataclasses.replace(config, losses=dataclasses.replace(config.losses, true_landmark_cap=1e-3))
+    capped_trainer = Trainer(capped, "train", tmp_path / "capped", ict_uv_model)
+    capped_terms = capped_trainer.losses(images, None, None, maps)[1]
+    assert torch.equal(capped_terms["landmarks"].detach(), torch.full((2,), 1e-3))
+    capped_terms["landmarks"].sum().backward()
+    assert all((p.grad is None or not p.grad.any()) for p in capped_trainer.network.parameters())
 
 
 def test_true_maps_run_draws_its_own_maps_and_resumes(ict_uv_model, true_maps_setup, tmp_path):
