@@ -231,40 +231,31 @@ def test_the_fit_of_true_maps_lands_on_the_true_landmarks(ict_uv_model, true_map
     assert error.max() < 2.0, error
 
 
-def test_true_shape_term_trains_the_maps_through_the_solve(ict_uv_model, true_maps_setup, tmp_path):
+@pytest.mark.parametrize("weight_name, term, weight", [("true_shape_weight", "shape", 0.01),
+                                                       ("true_landmark_weight", "landmarks", 0.02)])
+def test_fit_terms_train_the_maps_through_the_solve(ict_uv_model, true_maps_setup, tmp_path, weight_name, term, weight):
     config, images, maps = true_maps_setup
-    config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, true_shape_weight=0.01),
+    config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, **{weight_name: weight}),
                                  solver=dataclasses.replace(config.solver, sample_count=200))
     trainer = Trainer(config, "train", tmp_path, ict_uv_model)
     with torch.no_grad():
         loss, terms, _ = trainer.losses(images, None, torch.Generator().manual_seed(0), maps)
-    assert set(terms) == {"correspondence", "depth", "confidence", "shape"}
-    assert (terms["shape"] > 0).all()
+    assert set(terms) == {"correspondence", "depth", "confidence", term}
+    assert (terms[term] > 0).all()
     maps_only = terms["correspondence"] + terms["depth"] + 0.1 * terms["confidence"]
-    assert float(loss) == pytest.approx(float((maps_only + 0.01 * terms["shape"]).mean()), rel=1e-5)
+    assert float(loss) == pytest.approx(float((maps_only + weight * terms[term]).mean()), rel=1e-5)
     result = trainer.train_step([images], [maps])
-    assert not result.skipped and "shape" in result.terms
-    assert all(torch.isfinite(p.grad).all() for p in trainer.network.parameters() if p.grad is not None)
-
-
-def test_true_landmark_term_adds_the_fitted_landmark_error(ict_uv_model, true_maps_setup, tmp_path):
-    config, images, maps = true_maps_setup
-    config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, true_landmark_weight=0.02),
-                                 solver=dataclasses.replace(config.solver, sample_count=200))
-    trainer = Trainer(config, "train", tmp_path, ict_uv_model)
-    with torch.no_grad():
-        loss, terms, _ = trainer.losses(images, None, torch.Generator().manual_seed(0), maps)
-    assert set(terms) == {"correspondence", "depth", "confidence", "landmarks"}
-    assert (terms["landmarks"] > 0).all()
-    maps_only = terms["correspondence"] + terms["depth"] + 0.1 * terms["confidence"]
-    assert float(loss) == pytest.approx(float((maps_only + 0.02 * terms["landmarks"]).mean()), rel=1e-5)
-    result = trainer.train_step([images], [maps])
-    assert not result.skipped and "landmarks" in result.terms
+    assert not result.skipped and term in result.terms
     grads = [p.grad for p in trainer.network.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
-    # Capped: a face past the cap adds its cap and no gradient.
-    capped = dataclasses.replace(config, losses=dataclasses.replace(config.losses, true_landmark_cap=1e-3))
-    capped_trainer = Trainer(capped, "train", tmp_path / "capped", ict_uv_model)
+
+
+def test_true_landmark_term_is_capped_per_face(ict_uv_model, true_maps_setup, tmp_path):
+    config, images, maps = true_maps_setup
+    losses = dataclasses.replace(config.losses, true_landmark_weight=0.02, true_landmark_cap=1e-3)
+    config = dataclasses.replace(config, losses=losses, solver=dataclasses.replace(config.solver, sample_count=200))
+    # A face past the cap adds its cap and no gradient.
+    capped_trainer = Trainer(config, "train", tmp_path, ict_uv_model)
     capped_terms = capped_trainer.losses(images, None, None, maps)[1]
     assert torch.equal(capped_terms["landmarks"].detach(), torch.full((2,), 1e-3))
     capped_terms["landmarks"].sum().backward()
