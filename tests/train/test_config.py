@@ -40,11 +40,23 @@ def test_bad_values_are_config_errors(values):
         from_dict(TrainConfig, values)
 
 
-def test_the_shape_fine_tune_continues_the_default_model():
+@pytest.mark.parametrize("name", ["finetune-shape", "finetune-landmarks", "finetune-fit"])
+def test_the_fine_tunes_continue_the_default_model(name):
     default = load_train_config(REPOSITORY_ROOT / "configs" / "default.toml")
-    finetune = load_train_config(REPOSITORY_ROOT / "configs" / "finetune-shape.toml")
+    finetune = load_train_config(REPOSITORY_ROOT / "configs" / f"{name}.toml")
     # --init needs the same network and input; the data are the same kind of faces, new ones.
     assert finetune.network == default.network and finetune.input_size == default.input_size
     assert finetune.data == default.data and finetune.seed != default.seed
     assert finetune.train.supervision == "true_maps" and finetune.losses.true_shape_weight > 0
     assert finetune.solver.shape_weight == default.solver.shape_weight
+    assert (finetune.losses.true_landmark_weight > 0) == (name != "finetune-shape")
+
+
+def test_the_shipped_model_was_trained_by_its_committed_config():
+    # The model card's recipe names configs/finetune-fit.toml as the last stage: the config stored in
+    # the shipped checkpoint must be that file's.
+    import torch
+
+    payload = torch.load(REPOSITORY_ROOT / "lsqface" / "weights" / "default.pt", map_location="cpu", weights_only=False)
+    stored = from_dict(TrainConfig, payload["metadata"]["training_config"])
+    assert stored == load_train_config(REPOSITORY_ROOT / "configs" / "finetune-fit.toml")
