@@ -55,8 +55,8 @@ def test_the_fine_tunes_continue_the_default_model(name):
 def test_the_shipped_model_was_trained_by_its_committed_config():
     # The model card's recipe names configs/finetune-fit.toml as the last stage: the config stored in
     # the shipped checkpoint must be that file's.
-    import torch
+    from lsqface.nets.checkpoint import load_checkpoint
 
-    payload = torch.load(REPOSITORY_ROOT / "lsqface" / "weights" / "default.pt", map_location="cpu", weights_only=False)
+    payload = load_checkpoint(REPOSITORY_ROOT / "lsqface" / "weights" / "default.pt")
     stored = from_dict(TrainConfig, payload["metadata"]["training_config"])
     assert stored == load_train_config(REPOSITORY_ROOT / "configs" / "finetune-fit.toml")
