@@ -159,13 +159,12 @@ def generate_faces(uv_model: UVMorphableModel, seeds: list[int], config: Synthet
 
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in (
         "identity", "expression", "albedo", "lighting", "intrinsics", "rotation", "translation", "pose",
-        "vertices", "vertex_albedo", "detail", "background")}
+        "camera_translation", "detail", "background")}
     for seed in seeds:
         generator = torch.Generator().manual_seed(int(seed))
         identity = config.identity_std * torch.randn(model.n_identity, generator=generator, dtype=dtype)
         expression = config.expression_std * torch.randn(model.n_expression, generator=generator, dtype=dtype)
         albedo = config.albedo_std * torch.randn(model.n_albedo, generator=generator, dtype=dtype)
-        shape = mean + identity_basis @ identity + expression_basis @ expression - centre
         intrinsics, rotation, translation, pose = _camera(generator, config, face_width, centre_depth)
         lighting = constant_lighting(config.lighting_ambient) + config.lighting_std * torch.randn(9, generator=generator, dtype=dtype)
         colour_scale = 1.0 + config.colour_lighting_std * torch.randn(3, 1, generator=generator, dtype=dtype)
@@ -178,8 +177,7 @@ def generate_faces(uv_model: UVMorphableModel, seeds: list[int], config: Synthet
         # The model is centred before posing; fold the centring into t so X projects as K (R X + t).
         parts["translation"].append(translation - rotation @ centre)
         parts["pose"].append(pose)
-        parts["vertices"].append(shape @ rotation.T + translation)
-        parts["vertex_albedo"].append(albedo_mean + albedo_basis @ albedo)
+        parts["camera_translation"].append(translation)
         parts["detail"].append(_detail_texture(generator, config.albedo_detail))
         if config.background == "procedural":
             parts["background"].append(procedural_background(1, config.size, config.size, generator)[0])
@@ -187,7 +185,14 @@ def generate_faces(uv_model: UVMorphableModel, seeds: list[int], config: Synthet
             parts["background"].append(torch.zeros(3, config.size, config.size))
     stacked = {key: torch.stack(value) for key, value in parts.items()}
 
-    vertices = stacked["vertices"]
+    # Every face's shape and albedo in one product per basis: the bases (tens of MB in float64) are
+    # read once per batch instead of once per face, which was half of this function's time.
+    def combine(basis: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:  # (V, 3, N), (B, N) -> (B, V, 3)
+        return (basis.reshape(-1, basis.shape[-1]) @ coefficients.T).T.reshape(len(seeds), *basis.shape[:2])
+
+    shape = mean + combine(identity_basis, stacked["identity"]) + combine(expression_basis, stacked["expression"]) - centre
+    vertices = shape @ stacked["rotation"].transpose(1, 2) + stacked["camera_translation"][:, None]
+    stacked["vertex_albedo"] = albedo_mean + combine(albedo_basis, stacked["albedo"])
     intrinsics = stacked["intrinsics"]
     projected = vertices @ intrinsics.transpose(1, 2)
     image_vertices = torch.cat([projected[..., :2] / projected[..., 2:], vertices[..., 2:]], dim=-1)

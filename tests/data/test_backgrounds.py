@@ -43,6 +43,28 @@ def test_unreadable_files_skipped_then_reported(tmp_path):
         BackgroundSampler([bad]).sample(1, 16, 16)
 
 
+def test_decoded_photos_are_cached_within_the_bound(tmp_path, monkeypatch):
+    import lsqface.data.backgrounds as backgrounds
+
+    write_imagenet_layout(tmp_path)
+    reads = []
+    original = backgrounds.read_image
+    monkeypatch.setattr(backgrounds, "read_image", lambda path: reads.append(path) or original(path))
+    cached = BackgroundSampler(tmp_path / "train")
+    first = cached.sample(16, 24, 32, torch.Generator().manual_seed(2))
+    assert len(reads) == len(set(reads)) >= 3  # each file drawn decoded once (three or four of them)
+    reads.clear()
+    uncached = BackgroundSampler(tmp_path / "train", cache_bytes=0)
+    assert torch.equal(uncached.sample(16, 24, 32, torch.Generator().manual_seed(2)), first)  # no pixel changes
+    assert len(reads) == 16
+    # A bound of two 32 x 40 photos keeps at most two, dropping the least recently used.
+    bound = 2 * 3 * 32 * 48 * 4
+    small = BackgroundSampler(tmp_path / "train", cache_bytes=bound)
+    assert torch.equal(small.sample(16, 24, 32, torch.Generator().manual_seed(2)), first)
+    assert 1 <= len(small._cache) <= 2 and small._cached_bytes <= bound
+    assert small._cached_bytes == sum(image.numel() * 4 for image in small._cache.values())
+
+
 def test_empty_or_missing_folder(tmp_path):
     with pytest.raises(ImageError, match="no images"):
         BackgroundSampler(tmp_path)
