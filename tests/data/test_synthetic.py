@@ -25,6 +25,16 @@ def test_same_seed_same_face_and_different_seeds_differ(ict_uv_model, faces):
     assert (faces.image[0] - faces.image[1]).abs().mean() > 0.05
 
 
+def test_vertices_are_each_face_s_own_coefficients_posed(ict_uv_model, faces):
+    # numpy, face by face, against the batched products of generate_faces
+    model = ict_uv_model.model
+    for k in range(len(faces.seeds)):
+        shape = (model.shape_mean + model.identity_basis @ faces.identity[k].numpy()
+                 + model.expression_basis @ faces.expression[k].numpy())
+        posed = shape @ faces.rotation[k].numpy().T + faces.translation[k].numpy()
+        np.testing.assert_allclose(faces.vertices[k].numpy(), posed, rtol=0, atol=1e-9)
+
+
 def test_shapes_and_ranges(faces):
     assert faces.image.shape == (4, 3, 64, 64) and faces.image.min() >= 0 and faces.image.max() <= 1
     assert faces.correspondence.shape == (4, 2, 64, 64) and faces.depth.shape == (4, 1, 64, 64)
