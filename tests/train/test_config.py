@@ -1,5 +1,7 @@
 """The shipped training configs load, and bad values are refused with ConfigError."""
 
+import dataclasses
+
 import pytest
 
 from lsqface.config import from_dict
@@ -50,6 +52,15 @@ def test_the_fine_tunes_continue_the_default_model(name):
     assert finetune.train.supervision == "true_maps" and finetune.losses.true_shape_weight > 0
     assert finetune.solver.shape_weight == default.solver.shape_weight
     assert (finetune.losses.true_landmark_weight > 0) == (name != "finetune-shape")
+
+
+def test_the_second_true_map_stage_is_the_first_at_a_lower_rate_on_new_faces():
+    default = load_train_config(REPOSITORY_ROOT / "configs" / "default.toml")
+    second = load_train_config(REPOSITORY_ROOT / "configs" / "continue-true-maps.toml")
+    assert second.seed != default.seed and second.train.learning_rate < default.train.learning_rate
+    same = dataclasses.replace(second, seed=default.seed,
+                               train=dataclasses.replace(second.train, learning_rate=default.train.learning_rate))
+    assert same == default
 
 
 def test_the_shipped_model_was_trained_by_its_committed_config():
