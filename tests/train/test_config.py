@@ -42,7 +42,7 @@ def test_bad_values_are_config_errors(values):
         from_dict(TrainConfig, values)
 
 
-@pytest.mark.parametrize("name", ["finetune-shape", "finetune-landmarks", "finetune-fit"])
+@pytest.mark.parametrize("name", ["finetune-shape", "finetune-landmarks", "finetune-fit", "finetune-fit-long"])
 def test_the_fine_tunes_continue_the_default_model(name):
     default = load_train_config(REPOSITORY_ROOT / "configs" / "default.toml")
     finetune = load_train_config(REPOSITORY_ROOT / "configs" / f"{name}.toml")
@@ -61,6 +61,13 @@ def test_the_second_true_map_stage_is_the_first_at_a_lower_rate_on_new_faces():
     same = dataclasses.replace(second, seed=default.seed,
                                train=dataclasses.replace(second.train, learning_rate=default.train.learning_rate))
     assert same == default
+
+
+def test_the_long_fine_tune_is_the_shipped_one_run_longer_on_new_faces():
+    shipped = load_train_config(REPOSITORY_ROOT / "configs" / "finetune-fit.toml")
+    long = load_train_config(REPOSITORY_ROOT / "configs" / "finetune-fit-long.toml")
+    assert long.seed != shipped.seed and long.train.steps > shipped.train.steps
+    assert dataclasses.replace(long, seed=shipped.seed, train=dataclasses.replace(long.train, steps=shipped.train.steps)) == shipped
 
 
 def test_the_shipped_model_was_trained_by_its_committed_config():
