@@ -23,18 +23,8 @@ minute). Not a test: timings on a shared machine vary; the ratios are what count
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
-
-def _median_cpu_seconds(function, repeats: int) -> float:
-    function()  # warm-up
-    seconds = []
-    for _ in range(repeats):
-        start = time.process_time()
-        function()
-        seconds.append(time.process_time() - start)
-    return statistics.median(seconds)
+from timing import median_cpu_time
 
 
 def main() -> None:
@@ -102,7 +92,7 @@ def main() -> None:
           f"median CPU time of {args.repeats} batches")
     reference = None
     for name, function in timers.items():
-        seconds = _median_cpu_seconds(function, args.repeats)
+        seconds = median_cpu_time(function, args.repeats)
         reference = seconds if reference is None else reference
         print(f"{name:45s} {seconds * 1e3:8.1f} ms  {seconds / reference:5.2f} x network")
 

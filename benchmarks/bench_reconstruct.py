@@ -46,18 +46,9 @@ from lsqface.nets.checkpoint import load_checkpoint, network_from_checkpoint
 from lsqface.reconstruct import (ReconstructConfig, Reconstructor, default_checkpoint, frame_image, network_input,
                                  reconstruct_from_maps)
 from lsqface.solver.fit import SolverConfig
+from timing import best_time
 
 LABELS = ("lsqface.sampling", "lsqface.geometric_solve", "lsqface.photometric_solve")
-
-
-def best_time(function, repeats: int) -> float:
-    function()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def solve_stages(uv_model, faces, repeats: int, config: ReconstructConfig) -> dict[str, float]:

@@ -20,13 +20,13 @@ import math
 import pathlib
 import argparse
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from lsqface.render import interpolate, rasterize  # noqa: E402
+from timing import best_time  # noqa: E402
 
 ICT_MESH = pathlib.Path("/tmp/ict/FaceXModel/generic_neutral_mesh.obj")
 FACE_VERTEX_COUNT = 9409
@@ -69,16 +69,6 @@ def to_image_space(positions: torch.Tensor, size: int) -> torch.Tensor:
     image_xy = (xy - centre) * scale * torch.tensor([1.0, -1.0]) + size / 2
     depth = positions[:, 2].amax() - positions[:, 2] + 1.0
     return torch.cat((image_xy, depth[:, None]), dim=1)
-
-
-def best_time(function, repeats: int) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
