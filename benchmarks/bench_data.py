@@ -14,7 +14,7 @@ and with the same batch size and input size (CPU time of this process, one torch
 - shape and albedo products, per face: the three basis products (identity, expression, albedo)
   as one matrix-vector product per face, how ``generate_faces`` computed them before;
 - shape and albedo products, batched: the same products as one matrix product per basis for the
-  whole batch (what it does now; the bases are read once per batch instead of once per face).
+  whole batch (``basis_products``, what it does now; the bases are read once per batch instead of once per face).
 
 Run: ``python benchmarks/bench_data.py [--config configs/default.toml] [--repeats 10]`` (about a
 minute). Not a test: timings on a shared machine vary; the ratios are what counts.
@@ -36,7 +36,7 @@ def main() -> None:
 
     import torch
 
-    from lsqface.data.synthetic import generate_faces
+    from lsqface.data.synthetic import basis_products, generate_faces
     from lsqface.morphable.cache import load_uv_model
     from lsqface.nets.unet import UNet
     from lsqface.train.config import load_train_config
@@ -77,7 +77,7 @@ def main() -> None:
 
     def batched() -> None:
         for basis, values in zip(bases, coefficients):
-            (basis.reshape(-1, basis.shape[-1]) @ values.T).T.reshape(batch, *basis.shape[:2])
+            basis_products(basis, values)
 
     timers = {
         "network forward + backward (reference)": network_step,

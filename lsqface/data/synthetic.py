@@ -137,6 +137,21 @@ def _camera(generator: torch.Generator, config: SyntheticConfig, face_width: flo
     return intrinsics, rotation, translation, pose
 
 
+def basis_products(basis: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """Every face's offset from a per-vertex basis, in one matrix product for the batch.
+
+    The bases are tens of MB in float64: one product reads them once per batch instead of once per
+    face, which was half of :func:`generate_faces`'s time (benchmarks/bench_data.py).
+
+    Args:
+        basis: (V, 3, N) per-vertex basis; coefficients: (B, N).
+
+    Returns:
+        (B, V, 3) basis @ coefficients for each face.
+    """
+    return (basis.reshape(-1, basis.shape[-1]) @ coefficients.T).T.reshape(coefficients.shape[0], *basis.shape[:2])
+
+
 def generate_faces(uv_model: UVMorphableModel, seeds: list[int], config: SyntheticConfig = SyntheticConfig()) -> SyntheticFaces:
     """Render one synthetic face per seed, with its ground truth.
 
@@ -185,14 +200,10 @@ def generate_faces(uv_model: UVMorphableModel, seeds: list[int], config: Synthet
             parts["background"].append(torch.zeros(3, config.size, config.size))
     stacked = {key: torch.stack(value) for key, value in parts.items()}
 
-    # Every face's shape and albedo in one product per basis: the bases (tens of MB in float64) are
-    # read once per batch instead of once per face, which was half of this function's time.
-    def combine(basis: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:  # (V, 3, N), (B, N) -> (B, V, 3)
-        return (basis.reshape(-1, basis.shape[-1]) @ coefficients.T).T.reshape(len(seeds), *basis.shape[:2])
-
-    shape = mean + combine(identity_basis, stacked["identity"]) + combine(expression_basis, stacked["expression"]) - centre
+    shape = (mean + basis_products(identity_basis, stacked["identity"])
+             + basis_products(expression_basis, stacked["expression"]) - centre)
     vertices = shape @ stacked["rotation"].transpose(1, 2) + stacked["camera_translation"][:, None]
-    stacked["vertex_albedo"] = albedo_mean + combine(albedo_basis, stacked["albedo"])
+    stacked["vertex_albedo"] = albedo_mean + basis_products(albedo_basis, stacked["albedo"])
     intrinsics = stacked["intrinsics"]
     projected = vertices @ intrinsics.transpose(1, 2)
     image_vertices = torch.cat([projected[..., :2] / projected[..., 2:], vertices[..., 2:]], dim=-1)
