@@ -1,6 +1,9 @@
 """The shipped training configs load, and bad values are refused with ConfigError."""
 
 import dataclasses
+import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -78,3 +81,28 @@ def test_the_shipped_model_was_trained_by_its_committed_config():
     payload = load_checkpoint(REPOSITORY_ROOT / "lsqface" / "weights" / "default.pt")
     stored = from_dict(TrainConfig, payload["metadata"]["training_config"])
     assert stored == load_train_config(REPOSITORY_ROOT / "configs" / "finetune-fit.toml")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_default_model_runs_the_model_cards_recipe(tmp_path):
+    # `make default-model` trains by the recipe stored in the shipped checkpoint's notes, and its export
+    # flags give the shipped inference settings: exporting the shipped file itself with them changes nothing.
+    from lsqface.cli import main
+    from lsqface.nets.checkpoint import load_checkpoint
+
+    runs = tmp_path / "runs"
+    listing = subprocess.run(["make", "-n", "default-model", f"RUNS={runs}"], cwd=REPOSITORY_ROOT, check=True,
+                             capture_output=True, text=True).stdout
+    shipped_path = REPOSITORY_ROOT / "lsqface" / "weights" / "default.pt"
+    shipped = load_checkpoint(shipped_path)
+    trained = [re.sub(r"^.*?lsqface train ", "lsqface train ", line).split(" $(test")[0].split()
+               for line in listing.splitlines() if "lsqface train " in line]
+    recipe = [line.replace("runs/", f"{runs}/").split() for line in shipped["metadata"]["notes"]["recipe"]]
+    assert sorted(map(sorted, trained)) == sorted(map(sorted, recipe)) and len(trained) == len(recipe)
+    export = next(line for line in listing.splitlines() if "lsqface export " in line).split("lsqface export ")[1].split()
+    assert export[0] == recipe[-1][recipe[-1].index("--run-dir") + 1] + "/last.pt"
+    output = tmp_path / "default.pt"
+    assert main(["export", str(shipped_path), "-o", str(output), *export[3:]]) == 0
+    exported = load_checkpoint(output)
+    assert exported["solver_config"] == shipped["solver_config"]
+    assert exported["reconstruct_config"] == shipped["reconstruct_config"]
