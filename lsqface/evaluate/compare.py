@@ -226,6 +226,7 @@ def comparison_plot(models: Sequence[ComparedModel]) -> bytes:
     axes.set_xlabel("in-plane rotation range r (roll uniform in [-r, r], degrees)")
     axes.set_ylabel("mean fitted 5-landmark error (% inter-ocular)")
     axes.set_yscale("symlog", linthresh=1.0)
+    axes.set_ylim(bottom=0)  # errors are not negative: no margin below zero
     axes.legend(fontsize=8)
     axes.set_title("Synthetic faces: error against in-plane rotation")
     return _png(figure)

@@ -121,6 +121,7 @@ def rotation_plot(results: Sequence[SyntheticResults]) -> bytes:
     axes.set_xlabel("in-plane rotation |roll| (degrees); means plotted at the range's bound")
     axes.set_ylabel("5-landmark error (% inter-ocular)")
     axes.set_yscale("symlog", linthresh=1.0)
+    axes.set_ylim(bottom=0)  # errors are not negative: no margin below zero
     axes.legend(fontsize=8)
     axes.set_title("Synthetic faces: error against in-plane rotation")
     return _png(figure)
