@@ -114,6 +114,8 @@ def _command_reconstruct(args: argparse.Namespace) -> int:
     )
     for path, reason in report.failed.items():
         print(f"lsqface: failed: {path}: {reason}", file=sys.stderr)
+    for path, reason in report.doubtful.items():
+        print(f"lsqface: warning: {path}: {reason}", file=sys.stderr)
     done = len(report.written)
     print(f"reconstructed {done} of {len(inputs)} images into {args.output}")
     return 0 if report.ok else 1

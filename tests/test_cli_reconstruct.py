@@ -149,3 +149,24 @@ def test_without_inputs_the_demo_photo_is_reconstructed(tmp_path, checkpoint, ru
     code = run_cli(["reconstruct", "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint), "--save", "json", "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "out" / "grace_hopper.json").read_text())["image_size"] == {"height": 600, "width": 512}
+
+
+def test_a_photo_the_network_finds_no_face_in_is_written_with_a_warning(tmp_path, run_cli, ict_uv_model, capsys):
+    # The shipped network is confident on a third of a synthetic face's input and on none of a flat grey
+    # photo: the grey one is still written (exit 0), with its share in the JSON and a warning on stderr.
+    from lsqface.data.synthetic import SyntheticConfig, generate_faces
+
+    face = generate_faces(ict_uv_model, [7], SyntheticConfig(size=128, roll_range=180.0)).image[0]
+    Image.fromarray((face.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(tmp_path / "face.png")
+    Image.new("RGB", (96, 96), (128, 128, 128)).save(tmp_path / "grey.png")
+    out = tmp_path / "out"
+    code = run_cli(["reconstruct", str(tmp_path / "face.png"), str(tmp_path / "grey.png"), "-o", str(out),
+                    "--save", "json", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    shares = {stem: json.loads((out / f"{stem}.json").read_text()) for stem in ("face", "grey")}
+    for parameters in shares.values():
+        jsonschema.validate(parameters, SCHEMA)
+    assert shares["face"]["confident_fraction"] > 0.2 and shares["grey"]["confident_fraction"] < 0.01
+    warnings = [line for line in err.splitlines() if line.startswith("lsqface: warning:")]
+    assert len(warnings) == 1 and "grey.png" in warnings[0] and "little or no face" in warnings[0]

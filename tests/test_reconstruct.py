@@ -212,3 +212,17 @@ def test_refine_settings_are_checked():
         ReconstructConfig(refine_passes=-1)
     with pytest.raises(ConfigError):
         ReconstructConfig(refine_fraction=1.5)
+
+
+def test_confident_fraction_counts_input_pixels_over_one_half():
+    import dataclasses
+
+    from lsqface.reconstruct import Reconstruction
+
+    confidence = torch.zeros(2, 2, 4, 4)
+    confidence[0, 0, :2] = 0.9  # half the pixels of face 0
+    confidence[0, 1] = 1.0  # the photometric channel is not counted
+    confidence[1, 0, 0, 0] = 0.5  # exactly one half is not over it
+    fields = {field.name: None for field in dataclasses.fields(Reconstruction)}
+    result = Reconstruction(**{**fields, "confidence": confidence})
+    assert result.confident_fraction().tolist() == [0.5, 0.0]

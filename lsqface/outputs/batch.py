@@ -19,17 +19,19 @@ from tqdm import tqdm
 from lsqface.data.images import IMAGE_EXTENSIONS, list_image_files, read_image
 from lsqface.errors import ImageError, LsqfaceError
 from lsqface.outputs.save import SAVE_KINDS, save_reconstruction
-from lsqface.reconstruct import Reconstructor
+from lsqface.reconstruct import LOW_CONFIDENCE_FRACTION, Reconstructor
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class BatchReport:
-    """What a batch run did: the files written per image, and each failed image with its reason."""
+    """What a batch run did: the files written per image, each failed image with its reason, and each
+    written face the network was barely confident on (``doubtful``), with a sentence saying so."""
 
     written: dict[str, list[Path]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    doubtful: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -148,6 +150,7 @@ def reconstruct_files(
                     continue
                 report.failed[f"{group[0][0]} ({group[0][3]})" if detect else str(group[0][0])] = str(error)
                 continue
+            confident = result.confident_fraction()
             for index, (path, photo, _, stem) in enumerate(group):
                 try:
                     report.written.setdefault(str(path), []).extend(
@@ -155,5 +158,12 @@ def reconstruct_files(
                     )
                 except LsqfaceError as error:
                     report.failed[str(path)] = str(error)
+                    continue
+                if float(confident[index]) < LOW_CONFIDENCE_FRACTION:
+                    report.doubtful[f"{path} ({stem})" if detect else str(path)] = (
+                        f"the network is confident on {100 * float(confident[index]):.1f} % of its input (under "
+                        f"{100 * LOW_CONFIDENCE_FRACTION:.0f} %): it found little or no face, and the fit is unlikely to be "
+                        "one" + ("" if detect or box is not None else "; try --detect or --bbox x,y,width,height")
+                    )
     bar.close()
     return report

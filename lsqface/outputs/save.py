@@ -59,6 +59,7 @@ def reconstruction_parameters(reconstruction: Reconstruction, index: int, image_
         "landmarks_68": _array(r.landmarks_68[index]),
         "landmarks_5": _array(r.landmarks_5[index]),
         "mesh": {"vertices": int(r.vertices.shape[1]), "triangles": int(r.triangles.shape[0])},
+        "confident_fraction": float(r.confident_fraction()[index]),
     }
 
 
