@@ -9,12 +9,13 @@ and with the same batch size and input size (CPU time of this process, one torch
   other line is a ratio to);
 - data: ``TrainingImages.images_and_true_maps``, the trainer's own call (faces, backgrounds, maps);
 - data, backgrounds decoded every time: the same with the background photo cache off
-  (``BackgroundSampler(cache_bytes=0)``, how it ran before the cache);
+  (``BackgroundSampler(cache_bytes=0)``), what the cache saves;
 - generate_faces: the face renderer alone;
 - shape and albedo products, per face: the three basis products (identity, expression, albedo)
-  as one matrix-vector product per face, how ``generate_faces`` computed them before;
+  as one matrix-vector product per face;
 - shape and albedo products, batched: the same products as one matrix product per basis for the
-  whole batch (``basis_products``, what it does now; the bases are read once per batch instead of once per face).
+  whole batch (``lsqface.morphable.model.basis_products``, what ``generate_faces`` uses: the bases
+  are read once per batch instead of once per face).
 
 Run: ``python benchmarks/bench_data.py [--config configs/default.toml] [--repeats 10]`` (about a
 minute). Not a test: timings on a shared machine vary; the ratios are what counts.
@@ -36,8 +37,9 @@ def main() -> None:
 
     import torch
 
-    from lsqface.data.synthetic import basis_products, generate_faces
+    from lsqface.data.synthetic import generate_faces
     from lsqface.morphable.cache import load_uv_model
+    from lsqface.morphable.model import basis_products
     from lsqface.nets.unet import UNet
     from lsqface.train.config import load_train_config
     from lsqface.train.data import TrainingImages, synthetic_config

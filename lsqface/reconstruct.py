@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from lsqface.errors import CheckpointError, ConfigError, ImageError, SolverError
-from lsqface.morphable.model import MorphableModel
+from lsqface.morphable.model import MorphableModel, basis_products
 from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.nets.unet import NetworkMaps, UNet
 from lsqface.render.interpolate import vertex_normals
@@ -165,12 +165,12 @@ def fitted_mesh(uv_model: UVMorphableModel, result: LeastSquaresFit, softplus_ep
     dtype, device = result.rotation.dtype, result.rotation.device
     tensors = model_tensors(uv_model.model, dtype, device)
     coefficients = result.shape_coefficients
-    model_points = tensors["shape_mean"] + torch.einsum("vcn,bn->bvc", tensors["shape_basis"], coefficients)
+    model_points = tensors["shape_mean"] + basis_products(tensors["shape_basis"], coefficients)
     vertices = model_points @ result.rotation.transpose(1, 2) + result.translation[:, None, :]
     projected = vertices @ result.intrinsics.transpose(1, 2)
     image_vertices = torch.cat([projected[..., :2] / projected[..., 2:3], vertices[..., 2:3]], dim=-1)
     normals = vertex_normals(vertices, tensors["triangles"])
-    albedo = tensors["albedo_mean"] + torch.einsum("vcn,bn->bvc", tensors["albedo_basis"], result.albedo_coefficients)
+    albedo = tensors["albedo_mean"] + basis_products(tensors["albedo_basis"], result.albedo_coefficients)
     # The photometric solve works on softplus-pre-processed colours; map back for display.
     preprocessed = reconstructed_colour(albedo, normals, result.inverse_lighting)
     colour = inverse_softplus_preprocess(preprocessed.clamp(1e-4, 1.0 + 1e-4), softplus_eps).clamp(0.0, 1.0)

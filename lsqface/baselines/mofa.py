@@ -65,7 +65,7 @@ import torch.nn.functional as F
 
 from lsqface.errors import ConfigError
 from lsqface.lighting.sh import SH_COUNT, constant_lighting
-from lsqface.morphable.model import MorphableModel
+from lsqface.morphable.model import MorphableModel, basis_products
 from lsqface.render.interpolate import interpolate, vertex_normals
 from lsqface.render.rasterize import rasterize
 from lsqface.render.shading import sh_shade
@@ -285,7 +285,7 @@ def mofa_mesh(parameters: MoFAParameters, tensors: dict[str, torch.Tensor], came
     """
     dtype, device = parameters.rotation.dtype, parameters.rotation.device
     coefficients = torch.cat([parameters.identity, parameters.expression], dim=-1)
-    shape = tensors["shape_mean"] + torch.einsum("vcn,bn->bvc", tensors["shape_basis"], coefficients)
+    shape = tensors["shape_mean"] + basis_products(tensors["shape_basis"], coefficients)
     centroid = camera.centroid.to(dtype=dtype, device=device)
     vertices = (shape - centroid) @ parameters.rotation.transpose(1, 2) + parameters.translation[:, None]
     projected = vertices @ camera.intrinsics.to(dtype=dtype, device=device).T
@@ -293,7 +293,7 @@ def mofa_mesh(parameters: MoFAParameters, tensors: dict[str, torch.Tensor], came
     z = projected[..., 2:3].clamp_min(1e-3)
     image_vertices = torch.cat([projected[..., :2] / z, vertices[..., 2:3]], dim=-1)
     normals = vertex_normals(vertices, tensors["triangles"])
-    albedo = tensors["albedo_mean"] + torch.einsum("vcn,bn->bvc", tensors["albedo_basis"], parameters.albedo)
+    albedo = tensors["albedo_mean"] + basis_products(tensors["albedo_basis"], parameters.albedo)
     colour = albedo * sh_shade(normals, parameters.lighting)
     return MoFAMesh(vertices, image_vertices, normals, albedo, colour, image_vertices[:, landmarks_68, :2])
 
@@ -306,7 +306,7 @@ def mofa_landmarks(parameters: MoFAParameters, tensors: dict[str, torch.Tensor],
     """
     dtype, device = parameters.rotation.dtype, parameters.rotation.device
     coefficients = torch.cat([parameters.identity, parameters.expression], dim=-1)
-    shape = tensors["shape_mean"][landmarks_68] + torch.einsum("vcn,bn->bvc", tensors["shape_basis"][landmarks_68], coefficients)
+    shape = tensors["shape_mean"][landmarks_68] + basis_products(tensors["shape_basis"][landmarks_68], coefficients)
     centroid = camera.centroid.to(dtype=dtype, device=device)
     vertices = (shape - centroid) @ parameters.rotation.transpose(1, 2) + parameters.translation[:, None]
     projected = vertices @ camera.intrinsics.to(dtype=dtype, device=device).T

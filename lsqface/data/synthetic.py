@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from lsqface.data.backgrounds import procedural_background
 from lsqface.lighting.sh import constant_lighting, sh_shading
+from lsqface.morphable.model import basis_products
 from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.render.interpolate import interpolate, vertex_normals
 from lsqface.render.rasterize import rasterize
@@ -135,21 +136,6 @@ def _camera(generator: torch.Generator, config: SyntheticConfig, face_width: flo
     intrinsics = torch.tensor([[focal, 0.0, 0.5 * size], [0.0, focal, 0.5 * size], [0.0, 0.0, 1.0]], dtype=torch.float64)
     translation = torch.cat([shift * size * distance / focal, torch.tensor([distance], dtype=torch.float64)])
     return intrinsics, rotation, translation, pose
-
-
-def basis_products(basis: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-    """Every face's offset from a per-vertex basis, in one matrix product for the batch.
-
-    The bases are tens of MB in float64: one product reads them once per batch instead of once per
-    face, which was half of :func:`generate_faces`'s time (benchmarks/bench_data.py).
-
-    Args:
-        basis: (V, 3, N) per-vertex basis; coefficients: (B, N).
-
-    Returns:
-        (B, V, 3) basis @ coefficients for each face.
-    """
-    return (basis.reshape(-1, basis.shape[-1]) @ coefficients.T).T.reshape(coefficients.shape[0], *basis.shape[:2])
 
 
 def generate_faces(uv_model: UVMorphableModel, seeds: list[int], config: SyntheticConfig = SyntheticConfig()) -> SyntheticFaces:

@@ -13,6 +13,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+
+
+def basis_products(basis: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """Every face's offset from a per-vertex basis, ``basis @ coefficients``, in one product for the batch.
+
+    The one place the library forms a linear combination of basis vectors (shape, albedo, or a
+    subset of vertices such as the landmarks); differentiable in both arguments.
+
+    The product is ``coefficients @ basis^T`` on the flattened basis: it reads the basis once per
+    batch, not once per face, and it is bit-for-bit what ``torch.einsum("vcn,bn->bvc", ...)`` gives
+    in float32 and float64 (tests/morphable/test_model.py).
+
+    Args:
+        basis: (V, 3, N) per-vertex basis; coefficients: (B, N).
+
+    Returns:
+        (B, V, 3) the basis applied to each face's coefficients.
+    """
+    flat = basis.reshape(-1, basis.shape[-1])  # (V * 3, N)
+    return (coefficients @ flat.T).reshape(coefficients.shape[0], *basis.shape[:-1])
 
 
 @dataclass(frozen=True)

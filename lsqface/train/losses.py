@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lsqface.morphable.model import basis_products
 from lsqface.render.interpolate import interpolate
 from lsqface.render.rasterize import rasterize
 from lsqface.solver.camera import project
@@ -160,8 +161,8 @@ def true_shape_loss(shape_mean: torch.Tensor, shape_basis: torch.Tensor, fitted:
     from lsqface.evaluate.metrics import vertex_error
 
     mean, basis = shape_mean.to(fitted.dtype), shape_basis.to(fitted.dtype)
-    return vertex_error(mean + torch.einsum("vcn,bn->bvc", basis, fitted),
-                        mean + torch.einsum("vcn,bn->bvc", basis, truth.to(fitted.dtype)))
+    return vertex_error(mean + basis_products(basis, fitted),
+                        mean + basis_products(basis, truth.to(fitted.dtype)))
 
 
 def true_landmark_loss(shape_mean: torch.Tensor, shape_basis: torch.Tensor, landmark_rows: torch.Tensor, fitted: ShapeFit,
@@ -189,6 +190,6 @@ def true_landmark_loss(shape_mean: torch.Tensor, shape_basis: torch.Tensor, land
     rows = landmark_rows.to(shape_mean.device)
     mean = shape_mean[rows].to(dtype).mean(dim=1)  # (5, 3)
     basis = shape_basis[rows].to(dtype).mean(dim=1)  # (5, 3, N)
-    points = mean + torch.einsum("lcn,bn->blc", basis, coefficients)
+    points = mean + basis_products(basis, coefficients)
     predicted = project(points, fitted.intrinsics, fitted.rotation, fitted.translation)
     return landmark_error(predicted, truth.to(dtype))
