@@ -37,7 +37,7 @@ Decoder (:func:`decode_parameters`, :func:`mofa_mesh`):
   model's bases are scaled to unit-variance coefficients).
 - lighting: conventional SH per colour channel, ``constant_lighting(0.9) + o``
   (seed D's mean lighting, the synthetic faces' ambient term).
-- colour of a vertex = albedo x F(n)^T l (:func:`lsqface.render.sh_shade`),
+- colour of a vertex = albedo x F(n)^T l (:func:`lsqface.lighting.sh.sh_shading`),
   rendered with :func:`lsqface.render.rasterize` / ``interpolate``.
 
 Losses (per image, (B,)): :func:`photometric_loss` (mean L2 colour distance
@@ -64,11 +64,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lsqface.errors import ConfigError
-from lsqface.lighting.sh import SH_COUNT, constant_lighting
+from lsqface.lighting.sh import SH_COUNT, constant_lighting, sh_shading
 from lsqface.morphable.model import MorphableModel, basis_products
 from lsqface.render.interpolate import interpolate, vertex_normals
 from lsqface.render.rasterize import rasterize
-from lsqface.render.shading import sh_shade
 from lsqface.solver.pose import FRONTAL
 
 #: Encoder stages: (channels, convolutions) before each 2x2 max-pool.
@@ -294,7 +293,7 @@ def mofa_mesh(parameters: MoFAParameters, tensors: dict[str, torch.Tensor], came
     image_vertices = torch.cat([projected[..., :2] / z, vertices[..., 2:3]], dim=-1)
     normals = vertex_normals(vertices, tensors["triangles"])
     albedo = tensors["albedo_mean"] + basis_products(tensors["albedo_basis"], parameters.albedo)
-    colour = albedo * sh_shade(normals, parameters.lighting)
+    colour = albedo * sh_shading(normals, parameters.lighting[:, None])
     return MoFAMesh(vertices, image_vertices, normals, albedo, colour, image_vertices[:, landmarks_68, :2])
 
 

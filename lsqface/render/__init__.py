@@ -8,7 +8,7 @@ reach vertex positions and attributes. Conventions are in
 
 from lsqface.render.interpolate import barycentrics_differentiable, face_normals, interpolate, vertex_normals
 from lsqface.render.rasterize import Fragments, RenderError, pixel_centres, rasterize
-from lsqface.render.shading import composite, lambert, render_mesh, sh_shade
+from lsqface.render.shading import composite, lambert, render_mesh
 
 __all__ = [
     "Fragments",
@@ -21,6 +21,5 @@ __all__ = [
     "pixel_centres",
     "rasterize",
     "render_mesh",
-    "sh_shade",
     "vertex_normals",
 ]

@@ -1,4 +1,6 @@
-"""Shading (spherical-harmonics and Lambert), compositing and a one-call mesh renderer.
+"""Lambert shading, compositing and a one-call mesh renderer.
+
+Spherical-harmonics shading is :func:`lsqface.lighting.sh.sh_shading`, beside the basis it uses.
 
 All functions are differentiable plain torch; none holds state.
 """
@@ -7,42 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from lsqface.lighting.sh import SH_COUNT, sh_basis
 from lsqface.render.interpolate import interpolate
 from lsqface.render.rasterize import RenderError, rasterize
 
-__all__ = ["sh_shade", "lambert", "composite", "render_mesh"]
-
-
-def sh_shade(normals: torch.Tensor, sh_coefficients: torch.Tensor) -> torch.Tensor:
-    """Spherical-harmonics shading per colour channel: s_k(n) = F(n)^T l_k (seed D).
-
-    F is the order-2 real SH basis of :func:`lsqface.lighting.sh.sh_basis` and
-    l_k the nine coefficients of colour channel k.
-
-    Args:
-        normals: (B, ..., 3) unit normals, e.g. (B, H, W, 3) per pixel or
-            (B, V, 3) per vertex.
-        sh_coefficients: (B, 3, 9) lighting coefficients, one row per colour
-            channel (red, green, blue).
-
-    Returns:
-        (B, ..., 3) shading per colour channel (unitless multiplier of albedo).
-    """
-    if sh_coefficients.dim() != 3 or sh_coefficients.shape[1:] != (3, SH_COUNT):
-        raise RenderError(
-            f"sh_coefficients must have shape (B, 3, 9), got {tuple(sh_coefficients.shape)}; "
-            "give nine coefficients per colour channel."
-        )
-    if normals.shape[0] != sh_coefficients.shape[0] or normals.shape[-1] != 3:
-        raise RenderError(
-            f"normals must have shape (B, ..., 3) with B={sh_coefficients.shape[0]}, "
-            f"got {tuple(normals.shape)}; give one lighting per image."
-        )
-    batch = normals.shape[0]
-    basis = sh_basis(normals).reshape(batch, -1, SH_COUNT)  # (B, N, 9)
-    shading = torch.bmm(basis, sh_coefficients.transpose(1, 2).to(basis.dtype))  # (B, N, 3)
-    return shading.reshape(normals.shape[:-1] + (3,))
+__all__ = ["lambert", "composite", "render_mesh"]
 
 
 def lambert(normals: torch.Tensor, light_direction: torch.Tensor) -> torch.Tensor:

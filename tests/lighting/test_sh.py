@@ -71,9 +71,25 @@ def test_constant_lighting_gives_constant_shading():
     torch.testing.assert_close(shading, torch.full((100,), 0.9, dtype=torch.float64))
 
 
+def test_per_channel_bands_of_a_batch_follow_the_explicit_formula():
+    """One lighting per face, (B, 1, 3, 9), shading every vertex of that face (MoFA's decoder)."""
+    normals = torch.nn.functional.normalize(torch.randn(1, 50, 3, dtype=torch.float64), dim=-1)
+    coefficients = torch.zeros(1, 3, 9, dtype=torch.float64)
+    coefficients[0, 0, 2] = 2.0  # red: the z band, Y10 = sqrt(3 / (4 pi)) z
+    coefficients[0, 1, 8] = 1.0  # green: Y22 = sqrt(15 / (16 pi)) (x^2 - y^2)
+    coefficients[0, 2, 4] = -1.0  # blue: Y2-2 = sqrt(15 / (4 pi)) x y
+    x, y, z = normals[0].unbind(-1)
+    shading = sh_shading(normals, coefficients[:, None])[0]
+    torch.testing.assert_close(shading[:, 0], 2.0 * math.sqrt(3 / (4 * math.pi)) * z)
+    torch.testing.assert_close(shading[:, 1], math.sqrt(15 / (16 * math.pi)) * (x * x - y * y))
+    torch.testing.assert_close(shading[:, 2], -math.sqrt(15 / (4 * math.pi)) * x * y)
+
+
 def test_bad_shapes_raise():
     with pytest.raises(ValueError):
         sh_basis(torch.zeros(3, 2))
+    with pytest.raises(ValueError):
+        sh_shading(torch.zeros(1, 4, 3), torch.zeros(1, 3, 8))
 
 
 def test_unbatched_rgb_coefficients_broadcast_over_points():

@@ -1,45 +1,13 @@
-import math
-
 import numpy as np
-import pytest
 import torch
 
-from lsqface.lighting.sh import constant_lighting
-from lsqface.render.rasterize import RenderError
-from lsqface.render.shading import composite, lambert, render_mesh, sh_shade
+from lsqface.render.shading import composite, lambert, render_mesh
 
 
 def random_unit_vectors(*shape, seed=0):
     generator = torch.Generator().manual_seed(seed)
     vectors = torch.randn(*shape, 3, generator=generator, dtype=torch.float64)
     return vectors / vectors.norm(dim=-1, keepdim=True)
-
-
-def test_constant_lighting_gives_constant_shading():
-    normals = random_unit_vectors(2, 5, 6)
-    intensities = torch.tensor([[0.9, 0.5, 0.2], [1.0, 1.0, 1.0]], dtype=torch.float64)
-    coefficients = torch.stack([torch.stack([constant_lighting(float(value)) for value in row]) for row in intensities])
-    shading = sh_shade(normals, coefficients)
-    assert shading.shape == (2, 5, 6, 3)
-    torch.testing.assert_close(shading, intensities[:, None, None, :].expand_as(shading))
-
-
-def test_linear_and_quadratic_bands_follow_the_explicit_formula():
-    normals = random_unit_vectors(1, 50)
-    coefficients = torch.zeros(1, 3, 9, dtype=torch.float64)
-    coefficients[0, 0, 2] = 2.0  # red: the z band, Y10 = sqrt(3 / (4 pi)) z
-    coefficients[0, 1, 8] = 1.0  # green: Y22 = sqrt(15 / (16 pi)) (x^2 - y^2)
-    coefficients[0, 2, 4] = -1.0  # blue: Y2-2 = sqrt(15 / (4 pi)) x y
-    x, y, z = normals[0].unbind(-1)
-    shading = sh_shade(normals, coefficients)[0]
-    torch.testing.assert_close(shading[:, 0], 2.0 * math.sqrt(3 / (4 * math.pi)) * z)
-    torch.testing.assert_close(shading[:, 1], math.sqrt(15 / (16 * math.pi)) * (x * x - y * y))
-    torch.testing.assert_close(shading[:, 2], -math.sqrt(15 / (4 * math.pi)) * x * y)
-
-
-def test_sh_shade_rejects_wrong_coefficient_shape():
-    with pytest.raises(RenderError):
-        sh_shade(random_unit_vectors(1, 4), torch.zeros(1, 9))
 
 
 def test_lambert_is_clamped_cosine():
