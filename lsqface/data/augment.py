@@ -116,24 +116,29 @@ def _pixel_to_normalised(height: int, width: int, dtype: torch.dtype, device) ->
     )
 
 
-def warp_images(images: torch.Tensor, matrix: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+def warp_images(images: torch.Tensor, matrix: torch.Tensor, mode: str = "bilinear",
+                size: tuple[int, int] | None = None) -> torch.Tensor:
     """Move image content by ``matrix``; pixels with no source are 0.
 
     Args:
         images: (B, C, H, W).
         matrix: (B, 2, 3), input pixel coordinates -> output pixel coordinates.
         mode: ``"bilinear"`` for images and smooth maps, ``"nearest"`` for labels.
+        size: (H_out, W_out) of the output, pixels; None keeps (H, W). A crop of a large photo
+            is one matrix and a smaller ``size``.
     Returns:
-        (B, C, H, W) warped images.
+        (B, C, H_out, W_out) warped images.
     """
     batch, _, height, width = images.shape
+    out_height, out_width = (height, width) if size is None else (int(size[0]), int(size[1]))
     dtype = images.dtype if images.is_floating_point() else torch.float32
     to_normalised = _pixel_to_normalised(height, width, torch.float64, images.device)
+    out_to_normalised = _pixel_to_normalised(out_height, out_width, torch.float64, images.device)
     inverse = invert_affine(matrix.to(device=images.device, dtype=torch.float64))
     inverse = torch.cat([inverse, inverse.new_tensor([0.0, 0.0, 1.0]).expand(batch, 1, 3)], dim=1)
     # theta maps normalised output coordinates to normalised input coordinates.
-    theta = to_normalised @ inverse @ torch.linalg.inv(to_normalised)
-    grid = F.affine_grid(theta[:, :2].to(dtype), [batch, 1, height, width], align_corners=False)
+    theta = to_normalised @ inverse @ torch.linalg.inv(out_to_normalised)
+    grid = F.affine_grid(theta[:, :2].to(dtype), [batch, 1, out_height, out_width], align_corners=False)
     return F.grid_sample(images.to(dtype), grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 

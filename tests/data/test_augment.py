@@ -165,3 +165,19 @@ def test_invert_affine():
 def test_bad_config(kwargs):
     with pytest.raises(ConfigError):
         SimilarityAugmentation(**kwargs)
+
+
+def test_an_output_size_crops_and_rescales_where_the_matrix_says():
+    # A 20 x 30 crop of a 48 x 64 image at (10, 8), doubled: output size (40, 60). A pixel of the
+    # crop lands on an exact pixel of the output grid, and a dot lands where its point is moved.
+    image = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    matrix = torch.tensor([[[1.0, 0.0, -10.0], [0.0, 1.0, -8.0]]], dtype=torch.float64)
+    crop = warp_images(image, matrix, size=(20, 30))
+    assert crop.shape == (1, 3, 20, 30)
+    torch.testing.assert_close(crop, image[:, :, 8:28, 10:40], atol=1e-12, rtol=0)
+    points = torch.tensor([[31.0, 22.5]], dtype=torch.float64)
+    doubled = torch.tensor([[[2.0, 0.0, -20.0], [0.0, 2.0, -16.0]]], dtype=torch.float64)
+    moved = warp_images(dot_image(1, 48, 64, points), doubled, size=(40, 60))
+    assert moved.shape == (1, 3, 40, 60)
+    # Bilinear upsampling moves a blob's centroid by a few thousandths of a pixel at most.
+    torch.testing.assert_close(centroid(moved), transform_points(points[None], doubled)[:, 0], atol=0.01, rtol=0)
