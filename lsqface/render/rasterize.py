@@ -10,9 +10,14 @@ Conventions (image space)
 * ``x`` is the column and ``y`` the row, both in pixels, ``y`` pointing down.
   Pixel (column ``j``, row ``i``) has its centre at ``(j + 0.5, i + 0.5)``; the
   image covers ``[0, width] x [0, height]``.
-* ``z`` is depth: smaller is nearer. Any finite value is drawn (there is no
+* ``z`` is depth: smaller is nearer. By default any finite value is drawn (no
   near or far plane); the z-buffer keeps the smallest depth at each pixel
   centre and, on exact ties, the smallest triangle index.
+* Near plane: with ``near`` set, a triangle with any corner at ``z < near`` is
+  dropped (not clipped). A camera-space mesh must set it: a vertex behind the
+  camera projects through infinity to the far side of the image, so a triangle
+  crossing the camera plane would otherwise cover the whole picture (and cost
+  a full image of candidate pixels each). A mesh behind the camera draws nothing.
 * A pixel is covered by a triangle when its centre lies inside the triangle
   or exactly on one of its edges. Every edge shared by two triangles is
   evaluated with the same floating-point operations from both sides (from
@@ -193,6 +198,7 @@ def rasterize(
     width: int,
     cull_backfaces: bool = False,
     max_candidates: int = _DEFAULT_MAX_CANDIDATES,
+    near: float | None = None,
 ) -> Fragments:
     """Find the nearest triangle, its barycentrics and depth at every pixel centre.
 
@@ -210,6 +216,8 @@ def rasterize(
             displayed image (``cross(v1 - v0, v2 - v0) > 0`` in pixel
             coordinates with y down); see the module docstring.
         max_candidates: how many candidate pixels to test at once (memory bound).
+        near: drop every triangle with a corner at depth ``z < near`` (the near plane, in the
+            vertices' z unit, e.g. millimetres for camera-space meshes); None draws every finite depth.
 
     Returns:
         Fragments with triangle_id (B, H, W), barycentrics (B, H, W, 3) and
@@ -232,6 +240,8 @@ def rasterize(
     drawable = torch.isfinite(corners).all(dim=-1).all(dim=-1) & (double_area != 0)
     if cull_backfaces:
         drawable &= double_area < 0
+    if near is not None:
+        drawable &= (corners[..., 2] >= near).all(dim=-1)
     orientation = torch.where(double_area < 0, -1.0, 1.0).to(dtype)
     table = _edge_table(corners, triangles, orientation)  # (B * F, 15)
 

@@ -187,3 +187,35 @@ def test_float32_agrees_with_float64_on_a_face_sized_image():
     assert agree > 0.999
     same = exact.triangle_id == single.triangle_id
     torch.testing.assert_close(single.barycentrics[same].double(), exact.barycentrics[same], atol=1e-4, rtol=0)
+
+
+def _camera_triangles(depths):
+    """Triangles of a camera (focal 10 px, centre (16, 16)) projected as the pictures project a mesh."""
+    camera = torch.tensor(depths, dtype=torch.float64)
+    projected = 10.0 * camera[..., :2] / camera[..., 2:3] + 16.0
+    return torch.cat([projected, camera[..., 2:3]], dim=-1)[None]
+
+
+def test_near_plane_drops_triangles_crossing_or_behind_it():
+    in_front = [[-3.0, -3.0, 10.0], [3.0, -3.0, 10.0], [0.0, 3.0, 10.0]]
+    crossing = [[-3.0, -3.0, 10.0], [3.0, -3.0, -0.2], [0.0, 3.0, 10.0]]  # one corner behind the camera
+    behind = [[-3.0, -3.0, -10.0], [3.0, -3.0, -10.0], [0.0, 3.0, -10.0]]
+    triangles = torch.tensor([[0, 1, 2]])
+    # Without a near plane the crossing triangle's corner wraps through infinity to the far side of
+    # the picture, so it covers several times what it covers in front, and the one behind is drawn mirrored.
+    covered = rasterize(_camera_triangles(in_front), triangles, 32, 32).mask.sum()
+    assert rasterize(_camera_triangles(crossing), triangles, 32, 32).mask.sum() > 3 * covered
+    assert rasterize(_camera_triangles(behind), triangles, 32, 32).mask.any()
+    for corners in (crossing, behind):
+        assert not rasterize(_camera_triangles(corners), triangles, 32, 32, near=1.0).mask.any()
+    kept = rasterize(_camera_triangles(in_front), triangles, 32, 32, near=1.0)
+    assert torch.equal(kept.triangle_id, rasterize(_camera_triangles(in_front), triangles, 32, 32).triangle_id)
+    assert kept.mask.any()
+
+
+def test_near_plane_keeps_the_rest_of_a_mesh():
+    # Two triangles: one in front, one with a corner nearer than the plane; only the second goes.
+    vertices = _camera_triangles([[-3.0, -3.0, 10.0], [3.0, -3.0, 10.0], [0.0, 3.0, 10.0],
+                                  [-1.0, -1.0, 0.5], [1.0, -1.0, 5.0], [0.0, 1.0, 5.0]])
+    fragments = rasterize(vertices, torch.tensor([[0, 1, 2], [3, 4, 5]]), 32, 32, near=1.0)
+    assert set(fragments.triangle_id.unique().tolist()) == {-1, 0}
