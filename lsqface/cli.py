@@ -159,7 +159,7 @@ def _command_evaluate(args: argparse.Namespace) -> int:
 
 
 def _command_compare(args: argparse.Namespace) -> int:
-    from lsqface.evaluate.compare import run_comparison
+    from lsqface.baselines.compare import run_comparison
     from lsqface.morphable.cache import load_uv_model
 
     ranges = _parse_ranges(args.ranges)

@@ -42,7 +42,7 @@ import torch
 
 from lsqface.errors import ConfigError
 from lsqface.evaluate.benchmark import DEFAULT_RANGES, SyntheticResults, evaluate_synthetic, evaluation_seeds
-from lsqface.evaluate.report import _number, _png, file_stem
+from lsqface.evaluate.report import file_stem, markdown_table, png_bytes
 from lsqface.files import read_json_lines, write_bytes_atomic, write_text_atomic
 
 #: Iterations per median of the training-loss curves (seed Figs. 24, 25).
@@ -193,20 +193,13 @@ def compare_checkpoints(checkpoints: Sequence[str | Path], uv_model, *, names: S
 
 def comparison_table(models: Sequence[ComparedModel]) -> str:
     """The Markdown table: one row per model and in-plane rotation range."""
-    lines = [
-        "| Model | Kind | Parameters | CPU latency (ms/image) | Roll range (deg) | Faces | Fitted landmark (%) | "
-        "Failure rate > 10 % (%) | Vertex (mm) | Rotation (deg) | Solve failures | Fitted median (%) | Vertex median (mm) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for model in models:
-        for row in model.rows():
-            lines.append(
-                f"| {row['model']} | {row['kind']} | {row['parameters']} | {_number(row['latency_ms'], 1)} | "
-                f"{row['roll_range']:g} | {row['count']} | {_number(row['fitted'])} | {_number(row['failure_rate'], 1)} | "
-                f"{_number(row['vertex_mm'])} | {_number(row['rotation_degrees'])} | {row['solve_failures']} | "
-                f"{_number(row['fitted_median'])} | {_number(row['vertex_median_mm'])} |"
-            )
-    return "\n".join(lines)
+    return markdown_table([
+        ("Model", "model", None), ("Kind", "kind", None), ("Parameters", "parameters", None),
+        ("CPU latency (ms/image)", "latency_ms", 1), ("Roll range (deg)", "roll_range", None), ("Faces", "count", None),
+        ("Fitted landmark (%)", "fitted", 2), ("Failure rate > 10 % (%)", "failure_rate", 1), ("Vertex (mm)", "vertex_mm", 2),
+        ("Rotation (deg)", "rotation_degrees", 2), ("Solve failures", "solve_failures", None),
+        ("Fitted median (%)", "fitted_median", 2), ("Vertex median (mm)", "vertex_median_mm", 2)],
+        [row for model in models for row in model.rows()])
 
 
 def comparison_plot(models: Sequence[ComparedModel]) -> bytes:
@@ -229,7 +222,7 @@ def comparison_plot(models: Sequence[ComparedModel]) -> bytes:
     axes.set_ylim(bottom=0)  # errors are not negative: no margin below zero
     axes.legend(fontsize=8)
     axes.set_title("Synthetic faces: error against in-plane rotation")
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def loss_curves(models: Sequence[ComparedModel], window: int = LOSS_WINDOW) -> dict[str, dict[str, dict[str, list]]]:
@@ -275,7 +268,7 @@ def loss_plot(curves: dict[str, dict[str, dict[str, list]]], window: int = LOSS_
         axes.set_yscale("log")
         axes.set_title(f"{term} loss")
         axes.legend(fontsize=8)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def write_comparison(folder: str | Path, models: Sequence[ComparedModel], notes: Sequence[str] = ()) -> Path:

@@ -36,8 +36,21 @@ from lsqface.files import write_bytes_atomic, write_text_atomic
 SEED_TABLE_2 = {"MAFL": (8.10, 7.86), "AFLW": (9.82, 9.74)}
 
 
-def _number(value: float, digits: int = 2) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+def cell(value, digits: int | None = 2) -> str:
+    """A table cell: "-" for a missing or NaN value, a float with ``digits`` decimals (``None``: its
+    shortest form, e.g. 45 for 45.0), anything else as text."""
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return "-"
+    if digits is None:
+        return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
+    return f"{value:.{digits}f}"
+
+
+def markdown_table(columns: Sequence[tuple[str, str, int | None]], rows: Sequence[Mapping]) -> str:
+    """A Markdown table of ``rows``: one column per (heading, key, digits), each value shown by :func:`cell`."""
+    lines = ["| " + " | ".join(heading for heading, _, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[key], digits) for _, key, digits in columns) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def landmark_table(benchmarks: Mapping[str, LandmarkPredictions]) -> str:
@@ -46,21 +59,18 @@ def landmark_table(benchmarks: Mapping[str, LandmarkPredictions]) -> str:
     A benchmark whose landmarks are a reference rather than ground truth (``predictions.reference``)
     is labelled "name: <reference>", e.g. "photos: agreement with dlib's 68-point predictor".
     """
-    lines = [
-        "| Benchmark | Images | Direct (%) | Fitted (%) | Direct > 10 % (%) | Fitted > 10 % (%) | Failed | Seed direct (%) | Seed fitted (%) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for name, predictions in benchmarks.items():
         direct, fitted = summarise(predictions.errors("direct")), summarise(predictions.errors("fitted"))
-        seed = SEED_TABLE_2.get(name.upper(), (float("nan"), float("nan")))
-        if predictions.reference is not None:
-            seed = (float("nan"), float("nan"))
-        lines.append(
-            f"| {benchmark_label(name, predictions)} | {fitted['count']} | {_number(direct['mean'])} | {_number(fitted['mean'])} | "
-            f"{_number(direct['failure_rate'], 1)} | {_number(fitted['failure_rate'], 1)} | {len(predictions.failures)} | "
-            f"{_number(seed[0])} | {_number(seed[1])} |"
-        )
-    return "\n".join(lines)
+        seed = SEED_TABLE_2.get(name.upper(), (None, None)) if predictions.reference is None else (None, None)
+        rows.append({"benchmark": benchmark_label(name, predictions), "count": fitted["count"],
+                     "direct": direct["mean"], "fitted": fitted["mean"], "direct_failure_rate": direct["failure_rate"],
+                     "fitted_failure_rate": fitted["failure_rate"], "failed": len(predictions.failures),
+                     "seed_direct": seed[0], "seed_fitted": seed[1]})
+    return markdown_table([
+        ("Benchmark", "benchmark", None), ("Images", "count", None), ("Direct (%)", "direct", 2), ("Fitted (%)", "fitted", 2),
+        ("Direct > 10 % (%)", "direct_failure_rate", 1), ("Fitted > 10 % (%)", "fitted_failure_rate", 1),
+        ("Failed", "failed", None), ("Seed direct (%)", "seed_direct", 2), ("Seed fitted (%)", "seed_fitted", 2)], rows)
 
 
 def benchmark_label(name: str, predictions: LandmarkPredictions) -> str:
@@ -70,31 +80,23 @@ def benchmark_label(name: str, predictions: LandmarkPredictions) -> str:
 
 def synthetic_table(results: Sequence[SyntheticResults]) -> str:
     """The Markdown synthetic table: one row per in-plane rotation range."""
-    lines = [
-        "| Roll range (deg) | Faces | Fitted (%) | Direct (%) | Fitted > 10 % (%) | Direct > 10 % (%) | Vertex (mm) | Rotation (deg) "
-        "| Solve failures | Fitted median (%) | Vertex median (mm) | Mean face vertex median (mm) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for result in results:
-        row = result.summary()
-        lines.append(
-            f"| {row['roll_range']:g} | {row['count']} | {_number(row['fitted'])} | {_number(row['direct'])} | "
-            f"{_number(row['fitted_failure_rate'], 1)} | {_number(row['direct_failure_rate'], 1)} | "
-            f"{_number(row['vertex_mm'])} | {_number(row['rotation_degrees'])} | {row['solve_failures']} | "
-            f"{_number(row['fitted_median'])} | {_number(row['vertex_median_mm'])} | "
-            f"{_number(row['mean_face_vertex_median_mm'])} |"
-        )
-    return "\n".join(lines)
+    return markdown_table([
+        ("Roll range (deg)", "roll_range", None), ("Faces", "count", None), ("Fitted (%)", "fitted", 2),
+        ("Direct (%)", "direct", 2), ("Fitted > 10 % (%)", "fitted_failure_rate", 1),
+        ("Direct > 10 % (%)", "direct_failure_rate", 1), ("Vertex (mm)", "vertex_mm", 2),
+        ("Rotation (deg)", "rotation_degrees", 2), ("Solve failures", "solve_failures", None),
+        ("Fitted median (%)", "fitted_median", 2), ("Vertex median (mm)", "vertex_median_mm", 2),
+        ("Mean face vertex median (mm)", "mean_face_vertex_median_mm", 2)], [result.summary() for result in results])
 
 
 def identity_table(identity: Mapping[str, float]) -> str:
     """The Markdown identity table of {name: value} (similarities and earth mover's distances)."""
-    lines = ["| Measure | Value |", "|---|---|"]
-    lines += [f"| {name} | {_number(float(value), 3)} |" for name, value in identity.items()]
-    return "\n".join(lines)
+    return markdown_table([("Measure", "name", None), ("Value", "value", 3)],
+                          [{"name": name, "value": float(value)} for name, value in identity.items()])
 
 
-def _png(figure) -> bytes:
+def png_bytes(figure) -> bytes:
+    """A matplotlib figure as PNG bytes (110 dpi); the figure is closed."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -124,7 +126,7 @@ def rotation_plot(results: Sequence[SyntheticResults]) -> bytes:
     axes.set_ylim(bottom=0)  # errors are not negative: no margin below zero
     axes.legend(fontsize=8)
     axes.set_title("Synthetic faces: error against in-plane rotation")
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def distribution_plot(curves: Mapping[str, np.ndarray]) -> bytes:
@@ -146,7 +148,7 @@ def distribution_plot(curves: Mapping[str, np.ndarray]) -> bytes:
     axes.set_ylabel("fraction of images")
     axes.legend(fontsize=8)
     axes.set_title("Cumulative error distributions")
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def _jsonl(records: Sequence[dict]) -> str:

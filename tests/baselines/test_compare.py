@@ -10,7 +10,7 @@ import pytest
 from lsqface.baselines.mofa import MoFANetworkConfig, MoFAReconstructor
 from lsqface.baselines.train_mofa import MoFAMainConfig, MoFAPretrainConfig, MoFATrainConfig, MoFATrainer
 from lsqface.evaluate.benchmark import evaluate_synthetic
-from lsqface.evaluate.compare import model_names
+from lsqface.baselines.compare import model_names
 from lsqface.reconstruct import Reconstructor
 from lsqface.train.config import DataConfig
 
