@@ -92,25 +92,32 @@ def _parse_ranges(text: str) -> list[float]:
         raise LsqfaceError(f"--ranges takes comma-separated degrees such as 0,15,45,90,180, not '{text}'.") from None
 
 
-def _command_reconstruct(args: argparse.Namespace) -> int:
+def _reconstructor(args: argparse.Namespace, uv_model=None):
+    """The Reconstructor of ``--checkpoint`` on ``--device``, on the face model of ``--source``/``--region`` if given."""
     from lsqface.morphable.cache import load_uv_model
-    from lsqface.outputs.batch import demo_photo, expand_inputs, reconstruct_files
     from lsqface.reconstruct import Reconstructor
+
+    if uv_model is None and (args.source or args.region):
+        uv_model = load_uv_model(source=args.source, region=args.region)
+    return Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
+
+
+def _command_reconstruct(args: argparse.Namespace) -> int:
+    from lsqface.outputs.batch import demo_photo, expand_inputs, reconstruct_files
 
     kinds = [kind.strip() for kind in args.save.split(",") if kind.strip()]
     box = _parse_box(args.bbox)
     if box is not None and args.detect:
         raise LsqfaceError("Give either --bbox or --detect, not both.")
     inputs = expand_inputs(args.inputs or [demo_photo()])
-    uv_model = load_uv_model(source=args.source, region=args.region) if args.source or args.region else None
-    reconstructor = Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
+    reconstructor = _reconstructor(args)
     if args.refine is not None:
         import dataclasses
 
         reconstructor.config = dataclasses.replace(reconstructor.config, refine_passes=args.refine)
     report = reconstruct_files(
         reconstructor, inputs, args.output, kinds=kinds, batch_size=args.batch_size, box=box, detect=args.detect,
-        progress=not args.quiet,
+        progress=not args.quiet, picture_side=args.picture_size,
     )
     for path, reason in report.failed.items():
         print(f"lsqface: failed: {path}: {reason}", file=sys.stderr)
@@ -122,30 +129,55 @@ def _command_reconstruct(args: argparse.Namespace) -> int:
 
 
 def _command_video(args: argparse.Namespace) -> int:
-    from lsqface.morphable.cache import load_uv_model
     from lsqface.outputs.video import reconstruct_video
-    from lsqface.reconstruct import Reconstructor
 
     box = _parse_box(args.bbox)
-    uv_model = load_uv_model(source=args.source, region=args.region) if args.source or args.region else None
-    reconstructor = Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
     summary = reconstruct_video(
-        reconstructor, args.input, args.output, smoothing=args.smoothing, batch_size=args.batch_size, box=box,
+        _reconstructor(args), args.input, args.output, smoothing=args.smoothing, batch_size=args.batch_size, box=box,
         progress=not args.quiet,
     )
     print(summary)
     return 0
 
 
-def _command_evaluate(args: argparse.Namespace) -> int:
-    from lsqface.evaluate.report import check_request, run_evaluation
+def _command_evaluate_real(args: argparse.Namespace) -> int:
+    """``lsqface evaluate --real SPLIT``: the real-photo benchmark, on its own (lsqface.evaluate.real)."""
+    from lsqface.errors import ConfigError
+    from lsqface.evaluate.real import evaluate_real, write_real_report
     from lsqface.morphable.cache import load_uv_model
     from lsqface.reconstruct import Reconstructor
+
+    others = [flag for flag, given in (("--synthetic", args.synthetic > 0), ("--mafl", args.mafl), ("--aflw", args.aflw),
+                                       ("--folder", args.folder), ("--identity", args.identity), ("--oracle", args.oracle))
+              if given]
+    if others:
+        raise ConfigError(f"--real writes a report of its own; run {', '.join(others)} in a separate lsqface evaluate.")
+    if args.similarity < 0:
+        raise ConfigError(f"--similarity takes a count of 0 or more pictures per face, not {args.similarity}.")
+    uv_model = load_uv_model(source=args.source, region=args.region) if args.source or args.region else None
+    reconstructor = Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
+    benchmark = evaluate_real(reconstructor, args.real, args.similarity, batch_size=args.batch_size,
+                              folder=args.real_faces, progress=not args.quiet)
+    command = "lsqface " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else "lsqface evaluate"
+    checkpoint = args.checkpoint or "the shipped lsqface/weights/default.pt"
+    path = write_real_report(args.output, benchmark, notes=[f"Command: `{command}`", f"Checkpoint: {checkpoint}"])
+    for name, reason in {**benchmark.missing_peers, **benchmark.skipped}.items():
+        print(f"lsqface: skipped {name}: {reason}", file=sys.stderr)
+    print(path)
+    return 0
+
+
+def _command_evaluate(args: argparse.Namespace) -> int:
+    from lsqface.evaluate.report import check_request, run_evaluation
+
+    if args.real is not None:
+        return _command_evaluate_real(args)
+    from lsqface.morphable.cache import load_uv_model
 
     ranges = _parse_ranges(args.ranges)
     check_request(args.synthetic, args.mafl, args.aflw, args.folder, args.landmarks, args.oracle, args.identity)
     uv_model = load_uv_model(source=args.source, region=args.region) if args.source or args.region or args.oracle else None
-    reconstructor = None if args.oracle else Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
+    reconstructor = None if args.oracle else _reconstructor(args, uv_model)
     command = "lsqface " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else "lsqface evaluate"
     path = run_evaluation(
         args.output, reconstructor, uv_model, synthetic_count=args.synthetic, ranges=ranges, synthetic_size=args.size,
@@ -260,19 +292,30 @@ def _command_train_stage(args: argparse.Namespace) -> int:
     return 130 if summary.interrupted else 0
 
 
-def _add_train_options(parser: argparse.ArgumentParser, default_run_dir: str) -> None:
-    parser.add_argument("--config", required=True, help="training TOML file, e.g. configs/cpu.toml")
-    parser.add_argument("--run-dir", default=default_run_dir, help=f"folder for checkpoints and TensorBoard logs (default {default_run_dir})")
+def _add_face_model_options(parser: argparse.ArgumentParser) -> None:
+    """--source, --region and --quiet: every command that loads the face model and shows progress."""
+    parser.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
+    parser.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_run_options(parser: argparse.ArgumentParser, config_help: str, default_run_dir: str) -> None:
+    """The options of the training commands (pretrain, train, train-mofa): config, run folder, resuming."""
+    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument("--run-dir", default=default_run_dir,
+                        help=f"folder for checkpoints, logs and TensorBoard (default {default_run_dir})")
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                         help="continue exactly from RUN_DIR/last.pt, or from CHECKPOINT")
+    _add_face_model_options(parser)
+
+
+def _add_train_options(parser: argparse.ArgumentParser, default_run_dir: str) -> None:
+    _add_run_options(parser, "training TOML file, e.g. configs/cpu.toml", default_run_dir)
     parser.add_argument("--init", default=None, metavar="CHECKPOINT", help="start the network from this checkpoint's weights")
     parser.add_argument("--steps", type=int, default=None, help="override the config's step count")
     parser.add_argument("--seed", type=int, default=None,
                         help="override the config's seed (network initialisation, data and pixel sampling)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available); under torchrun cuda:LOCAL_RANK")
-    parser.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
-    parser.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_model_source_options(parser: argparse.ArgumentParser) -> None:
@@ -301,13 +344,23 @@ def _add_model_source_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_benchmark_options(parser: argparse.ArgumentParser) -> None:
-    """The options evaluate and compare share: device, batch size, face model, progress bars."""
+def _add_network_options(parser: argparse.ArgumentParser, checkpoint: bool = True, unit: str = "images") -> None:
+    """The options of the commands that run networks (reconstruct, video, evaluate, compare): the checkpoint
+    (compare takes several, its own way), device, batch size, face model, progress bars."""
+    if checkpoint:
+        parser.add_argument("--checkpoint", default=None, help="network checkpoint (default: the one shipped with lsqface)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    parser.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
-    parser.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--batch-size", type=int, default=8, help=f"{unit} per forward pass (default 8)")
+    _add_face_model_options(parser)
+
+
+def _add_synthetic_options(parser: argparse.ArgumentParser, default_count: int) -> None:
+    """The synthetic benchmark's options (evaluate, compare): faces per range, the ranges, the image size."""
+    none = ": none" if default_count == 0 else ""
+    parser.add_argument("--synthetic", type=int, default=default_count, metavar="N",
+                        help=f"synthetic faces per rotation range (default {default_count}{none})")
+    parser.add_argument("--ranges", default="0,15,45,90,180", help="in-plane rotation ranges in degrees (default 0,15,45,90,180)")
+    parser.add_argument("--size", type=int, default=128, help="side of the synthetic images in pixels (default 128)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,9 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument(
         "--save", default="obj,ply,json,npz,pictures", help="comma-separated outputs: obj,ply,json,npz,pictures (default: all)"
     )
-    reconstruct.add_argument("--checkpoint", default=None, help="network checkpoint (default: the one shipped with lsqface)")
-    reconstruct.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    reconstruct.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    _add_network_options(reconstruct)
     reconstruct.add_argument("--bbox", default=None, help="face box x,y,width,height in pixels, for photos where the face is small")
     reconstruct.add_argument(
         "--detect",
@@ -375,27 +426,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="times to frame the photo again on the fitted face and refit (default: the checkpoint's; the shipped "
         "model does 1; 0 is faster)",
     )
-    reconstruct.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
-    reconstruct.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
-    reconstruct.add_argument("--quiet", action="store_true", help="no progress bar")
+    reconstruct.add_argument(
+        "--picture-size", type=int, default=None, metavar="PIXELS",
+        help="longest side of the pictures drawn over the photo (default 1024; 0: the photo's own size, slower for "
+        "large photos)",
+    )
     reconstruct.set_defaults(handler=_command_reconstruct)
 
-    pretrain = commands.add_parser(
-        "pretrain", help="pretrain the network on roughly aligned faces with shared targets (seed F)",
-        description="Supervised pretraining: the 3DMM mean shape aligned to the average 5-landmark position gives "
-        "one correspondence, depth and confidence target, moved with each image by a random similarity. "
-        "Runs under torchrun for several processes.",
-    )
-    _add_train_options(pretrain, "runs/pretrain")
-    pretrain.set_defaults(handler=_command_train_stage)
+    stages = {
+        "pretrain": ("pretrain the network on roughly aligned faces with shared targets (seed F)",
+                     "Supervised pretraining: the 3DMM mean shape aligned to the average 5-landmark position gives "
+                     "one correspondence, depth and confidence target, moved with each image by a random similarity."),
+        "train": ("train the network without landmarks: least-squares fit, render, robust photometric loss",
+                  "Unsupervised main training (no landmarks, no ground truth); start it from a pretraining "
+                  "checkpoint with --init."),
+    }
+    for name, (summary, description) in stages.items():
+        stage = commands.add_parser(name, help=summary, description=f"{description} Runs under torchrun for several processes.")
+        _add_train_options(stage, f"runs/{name}")
+        stage.set_defaults(handler=_command_train_stage)
 
-    train = commands.add_parser(
-        "train", help="train the network without landmarks: least-squares fit, render, robust photometric loss",
-        description="Unsupervised main training (no landmarks, no ground truth); start it from a pretraining "
-        "checkpoint with --init. Runs under torchrun for several processes.",
-    )
-    _add_train_options(train, "runs/train")
-    train.set_defaults(handler=_command_train_stage)
     video = commands.add_parser(
         "video", help="reconstruct every frame of a video: a six-panel MP4 and one JSON line per frame",
         description="Reconstruct each frame of a video. Writes OUTPUT (H.264 MP4: input, reconstruction, geometry "
@@ -404,19 +454,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     video.add_argument("input", metavar="INPUT", help="video file (anything ffmpeg reads)")
     video.add_argument("-o", "--output", required=True, help="MP4 to write; the .jsonl goes beside it")
-    video.add_argument("--checkpoint", default=None, help="network checkpoint (default: the one shipped with lsqface)")
-    video.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    video.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default 8)")
+    _add_network_options(video, unit="frames")
     video.add_argument(
         "--smoothing", type=float, default=0.0,
         help="temporal smoothing in [0, 1): weight of the past in an exponential moving average of the fitted "
         "parameters (default 0, off; 0.5 halves jitter with one frame of lag)",
     )
     video.add_argument("--bbox", default=None, help="face box x,y,width,height in pixels, used for every frame")
-    video.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
-    video.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
-    video.add_argument("--quiet", action="store_true", help="no progress bar")
     video.set_defaults(handler=_command_video)
+
     evaluate = commands.add_parser(
         "evaluate", help="measure landmark, shape and pose errors; write a Markdown report, plots and JSON lines",
         description="Evaluate a network: 5-landmark error (direct from the correspondence map and fitted) on MAFL, "
@@ -424,10 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ground truth. --oracle evaluates the synthetic faces' true maps instead: a self-check of the pipeline.",
     )
     evaluate.add_argument("-o", "--output", required=True, help="folder for report.md, plots and JSON lines")
-    evaluate.add_argument("--checkpoint", default=None, help="network checkpoint (default: the one shipped with lsqface)")
-    evaluate.add_argument("--synthetic", type=int, default=0, metavar="N", help="synthetic faces per rotation range (default 0: none)")
-    evaluate.add_argument("--ranges", default="0,15,45,90,180", help="in-plane rotation ranges in degrees (default 0,15,45,90,180)")
-    evaluate.add_argument("--size", type=int, default=128, help="side of the synthetic images in pixels (default 128)")
+    _add_synthetic_options(evaluate, default_count=0)
     evaluate.add_argument("--mafl", default=None, metavar="ROOT", help="CelebA folder with MAFL/: evaluate the MAFL test split")
     evaluate.add_argument("--aflw", default=None, metavar="ROOT", help="aflw_release-2 folder: evaluate its test split")
     evaluate.add_argument("--folder", default=None, metavar="DIR", help="image folder whose landmarks --landmarks gives")
@@ -444,7 +487,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--render-over", choices=("black", "photo"), default="black", help="background of the identity renderings")
     evaluate.add_argument("--detect", action="store_true", help="reconstruct each photo (landmark benchmarks and --identity) in the box of its largest detected "
                           "face, for small faces (lsqface[detect])")
-    _add_benchmark_options(evaluate)
+    evaluate.add_argument("--real", choices=("validation", "test"), default=None,
+                          help="the real-photo benchmark on its own: every face of fixed public photos at rolls 0/90/180/270 and "
+                          "random similarities, lsqface beside dlib and MediaPipe (lsqface[identity], lsqface[peers]; "
+                          "docs/evaluation.md). Choose models on validation, report test")
+    evaluate.add_argument("--similarity", type=int, default=10, metavar="N",
+                          help="random similarity pictures per face for --real (default 10)")
+    evaluate.add_argument("--real-faces", default=None, metavar="DIR",
+                          help="folder of the six shared portraits for --real (default: ../shared/data/real-faces)")
+    _add_network_options(evaluate)
     evaluate.set_defaults(handler=_command_evaluate)
 
     compare = commands.add_parser(
@@ -458,11 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="report folders of earlier compare runs: their models join the new ones (measured on "
                               "the same faces; their checkpoints are not needed)")
     compare.add_argument("--names", nargs="+", default=None, metavar="NAME", help="one label per checkpoint (default: run folder)")
-    compare.add_argument("--synthetic", type=int, default=100, metavar="N", help="synthetic faces per rotation range (default 100)")
-    compare.add_argument("--ranges", default="0,15,45,90,180", help="in-plane rotation ranges in degrees (default 0,15,45,90,180)")
-    compare.add_argument("--size", type=int, default=128, help="side of the synthetic images, pixels (default 128)")
+    _add_synthetic_options(compare, default_count=100)
     compare.add_argument("-o", "--output", required=True, help="folder for the report")
-    _add_benchmark_options(compare)
+    _add_network_options(compare, checkpoint=False)
     compare.set_defaults(handler=_command_compare)
 
     export = commands.add_parser(
@@ -490,13 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
         "camera, from landmarks only; then every parameter with the photometric loss, regularisation and (if the "
         "config says) landmarks. Writes RUN_DIR/last.pt, losses.jsonl and tensorboard/; Ctrl-C saves, --resume continues.",
     )
-    train_mofa.add_argument("--config", required=True, help="MoFA TOML file, e.g. configs/mofa-similarity-landmarks.toml")
-    train_mofa.add_argument("--run-dir", default="runs/mofa", help="folder for the checkpoint and logs (default runs/mofa)")
-    train_mofa.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
-                            help="continue exactly from RUN_DIR/last.pt, or from CHECKPOINT")
-    train_mofa.add_argument("--source", default=None, help="face model source, if not the default ICT-FaceKit")
-    train_mofa.add_argument("--region", choices=("narrow", "full"), default=None, help="ICT-FaceKit face area")
-    train_mofa.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_run_options(train_mofa, "MoFA TOML file, e.g. configs/mofa-similarity-landmarks.toml", "runs/mofa")
     train_mofa.set_defaults(handler=_command_train_mofa)
     return parser
 
