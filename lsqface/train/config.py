@@ -60,16 +60,32 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
-    """Supervised pretraining on roughly aligned images (seed F).
+class Schedule:
+    """How a training phase steps: the fields pretraining and main training share.
 
     Attributes:
-        steps: iterations (paper: 14k).
-        batch_size: images per iteration, over all processes (paper: 5).
+        steps: iterations.
+        batch_size: images per iteration, over all processes.
         learning_rate: Adam's step size.
         learning_rate_decay: "constant", or "cosine" (after the warm-up, the step size falls
             along half a cosine to ``final_learning_rate_fraction`` of itself at the last step).
         final_learning_rate_fraction: the cosine schedule's last step size over the first.
+    """
+
+    steps: int = 100000
+    batch_size: int = 5
+    learning_rate: float = 1e-5
+    learning_rate_decay: Literal["constant", "cosine"] = "constant"
+    final_learning_rate_fraction: float = 0.01
+
+
+@dataclass(frozen=True)
+class PretrainConfig(Schedule):
+    """Supervised pretraining on roughly aligned images (seed F).
+
+    Attributes:
+        steps, batch_size, learning_rate, learning_rate_decay, final_learning_rate_fraction: as in
+            :class:`Schedule`; the paper pretrains 14k steps of 5 images at 1e-4.
         image_count: pretrain on only the first this many images of a folder / CelebA (paper: 1k;
             0: all); synthetic faces ignore it.
         landmarks_5: the average 5-landmark positions (x0, y0, ..., x4, y4) in pixels of the
@@ -81,10 +97,7 @@ class PretrainConfig:
     """
 
     steps: int = 14000
-    batch_size: int = 5
     learning_rate: float = 1e-4
-    learning_rate_decay: Literal["constant", "cosine"] = "constant"
-    final_learning_rate_fraction: float = 0.01
     image_count: int = 1000
     landmarks_5: tuple[float, ...] = ()
     camera_field_of_view: float = 30.0
@@ -133,18 +146,16 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class MainTrainConfig:
+class MainTrainConfig(Schedule):
     """Main training (unsupervised, or supervised with the synthetic generator's true maps).
 
     Attributes:
+        steps, batch_size, learning_rate, learning_rate_decay, final_learning_rate_fraction: as in
+            :class:`Schedule`.
         supervision: "unsupervised" (network -> least squares -> losses, the paper's method) or
             "true_maps" (an upper bound for ablations: the maps are regressed onto the synthetic
             generator's true correspondence, relative depth and face mask; needs
             ``data.source = "synthetic"``; no solve during training).
-        steps: iterations.
-        batch_size: images per iteration, over all processes.
-        learning_rate: Adam's step size.
-        learning_rate_decay, final_learning_rate_fraction: as in PretrainConfig.
         camera_centre_steps: during the first this many iterations, the solve's camera centre q
             is pulled towards a fixed point in front of the face (seed F).
         camera_centre_weight: that pull's weight (SolverConfig.camera_centre_weight).
@@ -155,11 +166,6 @@ class MainTrainConfig:
     """
 
     supervision: Literal["unsupervised", "true_maps"] = "unsupervised"
-    steps: int = 100000
-    batch_size: int = 5
-    learning_rate: float = 1e-5
-    learning_rate_decay: Literal["constant", "cosine"] = "constant"
-    final_learning_rate_fraction: float = 0.01
     camera_centre_steps: int = 2000
     camera_centre_weight: float = 1.0
     camera_distance: float = 4.0
