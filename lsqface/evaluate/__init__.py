@@ -3,6 +3,8 @@
 - :mod:`lsqface.evaluate.metrics`: the error measures (landmark, vertex, rotation).
 - :mod:`lsqface.evaluate.landmarks`: direct and fitted 5 landmarks on annotated photos.
 - :mod:`lsqface.evaluate.reference`: dlib's 68-point predictor as reference landmarks for photos without annotations.
+- :mod:`lsqface.evaluate.real`: the real-photo benchmark (every face of fixed public photos at four rolls and random
+  similarities, validation and test splits), scored beside the peers of :mod:`lsqface.evaluate.peers` (dlib, MediaPipe).
 - :mod:`lsqface.evaluate.benchmark`: synthetic faces at chosen in-plane rotation ranges; the oracle.
 - :mod:`lsqface.evaluate.identity`: face-recognition similarity of renderings and photos.
 - :mod:`lsqface.evaluate.report`: the Markdown report, plots and JSON lines of ``lsqface evaluate``.

@@ -239,7 +239,8 @@ def check_request(synthetic_count: int = 0, mafl=None, aflw=None, folder_images=
     if (folder_images is None) != (folder_landmarks is None):
         raise ConfigError("Give --folder and --landmarks together: the images and their landmark file (or --landmarks dlib).")
     if not photos and synthetic_count <= 0:
-        raise ConfigError("Nothing to evaluate; give --synthetic N, --mafl, --aflw, --folder with --landmarks or --identity.")
+        raise ConfigError("Nothing to evaluate; give --synthetic N, --mafl, --aflw, --folder with --landmarks, --identity "
+                          "or --real validation|test.")
     if oracle and photos:
         raise ConfigError("The oracle has true maps for synthetic faces only; drop --oracle or the photo benchmarks.")
     if folder_landmarks is not None and str(folder_landmarks) == DLIB_LANDMARKS:

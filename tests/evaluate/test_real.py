@@ -1,0 +1,185 @@
+"""The real-photo benchmark: pictures and reference points move together, the split, the score, absent photos."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from lsqface.errors import DatasetError
+from lsqface.evaluate import real
+from lsqface.evaluate.real import (
+    CROP_SIZE, ROLLS, SIMILARITY, SPLITS, RealBenchmark, RealFace, Variant, crop_matrix, draw_similarities,
+    face_variants, find_photos, move_points, nme, similarity_parameters,
+)
+
+
+def _dots(height, width, points, sigma=1.5):
+    """(H, W, 3) float32 image, black with a Gaussian dot at each (x, y) of ``points`` (pixel centres at j + 0.5)."""
+    ys, xs = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    image = sum(np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma ** 2)) for x, y in points)
+    return np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=2).astype(np.float32)
+
+
+def _centroid(image, around, radius=10.0):
+    """The intensity-weighted centre (x, y) of ``image`` (H, W, 3) within ``radius`` of ``around``."""
+    height, width = image.shape[:2]
+    ys, xs = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    weights = image[..., 0] * (np.hypot(xs - around[0], ys - around[1]) <= radius)
+    return np.array([(weights * xs).sum(), (weights * ys).sum()]) / weights.sum()
+
+
+def test_reference_points_land_where_the_warped_picture_puts_their_dots():
+    # A 200 x 240 "photo" with four dots; the face box is 80 px, so its crop is 128 px shown at 256.
+    dots = np.array([[75.0, 70.0], [125.0, 72.5], [100.5, 110.0], [88.0, 126.0]])
+    reference = np.resize(dots, (68, 2))  # the 68 reference points are the four dots over and over
+    box = (60.0, 50.0, 80.0, 80.0)
+    face = RealFace("dots.png", "dots.png", "shared", box, reference, crop_matrix(box))
+    variants = face_variants(face, _dots(200, 240, dots), similarity=6)
+    assert [variant.group for variant in variants] == ["0", "90", "180", "270"] + [SIMILARITY] * 6
+    for variant in variants:
+        assert variant.image.shape == (CROP_SIZE, CROP_SIZE, 3)
+        np.testing.assert_allclose(variant.reference, move_points(reference, variant.matrix))
+        for point in variant.reference[:4]:
+            np.testing.assert_allclose(_centroid(variant.image, point), point, atol=0.15)
+    # The crop is centred on the box at 256 / (1.6 x 80) = 2 pixels per photo pixel.
+    np.testing.assert_allclose(move_points(np.array([[100.0, 90.0]]), variants[0].matrix), [[128.0, 128.0]])
+    np.testing.assert_allclose(variants[0].matrix[:, :2], 2.0 * np.eye(2))
+    # A roll is an exact quarter turn of the upright picture, clockwise on screen.
+    for turns, variant in enumerate(variants[:4]):
+        np.testing.assert_allclose(variant.image, np.rot90(variants[0].image, k=-turns, axes=(0, 1)), atol=1e-5)
+        assert variant.angle == ROLLS[turns] and variant.scale == pytest.approx(1.0)
+    # Roll 90: the dot right of the centre goes below it.
+    np.testing.assert_allclose(move_points(np.array([[110.0, 90.0]]), variants[1].matrix), [[128.0, 148.0]], atol=1e-9)
+
+
+def test_every_drawn_similarity_keeps_the_face_inside_and_the_draw_is_fixed():
+    rng = np.random.default_rng(0)
+    angles = []
+    for name in ("a.jpg", "t1.jpg#3", "Tom_Hanks_54745.png"):
+        # A face filling the middle 60 % of the crop, the size of dlib's 68 points in a 1.6 x box crop.
+        points = rng.uniform(0.2 * CROP_SIZE, 0.8 * CROP_SIZE, size=(68, 2))
+        matrices = draw_similarities(name, 40, points)
+        for matrix in matrices:
+            moved = move_points(points, matrix)
+            assert moved.min() >= 0.0 and moved.max() <= CROP_SIZE
+            angle, scale, shift = similarity_parameters(matrix)
+            assert 0.8 - 1e-9 <= scale <= 1.25 + 1e-9 and np.all(np.abs(shift) <= 0.1 * CROP_SIZE + 1e-9)
+            angles.append(angle)
+        np.testing.assert_array_equal(matrices, draw_similarities(name, 40, points))  # fixed by the name
+        np.testing.assert_array_equal(matrices[:5], draw_similarities(name, 5, points))  # the first N of any larger N
+    assert not np.allclose(draw_similarities("a.jpg", 3, points), draw_similarities("b.jpg", 3, points))
+    assert min(angles) < 30 and max(angles) > 330  # the whole circle
+    with pytest.raises(DatasetError, match="keeps face"):
+        draw_similarities("far.jpg", 1, np.array([[-50.0, 10.0]]), max_draws=20)
+
+
+def test_the_split_is_fixed_by_photo_disjoint_and_holds_the_shared_photos_in_test():
+    assert SPLITS == {
+        "validation": (("insightface", "t1.jpg"), ("insightface", "mask_black.jpg"), ("insightface", "mask_blue.jpg"),
+                       ("insightface", "mask_green.jpg"), ("insightface", "mask_white.jpg")),
+        "test": (("shared", "astronaut.png"), ("shared", "biden.jpg"), ("shared", "grace_hopper.jpg"),
+                 ("shared", "obama.jpg"), ("shared", "obama2.jpg"), ("shared", "obama3.jpg"),
+                 ("insightface", "Tom_Hanks_54745.png")),
+    }
+    validation, test = ({name for _, name in SPLITS[split]} for split in ("validation", "test"))
+    assert not validation & test
+    assert set(real.SHARED_PHOTOS) <= test
+    # No photo of either split is a training background.
+    from lsqface.data.backgrounds import _PACKAGED
+
+    backgrounds = {name for _, names in _PACKAGED.values() for name in names}
+    assert not backgrounds & (validation | test)
+
+
+def test_nme_is_the_mean_distance_over_the_reference_eye_distance_by_hand():
+    reference = np.array([[[10.0, 20.0], [30.0, 20.0], [20.0, 30.0], [12.0, 40.0], [28.0, 40.0]]])  # eyes 20 apart
+    predicted = reference.copy()
+    predicted[0, 0] += [3.0, 4.0]  # 5 px off
+    predicted[0, 4] += [-6.0, 8.0]  # 10 px off
+    # (5 + 0 + 0 + 0 + 10) / 5 = 3 px over 20 px = 15 %.
+    assert nme(predicted, reference) == pytest.approx([15.0])
+    # Turned and scaled together, the error is the same; no landmarks is 100 %.
+    turn = np.array([[0.0, -2.0, 100.0], [2.0, 0.0, 5.0]])
+    both = np.concatenate([move_points(predicted, turn), np.full((1, 5, 2), np.nan)])
+    assert nme(both, np.concatenate([move_points(reference, turn), reference])) == pytest.approx([15.0, 100.0])
+
+
+def _variant(face, group, index=0):
+    reference = np.resize(np.array([[10.0, 20.0], [30.0, 20.0], [20.0, 30.0], [12.0, 40.0], [28.0, 40.0]]), (68, 2))
+    # 68 points whose eye contours average to the 5 above: every point of 36..41 and 42..47 on its eye centre.
+    reference[36:42], reference[42:48] = [10.0, 20.0], [30.0, 20.0]
+    reference[30], reference[48], reference[54] = [20.0, 30.0], [12.0, 40.0], [28.0, 40.0]
+    return Variant(face, group, index, float(group) if group != SIMILARITY else 33.0, 1.0, np.zeros(2),
+                   np.eye(2, 3), np.zeros((4, 4, 3), np.float32), reference)
+
+
+def test_summary_per_roll_and_records_follow_from_hand_errors():
+    variants = [_variant("a", "0"), _variant("b", "0"), _variant("c", "0"), _variant("a", "180"), _variant("a", SIMILARITY)]
+    five = np.stack([variant.reference_five for variant in variants])
+    lsqface = five.copy()
+    lsqface[0, 1] += [2.0, 0.0]  # 2 / 5 / 20 = 2 %
+    lsqface[1, 2] += [0.0, 30.0]  # 30 %
+    lsqface[2] = np.nan  # failed: 100 %
+    lsqface[3, 0] += [0.0, 5.0]  # 5 %
+    benchmark = RealBenchmark("test", [], variants, predictions={"lsqface": lsqface},
+                              reasons={"lsqface": {2: "the solve failed"}},
+                              confident_fraction=np.array([0.3, 0.2, np.nan, 0.3, 0.1]), status=[None] * 5)
+    np.testing.assert_allclose(benchmark.errors("lsqface"), [2.0, 30.0, 100.0, 5.0, 0.0])
+    summary = benchmark.summary()
+    assert list(summary) == ["0", "180", SIMILARITY]
+    assert summary["0"]["lsqface"] == pytest.approx({"mean": 44.0, "median": 30.0, "failure_rate": 200 / 3, "count": 3})
+    assert summary["180"]["lsqface"]["median"] == pytest.approx(5.0)
+    records = benchmark.records()
+    assert records[2]["lsqface"] == {"five": None, "error": 100.0, "failed": "the solve failed", "confident_fraction": None}
+    assert records[0]["variant"] == "roll 0" and records[4]["variant"] == "similarity 0"
+    assert records[0]["lsqface"]["confident_fraction"] == pytest.approx(0.3)
+    assert benchmark.face_errors("0") == {"a": {"lsqface": pytest.approx(2.0)}, "b": {"lsqface": pytest.approx(30.0)},
+                                          "c": {"lsqface": 100.0}}
+
+
+def test_absent_photos_are_skipped_with_a_reason(tmp_path, monkeypatch):
+    with pytest.raises(DatasetError, match="does not exist"):
+        real.shared_folder(tmp_path / "nowhere")
+    monkeypatch.setattr(real, "insightface_folder", lambda: None)
+    photos, skipped = find_photos("test", tmp_path)
+    assert photos == [] and set(skipped) == {name for _, name in SPLITS["test"]}
+    assert skipped["obama.jpg"] == f"not in {tmp_path}"
+    assert "pip install --no-deps insightface==2.1" in skipped["Tom_Hanks_54745.png"]
+    (tmp_path / "obama.jpg").write_bytes(b"")
+    photos, _ = find_photos("test", tmp_path)
+    assert photos == [("shared", tmp_path / "obama.jpg")]
+    monkeypatch.setattr(real, "shared_folder", lambda folder=None: None)
+    _, skipped = find_photos("validation")
+    assert "insightface" in skipped["t1.jpg"]
+    with pytest.raises(DatasetError, match="validation, test"):
+        find_photos("train")
+
+
+def test_without_photos_the_benchmark_says_which_are_missing_and_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(real, "insightface_folder", lambda: None)
+    with pytest.raises(DatasetError, match=r"No face of the test split is present \(astronaut.png: not in"):
+        real.evaluate_real(None, "test", folder=tmp_path)  # stops before any reconstruction
+
+
+def test_the_shared_photos_have_one_face_each_inside_its_crop():
+    """The real photos, where present: dlib finds one reference face in each shared photo tried, and
+    its 68 points lie in the face's crop (so every roll keeps them in the picture)."""
+    pytest.importorskip("dlib")
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("face-recognition-models is not installed (pip install 'lsqface[identity]')")
+    folder = real.shared_folder()
+    if folder is None:
+        pytest.skip(f"{real.SHARED_FOLDER} is absent")
+    import dlib
+
+    from lsqface.data.images import read_image
+    from lsqface.evaluate.reference import predictor_path
+
+    detector, predictor = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(predictor_path()))
+    for name in ("grace_hopper.jpg", "astronaut.png"):  # the two smallest photos, for speed (all six: docs/evaluation.md)
+        (face,) = real.reference_faces(read_image(folder / name), detector, predictor)
+        box, points = face
+        assert real.inside(move_points(points, crop_matrix(box)), CROP_SIZE)
+        # The box holds the eyes, the nose and the mouth.
+        five = real.five_from_sixty_eight(points)
+        assert np.all(five >= [box[0], box[1]]) and np.all(five <= [box[0] + box[2], box[1] + box[3]])
