@@ -503,19 +503,19 @@ class Reconstructor:
             refined = self._refine_boxes(result)
             if all(box is None for box in refined):
                 break
-            candidate_boxes = [new if new is not None else old for new, old in zip(refined, boxes)]
+            trial_boxes = [new if new is not None else old for new, old in zip(refined, boxes)]
             try:
-                candidate = self._reconstruct(arrays, candidate_boxes)
+                trial = self._reconstruct(arrays, trial_boxes)
             except SolverError:
                 break  # a photo whose new frame cannot be solved: the batch keeps the frames that could
             # A good fit of a well-framed face asks for the frame it was given; one that asks for a
             # very different frame (or none) went wrong in the new frame, so that face keeps its old one.
             settled = [new is None or frames_agree(check, new)
-                       for new, check in zip(refined, self._refine_boxes(candidate))]
+                       for new, check in zip(refined, self._refine_boxes(trial))]
             if all(settled):
-                result, boxes = candidate, candidate_boxes
+                result, boxes = trial, trial_boxes
                 continue
-            boxes = [new if ok else old for new, old, ok in zip(candidate_boxes, boxes, settled)]
+            boxes = [new if ok else old for new, old, ok in zip(trial_boxes, boxes, settled)]
             result = self._reconstruct(arrays, boxes)
         return result
 

@@ -1,7 +1,7 @@
 """Shared test fixtures.
 
 ``ict_model``: the real ICT-FaceKit model (full face region) loaded once per
-session from ``../shared/data/ICT-FaceKit-FaceXModel.tar.xz`` relative to the
+test run from ``../shared/data/ICT-FaceKit-FaceXModel.tar.xz`` relative to the
 repository root (about 7 s); tests using it are skipped where that file is absent.
 """
 
@@ -27,7 +27,7 @@ def ict_archive() -> Path:
 
 @pytest.fixture(scope="session")
 def ict_model(ict_archive):
-    """The ICT-FaceKit MorphableModel, default (narrow) face region, loaded once per test session (several seconds)."""
+    """The ICT-FaceKit MorphableModel, default (narrow) face region, loaded once per test run (several seconds)."""
     from lsqface.morphable.ict import load_ict
 
     return load_ict(ict_archive)
@@ -35,7 +35,7 @@ def ict_model(ict_archive):
 
 @pytest.fixture(scope="session")
 def ict_raw_files(ict_archive) -> dict[str, bytes]:
-    """Raw bytes of a few FaceXModel files read straight from the real archive (about 2 s, once per session).
+    """Raw bytes of a few FaceXModel files read straight from the real archive (about 2 s, once per test run).
 
     Keys: generic_neutral_mesh.obj, identity000.obj, jawOpen.obj, vertex_indices.json.
     """
@@ -53,7 +53,7 @@ def ict_raw_files(ict_archive) -> dict[str, bytes]:
 
 @pytest.fixture(scope="session")
 def ict_uv_model(ict_model):
-    """The UV-3DMM of ``ict_model`` at 128x128 (small for speed), built once per test session (under a second)."""
+    """The UV-3DMM of ``ict_model`` at 128x128 (small for speed), built once per test run (under a second)."""
     from lsqface.morphable.uv_build import build_uv_model
 
     return build_uv_model(ict_model, size=128)
@@ -92,7 +92,7 @@ def tiny_checkpoint(tmp_path_factory, ict_uv_model):
 
 @pytest.fixture
 def run_cli(monkeypatch, ict_uv_model):
-    """Run ``lsqface.cli.main(args)`` with the session's 128 px UV-3DMM instead of the default 320 px one."""
+    """Run ``lsqface.cli.main(args)`` with the test run's 128 px UV-3DMM instead of the default 320 px one."""
     import lsqface.morphable.cache as cache
     from lsqface.cli import main
 

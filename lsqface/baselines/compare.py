@@ -24,7 +24,7 @@ Files written into the report folder (each atomically):
 
 A report folder holds everything its table, plots and loss curves are made
 from, so :func:`load_report` reads its models back: ``lsqface compare
---previous DIR`` joins models compared earlier (in another session, on
+--previous DIR`` joins models compared earlier (in another run, on
 another machine, from checkpoints since deleted) with new checkpoints into
 one report, after checking that every model met the same faces.
 """

@@ -65,8 +65,8 @@ class CelebALayout:
     mafl: Path | None
 
 
-def _first_existing(candidates: list[Path], want_dir: bool) -> Path | None:
-    for path in candidates:
+def _first_existing(paths: list[Path], want_dir: bool) -> Path | None:
+    for path in paths:
         if (path.is_dir() if want_dir else path.is_file()):
             return path
     return None

@@ -114,8 +114,8 @@ def onnx_descriptor(path: str | os.PathLike, size: int | None = None, mean: floa
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"ONNX descriptor {path} does not exist; give the path of a face-embedding .onnx file.")
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    model_input = session.get_inputs()[0]
+    runtime = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model_input = runtime.get_inputs()[0]
     if size is None:
         side = model_input.shape[-1]
         if not isinstance(side, int):
@@ -127,7 +127,7 @@ def onnx_descriptor(path: str | os.PathLike, size: int | None = None, mean: floa
 
         pixels = Image.fromarray((np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)).resize((size, size), Image.BILINEAR)
         tensor = ((np.asarray(pixels, dtype=np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)[None]
-        return np.asarray(session.run(None, {model_input.name: tensor.astype(np.float32)})[0], dtype=np.float64).reshape(-1)
+        return np.asarray(runtime.run(None, {model_input.name: tensor.astype(np.float32)})[0], dtype=np.float64).reshape(-1)
 
     return describe
 

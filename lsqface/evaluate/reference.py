@@ -145,12 +145,12 @@ def dlib_folder_benchmark(folder: str | os.PathLike, reference: Reference | None
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"Image folder {folder} does not exist; pass a folder of photos with --folder.")
-    candidates = list_image_files(folder)
-    if not candidates:
+    photos = list_image_files(folder)
+    if not photos:
         raise DatasetError(f"Image folder {folder} holds no image; pass a folder of photos with --folder.")
     reference = dlib_reference() if reference is None else reference
     paths, names, landmarks, skipped = [], [], [], {}
-    for path in (progress(candidates) if progress is not None else candidates):
+    for path in (progress(photos) if progress is not None else photos):
         name = Path(path).relative_to(folder).as_posix()
         try:
             points = reference(read_image(path))

@@ -87,13 +87,13 @@ def resolve_source(
         if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
             raise FaceModelError(f"The face-model source {path} is not readable; check its permissions.")
         return path
-    candidates = list(default_search_paths() if search_paths is None else search_paths)
-    for candidate in candidates:
-        if candidate.exists() and os.access(candidate, os.R_OK):
-            return candidate
+    places = list(default_search_paths() if search_paths is None else search_paths)
+    for place in places:
+        if place.exists() and os.access(place, os.R_OK):
+            return place
     if download:
         return download_ict(download_url, source_cache_dir() / ICT_ZIP_NAME)
-    searched = ", ".join(str(candidate) for candidate in candidates)
+    searched = ", ".join(str(place) for place in places)
     raise FaceModelError(
         f"No ICT-FaceKit face model was found (searched {searched}); pass --source PATH to an ICT-FaceKit "
         ".tar.xz, zip or folder or a Basel Face Model 2017 .h5, or pass --download to fetch ICT-FaceKit (MIT licence)."

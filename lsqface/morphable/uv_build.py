@@ -54,7 +54,7 @@ def locate_pixels(uv: np.ndarray, triangles: np.ndarray, size: int) -> tuple[np.
     heights = np.maximum(high[:, 1] - low[:, 1] + 1, 0)
     counts = widths * heights
     owner = np.repeat(np.arange(len(triangles)), counts)
-    # Position of each candidate inside its triangle's bounding box.
+    # Position of each candidate pixel inside its triangle's bounding box.
     offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     columns = low[owner, 0] + offsets % widths[owner]
     rows = low[owner, 1] + offsets // widths[owner]

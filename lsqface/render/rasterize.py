@@ -37,7 +37,7 @@ Each triangle's pixel bounding box is clipped to the image; triangles are
 grouped by the box size rounded up to powers of two (width and height
 separately). For one group, every candidate pixel of every box is enumerated
 by broadcasting, and the three edge functions give the inside test and the
-depth. The z-test of all candidates is one ``scatter_reduce('amin')`` over a
+depth. The z-test of all candidate pixels is one ``scatter_reduce('amin')`` over a
 packed int64 key per pixel: the order-preserving integer bits of the float32
 depth in the high 32 bits and the triangle index in the low 32 bits.
 """
@@ -245,7 +245,7 @@ def rasterize(
     orientation = torch.where(double_area < 0, -1.0, 1.0).to(dtype)
     table = _edge_table(corners, triangles, orientation)  # (B * F, 15)
 
-    # Pixel-index bounding boxes: column j is a candidate when minimum_x <= j + 0.5 <= maximum_x.
+    # Pixel-index bounding boxes: column j holds candidate pixels when minimum_x <= j + 0.5 <= maximum_x.
     limit = float(max(width, height)) + 1.0
     low = corners_xy.amin(dim=2).clamp(-1.0, limit)
     high = corners_xy.amax(dim=2).clamp(-1.0, limit)
@@ -311,20 +311,20 @@ def _rasterize_group(best_keys, members, span_width, span_height, boxes, table, 
     row_offset = torch.arange(span_height, device=device)
     x = (member_boxes[:, 0:1] + column_offset).to(dtype) + 0.5  # (N, w)
     y = (member_boxes[:, 1:2] + row_offset).to(dtype) + 0.5  # (N, h)
-    # Candidates outside the clipped box get NaN coordinates, which fail every test below.
+    # Candidate pixels outside the clipped box get NaN coordinates, which fail every test below.
     x = torch.where(column_offset < member_boxes[:, 2:3], x, float("nan"))[:, None, :]  # (N, 1, w)
     y = torch.where(row_offset < member_boxes[:, 3:4], y, float("nan"))[:, :, None]  # (N, h, 1)
     values = _edge_values(member_table, x, y)  # 3 x (N, h, w)
     inside = values[0] >= 0
     inside &= values[1] >= 0
     inside &= values[2] >= 0
-    candidate = torch.nonzero(inside.reshape(-1), as_tuple=True)[0]
-    if candidate.numel() == 0:
+    hit = torch.nonzero(inside.reshape(-1), as_tuple=True)[0]
+    if hit.numel() == 0:
         return
     area = span_width * span_height
-    which = candidate // area
-    row = member_boxes[:, 1].index_select(0, which) + (candidate // span_width) % span_height
-    column = member_boxes[:, 0].index_select(0, which) + candidate % span_width
+    which = hit // area
+    row = member_boxes[:, 1].index_select(0, which) + (hit // span_width) % span_height
+    column = member_boxes[:, 0].index_select(0, which) + hit % span_width
     hit = member_table.index_select(0, which)
     weights = torch.stack(_edge_values(hit, column.to(dtype) + 0.5, row.to(dtype) + 0.5), dim=-1)
     depth = (weights * hit[:, _DEPTH:]).sum(dim=-1) / weights.sum(dim=-1)

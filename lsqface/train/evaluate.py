@@ -32,16 +32,16 @@ def direct_landmarks_5(uv_model: UVMorphableModel, correspondence: torch.Tensor,
 
     Args:
         correspondence: (B, 2, H, W) predicted (u, v); confidence: (B, C, H, W), channel 0 is used:
-            only pixels above half the image's maximum confidence are candidates.
+            only pixels above half the image's maximum confidence are searched.
     """
     batch, _, height, width = correspondence.shape
     groups = torch.as_tensor(uv_model.model.landmarks_5, dtype=torch.int64)  # (5, k)
     vertex_uv = torch.as_tensor(uv_model.vertex_uv, dtype=torch.float32)[groups.reshape(-1)]  # (5k, 2)
     uv = correspondence.detach().float().reshape(batch, 2, -1).transpose(1, 2)  # (B, HW, 2)
     weight = confidence[:, 0].detach().reshape(batch, -1)
-    candidate = weight >= 0.5 * weight.amax(dim=1, keepdim=True)
+    confident = weight >= 0.5 * weight.amax(dim=1, keepdim=True)
     distance = torch.cdist(vertex_uv.expand(batch, -1, -1), uv)  # (B, 5k, HW)
-    distance = distance.masked_fill(~candidate[:, None, :], float("inf"))
+    distance = distance.masked_fill(~confident[:, None, :], float("inf"))
     index = distance.argmin(dim=2)  # (B, 5k)
     pixels = torch.stack([(index % width).float() + 0.5, torch.div(index, width, rounding_mode="floor").float() + 0.5], dim=-1)
     return pixels.reshape(batch, groups.shape[0], groups.shape[1], 2).mean(dim=2)

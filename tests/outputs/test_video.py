@@ -61,7 +61,7 @@ def checkpoint(tmp_path):
 
 
 def test_video_command_writes_a_playable_mp4_and_one_json_line_per_frame(ict_uv_model, checkpoint, tmp_path, monkeypatch, capsys):
-    # The CLI loads the default face model; give it the session's (the real ICT model at 128 px UV).
+    # The CLI loads the default face model; give it the test run's (the real ICT model at 128 px UV).
     monkeypatch.setattr("lsqface.morphable.cache.load_uv_model", lambda *args, **kwargs: ict_uv_model)
     clip = write_clip(tmp_path / "clip.mp4")
     output = tmp_path / "out" / "video.mp4"
