@@ -42,6 +42,13 @@ class DataConfig:
         face_fraction: range of the synthetic face width as a fraction of the image width.
         augmentation: the random similarity applied to folder / CelebA images (and to every
             pretraining image and its targets).
+        generator: synthetic faces as "mask" (the fitted face region alone over the background,
+            lsqface.data.synthetic) or "photo" (whole heads with hair, clothing, occluders, lights
+            and camera effects, lsqface.synthetic.photoreal; the true maps stay the face region).
+        realism, occluders, long_hair, wild_textures, camera_effects: the "photo" generator's
+            settings (lsqface.synthetic.photoreal.PhotoConfig): the probability scales of hair and
+            skin details and of occluders, the share of long hair and of wild textures, and
+            whether camera effects (blur, noise, JPEG, white balance...) are applied.
     """
 
     source: Literal["synthetic", "folder", "celeba"] = "synthetic"
@@ -57,6 +64,12 @@ class DataConfig:
     roll_range: float = 180.0
     face_fraction: tuple[float, float] = (0.45, 0.75)
     augmentation: SimilarityAugmentation = field(default_factory=SimilarityAugmentation)
+    generator: Literal["mask", "photo"] = "mask"
+    realism: float = 1.0
+    occluders: float = 1.0
+    long_hair: float = 0.35
+    wild_textures: float = 0.0
+    camera_effects: bool = True
 
 
 @dataclass(frozen=True)
@@ -188,6 +201,8 @@ class TrainConfig:
         log_every: steps between TensorBoard scalars.
         image_every: steps between TensorBoard images (reconstruction overlay, residual map).
         checkpoint_every: steps between checkpoints.
+        keep_every: every this many steps the checkpoint is also kept as RUN_DIR/step-NNNNNN.pt
+            (0: only last.pt), to choose a model on validation photos afterwards.
         num_threads: torch CPU threads per process (0: torch's default).
         evaluate_count: at the end of a run, the fitted 5-landmark error on this many held-out
             synthetic faces is written to RUN_DIR/evaluation.json (0: no evaluation).
@@ -207,6 +222,7 @@ class TrainConfig:
     log_every: int = 10
     image_every: int = 200
     checkpoint_every: int = 500
+    keep_every: int = 0
     num_threads: int = 0
     evaluate_count: int = 0
 

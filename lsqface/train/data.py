@@ -35,6 +35,8 @@ from lsqface.data.augment import augment, sample_similarity
 from lsqface.data.backgrounds import BackgroundSampler, procedural_background
 from lsqface.data.synthetic import SyntheticConfig, generate_faces
 from lsqface.errors import ConfigError
+from lsqface.synthetic.camera import EffectRates
+from lsqface.synthetic.photoreal import PhotoConfig
 from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.train.config import DataConfig
 
@@ -59,6 +61,17 @@ def synthetic_config(config: DataConfig, size: int, aligned: bool = False) -> Sy
         middle = 0.5 * (config.face_fraction[0] + config.face_fraction[1])
         base = dataclasses.replace(base, roll_range=0.0, shift=0.02, face_fraction=(middle, middle))
     return base
+
+
+def photo_config(config: DataConfig, size: int) -> PhotoConfig:
+    """The whole-head generator's distribution of a data config."""
+    return PhotoConfig(
+        size=size, identity_std=config.identity_std, expression_std=config.expression_std,
+        roll_range=config.roll_range, yaw_range=config.yaw_range, pitch_range=config.pitch_range,
+        face_fraction=config.face_fraction, realism=config.realism, occluders=config.occluders,
+        long_hair=config.long_hair, wild_textures=config.wild_textures,
+        effects=EffectRates() if config.camera_effects else None,
+    )
 
 
 class TrainingImages:
@@ -92,6 +105,7 @@ class TrainingImages:
 
             self.dataset = CelebA(config.root, split="train", size=self.size, mode="crop")
         self._pool: dict[tuple[bool, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._photo = None
         self.backgrounds = None
         if config.background == "natural":
             self.backgrounds = BackgroundSampler(Path(config.background_root) if config.background_root else _packaged_or_none())
@@ -118,10 +132,16 @@ class TrainingImages:
         found = {}
         if missing:
             generators = [position_generator(self.seed, key[1], self.purpose) for key in missing]
-            faces = generate_faces(self.uv_model, [int(g.initial_seed() % (1 << 31)) for g in generators],
-                                   synthetic_config(self.config, self.size, aligned))
+            seeds = [int(g.initial_seed() % (1 << 31)) for g in generators]
+            if self.config.generator == "photo" and not aligned:
+                faces = self._photo_generator().generate(
+                    seeds, photo_config(self.config, self.size),
+                    backgrounds=torch.stack([self._background(g) for g in generators]),
+                    textures=torch.stack([self._background(g) for g in generators]))
+            else:
+                faces = generate_faces(self.uv_model, seeds, synthetic_config(self.config, self.size, aligned))
             images = faces.image
-            if self.config.background == "natural":
+            if self.config.background == "natural" and not (self.config.generator == "photo" and not aligned):
                 backgrounds = torch.stack([self._background(g) for g in generators])
                 images = faces.confidence * images + (1.0 - faces.confidence) * backgrounds
             maps = torch.cat([images, faces.correspondence, faces.depth, faces.confidence], dim=1)
@@ -134,6 +154,16 @@ class TrainingImages:
         return (torch.stack([entry[0] for entry in entries]),
                 {"shape": torch.stack([entry[1] for entry in entries]),
                  "landmarks_5": torch.stack([entry[2] for entry in entries])})
+
+    def _photo_generator(self):
+        """The whole-head generator, built on first use (it reads the ICT-FaceKit head, cached after the first time)."""
+        if self._photo is None:
+            from lsqface.synthetic.head import load_head
+            from lsqface.synthetic.photoreal import PhotoGenerator
+
+            source = self.uv_model.model.notes.get("source")
+            self._photo = PhotoGenerator(self.uv_model, load_head(source, self.uv_model.model.triangles))
+        return self._photo
 
     def _synthetic_images(self, positions: Sequence[int], aligned: bool) -> torch.Tensor:
         return self._synthetic_faces(positions, aligned)[0][:, :3].contiguous()

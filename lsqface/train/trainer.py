@@ -470,7 +470,11 @@ class Trainer:
             logger.error("Not writing a checkpoint at step %d: the network has non-finite values; %s keeps the last good one.",
                          self.step, self.checkpoint_path())
             return None
-        return save_checkpoint(self.checkpoint_path(), self.state())
+        state = self.state()
+        keep = self.config.keep_every
+        if keep > 0 and self.step % keep == 0:  # a copy to choose from later on validation photos
+            save_checkpoint(self.run_dir / f"step-{self.step:06d}.pt", state)
+        return save_checkpoint(self.checkpoint_path(), state)
 
     def resume(self, path: str | Path | None = None) -> None:
         """Continue from a checkpoint of this stage (default ``RUN_DIR/last.pt``).
