@@ -221,3 +221,89 @@ def test_landmarks_dlib_measures_agreement_with_dlibs_68_points_and_detect_frame
     box = detect_faces(read_image(photos / "grace.jpg"))[0]
     expected = Reconstructor.from_checkpoint(tiny_checkpoint, uv_model=ict_uv_model)([photos / "grace.jpg"], boxes=[box])
     assert np.allclose(record["five"], expected.landmarks_5[0].numpy(), atol=1e-6)
+
+
+def _tiny_real_split(monkeypatch, folder):
+    """A one-photo validation split in ``folder``: a 160 px picture whose one face is a fixed box and 68 points."""
+    from lsqface.evaluate import peers, real
+
+    rng = np.random.default_rng(8)
+    Image.fromarray((rng.random((160, 160, 3)) * 255).astype(np.uint8)).save(folder / "face.png")
+    points = np.stack([np.linspace(60, 100, 68), 70 + 20 * np.sin(np.linspace(0, 6, 68))], axis=1)
+    monkeypatch.setattr(real, "SPLITS", {"validation": (("shared", "face.png"),), "test": ()})
+    monkeypatch.setattr(real, "dlib_faces", lambda: lambda photo: [((40.0, 40.0, 80.0, 80.0), points)])
+    # One fake peer (always the same 5 points) and one absent, so the run needs neither dlib nor MediaPipe.
+    fixed = np.array([[120.0, 110.0], [140.0, 110.0], [130.0, 125.0], [122.0, 140.0], [138.0, 140.0]])
+    monkeypatch.setattr(peers, "load_peers", lambda names: ({"dlib": lambda image: fixed},
+                                                            {"MediaPipe": "not installed; pip install it"}))
+    return fixed
+
+
+def test_real_writes_a_table_per_roll_whose_numbers_follow_from_real_jsonl(tmp_path, tiny_checkpoint, run_cli,
+                                                                           monkeypatch, capsys):
+    from lsqface.evaluate.real import SIMILARITY
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    fixed = _tiny_real_split(monkeypatch, folder)
+    out = tmp_path / "report"
+    code = run_cli(["evaluate", "--checkpoint", str(tiny_checkpoint), "--real", "validation", "--similarity", "2",
+                    "--real-faces", str(folder), "--batch-size", "4", "-o", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "lsqface: skipped MediaPipe: not installed; pip install it" in captured.err
+    markdown = (out / "report.md").read_text()
+    assert "- MediaPipe: not installed; pip install it" in markdown
+    assert "real-error-vs-roll.png" in markdown and Image.open(out / "real-error-vs-roll.png").size[0] > 100
+
+    records = [json.loads(line) for line in (out / "real.jsonl").read_text().splitlines()]
+    assert [record["variant"] for record in records] == ["roll 0", "roll 90", "roll 180", "roll 270",
+                                                         "similarity 0", "similarity 1"]
+    for record in records:
+        assert set(record) >= {"face", "matrix", "reference", "reference_68", "lsqface", "dlib"} and "MediaPipe" not in record
+        assert abs(record["dlib"]["error"] - _error(fixed, record["reference"])) <= 1e-9
+        assert abs(record["lsqface"]["error"] - _error(record["lsqface"]["five"], record["reference"])) <= 1e-9
+        assert 0.0 <= record["lsqface"]["confident_fraction"] <= 1.0
+        # The reference is the face's 68 points moved by the record's matrix, reduced to 5.
+        sixty_eight = np.asarray(record["reference_68"])
+        eyes = [sixty_eight[36:42].mean(0), sixty_eight[42:48].mean(0)]
+        assert np.allclose(record["reference"][:2], eyes)
+
+    rows = _table_rows(markdown, "5-landmark error per roll")
+    assert [row[0] for row in rows] == ["0 deg", "90 deg", "180 deg", "270 deg", "random similarity"]
+    assert [row[1] for row in rows] == ["1", "1", "1", "1", "2"]
+    for row, group in zip(rows, ["0", "90", "180", "270", SIMILARITY]):
+        for column, method in ((2, "lsqface"), (5, "dlib")):
+            errors = [record[method]["error"] for record in records if record["group"] == group]
+            assert abs(float(row[column]) - np.median(errors)) <= 0.051
+            assert abs(float(row[column + 1]) - np.mean(errors)) <= 0.051
+            assert abs(float(row[column + 2]) - 100 * np.mean(np.asarray(errors) > 10)) <= 0.051
+        assert row[8:11] == ["-", "-", "-"]  # MediaPipe, skipped
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--real", "test", "--synthetic", "2"], "--real writes a report of its own; run --synthetic"),
+    (["--real", "test", "--similarity", "-1"], "--similarity takes a count"),
+])
+def test_bad_real_requests_are_one_line_errors(args, message, run_cli, capsys):
+    code = run_cli(["evaluate", *args, "-o", "x"])
+    error = capsys.readouterr().err
+    assert code == 2 and message in error and error.count("\n") == 1
+
+
+def test_real_without_dlib_says_what_to_install(tmp_path, tiny_checkpoint, run_cli, monkeypatch, capsys):
+    import importlib.util
+
+    from lsqface.evaluate import real
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(folder / "face.png")
+    monkeypatch.setattr(real, "SPLITS", {"validation": (("shared", "face.png"),), "test": ()})
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "face_recognition_models" else find_spec(name, *args))
+    code = run_cli(["evaluate", "--checkpoint", str(tiny_checkpoint), "--real", "validation", "--real-faces", str(folder),
+                    "-o", str(tmp_path / "out"), "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 2 and "pip install 'lsqface[identity]'" in error and error.count("\n") == 1

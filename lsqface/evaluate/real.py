@@ -457,8 +457,27 @@ def face_variants(face: RealFace, photo: np.ndarray, similarity: int, size: int 
     return variants
 
 
+#: The reference: (H, W, 3) float photo in [0, 1] -> [(box (x, y, width, height), (68, 2) points)], left to right.
+Reference = Callable[[np.ndarray], list]
+
+
+def dlib_faces() -> Reference:
+    """The benchmark's reference: :func:`reference_faces` with dlib's detector and 68-point predictor.
+
+    Raises:
+        ConfigError: dlib or its 68-point predictor is missing (``pip install 'lsqface[identity]'``).
+    """
+    from lsqface.evaluate.identity import dlib_models
+    from lsqface.evaluate.reference import predictor_path
+
+    dlib, _ = dlib_models("The real-photo benchmark's reference (dlib's 68 points)")
+    detector, predictor = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(predictor_path()))
+    return lambda photo: reference_faces(photo, detector, predictor)
+
+
 def assemble(split: str, similarity: int = DEFAULT_SIMILARITY_COUNT, folder: str | os.PathLike | None = None,
-             size: int = CROP_SIZE, progress: Callable | None = None) -> tuple[list[RealFace], list[Variant], dict[str, str]]:
+             size: int = CROP_SIZE, progress: Callable | None = None,
+             reference: Reference | None = None) -> tuple[list[RealFace], list[Variant], dict[str, str]]:
     """The faces and pictures of a split, and {photo: why it is not in the benchmark}.
 
     Args:
@@ -467,23 +486,21 @@ def assemble(split: str, similarity: int = DEFAULT_SIMILARITY_COUNT, folder: str
         folder: the folder of the shared photos (default: :func:`shared_folder`'s search).
         size: side of every picture, pixels.
         progress: optional wrapper of the photo iterator (e.g. tqdm).
+        reference: the faces and reference points of a photo (default :func:`dlib_faces`, loaded
+            only when a photo of the split is present).
 
     Raises:
         ConfigError: dlib or its 68-point predictor is missing (``pip install 'lsqface[identity]'``).
         DatasetError: an unknown split, or ``folder`` is not a folder.
     """
     from lsqface.data.images import read_image
-    from lsqface.evaluate.identity import dlib_models
-    from lsqface.evaluate.reference import predictor_path
 
     if similarity < 0:
         raise DatasetError(f"--similarity takes a count of 0 or more pictures per face, got {similarity}.")
     photos, skipped = find_photos(split, folder)
     if not photos:
         return [], [], skipped
-    dlib, _ = dlib_models("The real-photo benchmark's reference (dlib's 68 points)")
-    path = predictor_path()
-    detector, predictor = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(path))
+    reference = dlib_faces() if reference is None else reference
     faces, variants = [], []
     for source, photo_path in (progress(photos) if progress is not None else photos):
         try:
@@ -491,7 +508,7 @@ def assemble(split: str, similarity: int = DEFAULT_SIMILARITY_COUNT, folder: str
         except ImageError as error:
             skipped[photo_path.name] = str(error)
             continue
-        found = reference_faces(photo, detector, predictor)
+        found = reference(photo)
         if not found:
             skipped[photo_path.name] = "dlib's face detector finds no face in the upright photo"
             continue
@@ -728,7 +745,9 @@ def write_real_report(folder: str | os.PathLike, benchmark: RealBenchmark, notes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    methods = [LSQFACE] + [name for name in PEER_NAMES if name in benchmark.predictions]
+    # Every peer has its columns; one that did not run shows "-" there and is listed under "Skipped".
+    methods = [LSQFACE, *PEER_NAMES]
+    measured = [method for method in methods if method in benchmark.predictions]
     similarity = sum(variant.group == SIMILARITY for variant in benchmark.variants) // max(1, len(benchmark.faces))
     parts = [f"# lsqface real-photo benchmark: {benchmark.split} split", ""]
     parts += [f"{line}  " for line in notes]
@@ -757,7 +776,7 @@ def write_real_report(folder: str | os.PathLike, benchmark: RealBenchmark, notes
                               for number, reason in sorted(failures.items())), ""]
     parts += [f"![error against roll]({REPORT_FILES['plot']})", "",
               f"Per-picture landmarks and errors: [{REPORT_FILES['records']}]({REPORT_FILES['records']})", ""]
-    write_bytes_atomic(folder / REPORT_FILES["plot"], roll_plot(benchmark, methods))
+    write_bytes_atomic(folder / REPORT_FILES["plot"], roll_plot(benchmark, measured))
     write_text_atomic(folder / REPORT_FILES["records"], "".join(json.dumps(record) + "\n" for record in benchmark.records()))
     path = folder / REPORT_FILES["report"]
     write_text_atomic(path, "\n".join(parts))
