@@ -29,8 +29,8 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 # The default model from nothing by its model card's recipe (lsqface/weights/README.md), exported with
-# the shipped inference settings to $(RUNS)/default.pt: 107 minutes of one core at the speed the 2-hour
-# budget is counted at (docs/training.md; a slower machine takes longer). Run it again
+# the shipped inference settings to $(RUNS)/default.pt: 107 CPU minutes of one core at the reference
+# speed (docs/training.md, "Training cost"; a slower machine takes longer). Run it again
 # after an interruption: a finished stage (its evaluation.json) is skipped, an interrupted one resumed.
 RUNS ?= runs
 EXPORT_SETTINGS := --solver robust_iterations=5 robust_scale=2.0 precision=float64 --ensemble 4 --refine 1 --refine-fraction 0.75

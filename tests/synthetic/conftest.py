@@ -1,4 +1,4 @@
-"""The whole ICT head, built once per test session from the real archive (about 10 s), and a generator."""
+"""The whole ICT head, built once per test run from the real archive (about 10 s), and a generator."""
 
 import pytest
 
