@@ -278,6 +278,16 @@ def _command_train_stage(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, **{args.command: dataclasses.replace(section, steps=args.steps)})
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)
+    if getattr(args, "photos", None):
+        from pathlib import Path
+
+        from lsqface.errors import ConfigError
+
+        if not Path(args.photos).is_dir():
+            raise ConfigError(f"--photos {args.photos} is not a folder; pass a folder of face photos.")
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, photos=str(args.photos)))
+        if config.train.supervision != "mixed":
+            config = dataclasses.replace(config, train=dataclasses.replace(config.train, supervision="mixed"))
     context = context_from_environment(args.device)
     try:
         summary = run_stage(
@@ -316,6 +326,9 @@ def _add_train_options(parser: argparse.ArgumentParser, default_run_dir: str) ->
     parser.add_argument("--seed", type=int, default=None,
                         help="override the config's seed (network initialisation, data and pixel sampling)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available); under torchrun cuda:LOCAL_RANK")
+    parser.add_argument("--photos", default=None, metavar="DIR",
+                        help="a folder of your own unlabelled face photos for train.supervision = 'mixed' "
+                             "(configs/finetune-photos.toml; overrides data.photos)")
 
 
 def _add_model_source_options(parser: argparse.ArgumentParser) -> None:

@@ -49,6 +49,10 @@ class DataConfig:
             settings (lsqface.synthetic.photoreal.PhotoConfig): the probability scales of hair and
             skin details and of occluders, the share of long hair and of wild textures, and
             whether camera effects (blur, noise, JPEG, white balance...) are applied.
+        photos: for ``train.supervision = "mixed"``: a folder of unlabelled real face photos (source
+            "folder") or a CelebA root (source "celeba"), trained through the least-squares layer
+            with the paper's unsupervised loss beside the synthetic true-map batches.
+        photos_source: "folder" or "celeba".
     """
 
     source: Literal["synthetic", "folder", "celeba"] = "synthetic"
@@ -70,6 +74,8 @@ class DataConfig:
     long_hair: float = 0.35
     wild_textures: float = 0.0
     camera_effects: bool = True
+    photos: str = ""
+    photos_source: Literal["folder", "celeba"] = "folder"
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,12 @@ class MainTrainConfig(Schedule):
         supervision: "unsupervised" (network -> least squares -> losses, the paper's method) or
             "true_maps" (an upper bound for ablations: the maps are regressed onto the synthetic
             generator's true correspondence, relative depth and face mask; needs
-            ``data.source = "synthetic"``; no solve during training).
+            ``data.source = "synthetic"``; no solve during training), or "mixed": each step adds to
+            a synthetic true-map batch a batch of ``photo_batch_size`` unlabelled real photos
+            (``data.photos``) trained with the unsupervised loss (photometric, robust geometric,
+            statistical with the adaptive regularisation), weighted by ``photo_weight``: the
+            paper's self-supervision on the user's own faces, anchored by the synthetic truth.
+        photo_batch_size, photo_weight: the real-photo batch of "mixed" supervision and its weight.
         camera_centre_steps: during the first this many iterations, the solve's camera centre q
             is pulled towards a fixed point in front of the face (seed F).
         camera_centre_weight: that pull's weight (SolverConfig.camera_centre_weight).
@@ -178,7 +189,9 @@ class MainTrainConfig(Schedule):
             SolverConfig default).
     """
 
-    supervision: Literal["unsupervised", "true_maps"] = "unsupervised"
+    supervision: Literal["unsupervised", "true_maps", "mixed"] = "unsupervised"
+    photo_batch_size: int = 4
+    photo_weight: float = 1.0
     camera_centre_steps: int = 2000
     camera_centre_weight: float = 1.0
     camera_distance: float = 4.0
@@ -235,8 +248,11 @@ class TrainConfig:
             section = getattr(self, name)
             if section.batch_size < 1 or section.steps < 0:
                 raise ConfigError(f"{name}.batch_size must be at least 1 and {name}.steps not negative.")
-        if self.train.supervision not in ("unsupervised", "true_maps"):
-            raise ConfigError(f"train.supervision must be 'unsupervised' or 'true_maps', got {self.train.supervision!r}.")
+        if self.train.supervision not in ("unsupervised", "true_maps", "mixed"):
+            raise ConfigError("train.supervision must be 'unsupervised', 'true_maps' or 'mixed', "
+                              f"got {self.train.supervision!r}.")
+        if self.train.supervision == "mixed" and self.train.photo_batch_size < 1:
+            raise ConfigError(f"train.photo_batch_size must be at least 1, got {self.train.photo_batch_size}.")
         for name, section in (("pretrain", self.pretrain), ("train", self.train)):
             if section.learning_rate_decay not in ("constant", "cosine"):
                 raise ConfigError(f"{name}.learning_rate_decay must be 'constant' or 'cosine', "
@@ -244,7 +260,7 @@ class TrainConfig:
             if not 0.0 <= section.final_learning_rate_fraction <= 1.0:
                 raise ConfigError(f"{name}.final_learning_rate_fraction must lie in [0, 1], "
                                   f"got {section.final_learning_rate_fraction}.")
-        if self.train.supervision == "true_maps" and self.data.source != "synthetic":
+        if self.train.supervision in ("true_maps", "mixed") and self.data.source != "synthetic":
             raise ConfigError("train.supervision = 'true_maps' needs data.source = 'synthetic' (only synthetic faces "
                               f"have true maps), got '{self.data.source}'; change one of them.")
         if self.pretrain.landmarks_5 and len(self.pretrain.landmarks_5) != 10:

@@ -44,7 +44,7 @@ import torch
 from tqdm import tqdm
 
 from lsqface.config import to_dict
-from lsqface.errors import CheckpointError, SolverError
+from lsqface.errors import CheckpointError, ConfigError, SolverError
 from lsqface.files import write_text_atomic
 from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.nets.checkpoint import check_face_model, face_model_summary, load_checkpoint, network_from_checkpoint, save_checkpoint
@@ -277,7 +277,14 @@ class Trainer:
         self.images = TrainingImages(data, config.input_size, uv_model, config.seed, purpose=stage)
         self.step = 0
         self.skipped = 0
-        self.true_maps = stage == "train" and config.train.supervision == "true_maps"
+        self.true_maps = stage == "train" and config.train.supervision in ("true_maps", "mixed")
+        self.photos = None
+        if stage == "train" and config.train.supervision == "mixed":
+            if not data.photos:
+                raise ConfigError("train.supervision = 'mixed' needs data.photos, a folder of face photos "
+                                  "(or lsqface train --photos DIR).")
+            photo_data = dataclasses.replace(data, source=data.photos_source, root=data.photos)
+            self.photos = TrainingImages(photo_data, config.input_size, uv_model, config.seed + 1, purpose=stage)
         self.triangles = model_tensors(model, torch.float32, self.device)["triangles"]
         centroid, face_width, _ = model.framing()
         # Seed F: a fixed point in front of the face (the models face +z), camera_distance face widths away.
@@ -320,7 +327,7 @@ class Trainer:
                                             pretrain.confidence_weight)
             self._last_pictures = (images.detach(), maps, None, None)
             return total.mean(), terms, None
-        if self.true_maps:
+        if true_maps is not None:
             true_maps = {name: value.to(self.device) for name, value in true_maps.items()}
             losses = self.config.losses
             total, terms = true_map_loss(maps.correspondence, maps.depth, maps.confidence, true_maps["correspondence"],
@@ -394,7 +401,8 @@ class Trainer:
             global_micro = self.context.rank * micro_batches + index
             generator = torch.Generator(device=self.device).manual_seed(
                 int(position_generator(self.config.seed, self.step * 4096 + global_micro, "sampling").initial_seed()))
-            sync = self.model.no_sync() if self.context.distributed and index < micro_batches - 1 else contextlib.nullcontext()
+            last = index == micro_batches - 1 and self.photos is None  # with photos, their batch synchronises
+            sync = self.model.no_sync() if self.context.distributed and not last else contextlib.nullcontext()
             with sync:
                 try:
                     loss, terms, micro_statistics = self.losses(images, matrices, generator, true_maps)
@@ -411,6 +419,8 @@ class Trainer:
                 term_sums[name] = term_sums.get(name, 0.0) + float(value.detach().mean()) / micro_batches
             if micro_statistics is not None:
                 statistics += micro_statistics
+        if self.photos is not None and not reason:
+            reason = self._photo_batch(loss_sum, term_sums, statistics)
         if not reason and not all(torch.isfinite(p.grad).all().item() for p in self.network.parameters() if p.grad is not None):
             reason = "a gradient is not finite"
         skip = broadcast_flag(bool(reason), self.context)
@@ -428,10 +438,35 @@ class Trainer:
         with deferred_interrupt():
             self.optimiser.step()
             self.scheduler.step()
-            if self.stage == "train" and not self.true_maps:
+            if self.stage == "train" and (not self.true_maps or self.photos is not None):
                 self.adaptive.update(statistics)
             self.step += 1
         return StepResult(self.step, mean_loss, term_sums, False, "", time.perf_counter() - start)
+
+    def _photo_batch(self, loss_sum: torch.Tensor, term_sums: dict[str, float], statistics: torch.Tensor) -> str:
+        """Mixed supervision: this process's share of the real-photo batch, unsupervised, gradients added.
+
+        Adds to ``loss_sum``, ``term_sums`` (as photo_*) and ``statistics`` in place; returns why the
+        step must be skipped, or "".
+        """
+        train = self.config.train
+        positions = batch_positions(self.step, train.photo_batch_size, self.context.rank, self.context.world_size, 1)[0]
+        images, _ = self.photos.images(positions)
+        generator = torch.Generator(device=self.device).manual_seed(
+            int(position_generator(self.config.seed + 1, self.step * 4096 + self.context.rank, "sampling").initial_seed()))
+        try:
+            loss, terms, photo_statistics = self.losses(images.to(self.device), None, generator, None)
+        except (SolverError, _NonFiniteMaps) as error:
+            return ("the network's maps are not finite on the photos" if isinstance(error, _NonFiniteMaps)
+                    else f"the least-squares solve failed on the photos ({error})")
+        (train.photo_weight * loss).backward()
+        if not torch.isfinite(loss.detach()).item():
+            return "the photo loss is not finite"
+        loss_sum += train.photo_weight * float(loss.detach())
+        for name, value in terms.items():
+            term_sums[f"photo_{name}"] = float(value.detach().mean())
+        statistics += photo_statistics
+        return ""
 
     # ------------------------------------------------------------ checkpoints
 

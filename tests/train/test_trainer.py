@@ -311,3 +311,52 @@ def test_two_fresh_runs_of_one_config_are_bit_identical_and_another_seed_is_not(
     for name, value in first.items():
         assert torch.equal(value, second[name]), name
     assert any(not torch.equal(value, other[name]) for name, value in first.items())
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory, ict_uv_model):
+    """Six unlabelled 'photos' (synthetic renderings written as PNG files: no truth travels with them)."""
+    from PIL import Image
+
+    from lsqface.data.synthetic import SyntheticConfig, generate_faces
+
+    folder = tmp_path_factory.mktemp("photos")
+    faces = generate_faces(ict_uv_model, list(range(50, 56)), SyntheticConfig(size=48, roll_range=0.0))
+    for index, image in enumerate(faces.image):
+        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(folder / f"face{index}.png")
+    return folder
+
+
+def test_mixed_supervision_adds_an_unsupervised_photo_batch_and_resumes(ict_uv_model, true_maps_setup, photo_folder, tmp_path):
+    config, _, _ = true_maps_setup
+    config = dataclasses.replace(
+        config, checkpoint_every=100,
+        data=dataclasses.replace(config.data, photos=str(photo_folder)),
+        train=dataclasses.replace(config.train, supervision="mixed", steps=2, photo_batch_size=2, photo_weight=0.5))
+    trainer = Trainer(config, "train", tmp_path / "straight", ict_uv_model)
+    before = trainer.adaptive.mean_square.clone()
+    result = trainer.train_step()
+    assert not result.skipped and np.isfinite(result.loss)
+    # Both supervisions in one step: the true-map terms and the photos' photometric loss through the fit.
+    assert {"correspondence", "photo_photometric", "photo_statistical"} <= set(result.terms)
+    assert not torch.equal(trainer.adaptive.mean_square, before)  # photos drive the adaptive weights
+    trainer.run(progress=False)
+
+    def interrupt(trainer, result):
+        raise KeyboardInterrupt
+
+    first = Trainer(config, "train", tmp_path / "resumed", ict_uv_model)
+    assert first.run(progress=False, callback=interrupt).step == 1
+    second = Trainer(config, "train", tmp_path / "resumed", ict_uv_model)
+    second.resume()
+    second.run(progress=False)
+    for name, value in _parameters(trainer).items():
+        assert torch.equal(value, _parameters(second)[name]), name
+
+
+def test_mixed_supervision_needs_photos(ict_uv_model, tiny, tmp_path):
+    from lsqface.errors import ConfigError
+
+    config = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, supervision="mixed"))
+    with pytest.raises(ConfigError, match="data.photos"):
+        Trainer(config, "train", tmp_path, ict_uv_model)
