@@ -42,7 +42,7 @@ import torch
 
 from lsqface.errors import ConfigError
 from lsqface.evaluate.benchmark import DEFAULT_RANGES, SyntheticResults, evaluate_synthetic, evaluation_seeds
-from lsqface.evaluate.report import file_stem, markdown_table, png_bytes
+from lsqface.evaluate.report import file_stem, markdown_table, png_bytes, rotation_axes, rotation_plot_png
 from lsqface.files import read_json_lines, write_bytes_atomic, write_text_atomic
 
 #: Iterations per median of the training-loss curves (seed Figs. 24, 25).
@@ -204,25 +204,12 @@ def comparison_table(models: Sequence[ComparedModel]) -> str:
 
 def comparison_plot(models: Sequence[ComparedModel]) -> bytes:
     """PNG bytes: mean fitted 5-landmark error against the in-plane rotation range, one line per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from lsqface.evaluate.landmarks import FAILURE_THRESHOLD
-
-    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    figure, axes = rotation_axes()
     for model in models:
         axes.plot([r.roll_range for r in model.results], [float(np.mean(r.fitted_error)) for r in model.results],
                   "o-", label=f"{model.name} ({model.kind})")
-    axes.axhline(FAILURE_THRESHOLD, color="grey", lw=0.8, ls="--")
-    axes.set_xlabel("in-plane rotation range r (roll uniform in [-r, r], degrees)")
-    axes.set_ylabel("mean fitted 5-landmark error (% inter-ocular)")
-    axes.set_yscale("symlog", linthresh=1.0)
-    axes.set_ylim(bottom=0)  # errors are not negative: no margin below zero
-    axes.legend(fontsize=8)
-    axes.set_title("Synthetic faces: error against in-plane rotation")
-    return png_bytes(figure)
+    return rotation_plot_png(figure, axes, "in-plane rotation range r (roll uniform in [-r, r], degrees)",
+                             "mean fitted 5-landmark error (% inter-ocular)")
 
 
 def loss_curves(models: Sequence[ComparedModel], window: int = LOSS_WINDOW) -> dict[str, dict[str, dict[str, list]]]:

@@ -105,28 +105,41 @@ def png_bytes(figure) -> bytes:
     return buffer.getvalue()
 
 
-def rotation_plot(results: Sequence[SyntheticResults]) -> bytes:
-    """PNG bytes: landmark error of every synthetic face against its |in-plane rotation|, with range means."""
+def rotation_axes():
+    """A new (figure, axes) for an error-against-rotation plot, drawn with matplotlib's Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    return plt.subplots(figsize=(6.4, 4.0))
+
+
+def rotation_plot_png(figure, axes, xlabel: str, ylabel: str) -> bytes:
+    """PNG bytes of an error-against-rotation plot once its data are drawn: the failure threshold,
+    an error axis from 0 that is linear to 1 % and logarithmic above (errors run from 0.1 to
+    thousands of percent), the legend and the title."""
+    axes.axhline(FAILURE_THRESHOLD, color="grey", lw=0.8, ls="--")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_yscale("symlog", linthresh=1.0)
+    axes.set_ylim(bottom=0)  # errors are not negative: no margin below zero
+    axes.legend(fontsize=8)
+    axes.set_title("Synthetic faces: error against in-plane rotation")
+    return png_bytes(figure)
+
+
+def rotation_plot(results: Sequence[SyntheticResults]) -> bytes:
+    """PNG bytes: landmark error of every synthetic face against its |in-plane rotation|, with range means."""
+    figure, axes = rotation_axes()
     roll = np.concatenate([np.abs(r.roll) for r in results]) if results else np.zeros(0)
     for kind, colour in (("fitted", "tab:blue"), ("direct", "tab:orange")):
         errors = np.concatenate([getattr(r, f"{kind}_error") for r in results]) if results else np.zeros(0)
         axes.scatter(roll, errors, s=6, alpha=0.4, color=colour, label=f"{kind} (faces)")
         axes.plot([r.roll_range for r in results], [float(np.mean(getattr(r, f"{kind}_error"))) for r in results],
                   "o-", color=colour, label=f"{kind} (mean over range)")
-    axes.axhline(FAILURE_THRESHOLD, color="grey", lw=0.8, ls="--")
-    axes.set_xlabel("in-plane rotation |roll| (degrees); means plotted at the range's bound")
-    axes.set_ylabel("5-landmark error (% inter-ocular)")
-    axes.set_yscale("symlog", linthresh=1.0)
-    axes.set_ylim(bottom=0)  # errors are not negative: no margin below zero
-    axes.legend(fontsize=8)
-    axes.set_title("Synthetic faces: error against in-plane rotation")
-    return png_bytes(figure)
+    return rotation_plot_png(figure, axes, "in-plane rotation |roll| (degrees); means plotted at the range's bound",
+                             "5-landmark error (% inter-ocular)")
 
 
 def distribution_plot(curves: Mapping[str, np.ndarray]) -> bytes:
