@@ -1,6 +1,6 @@
 """Work in one training step of a config: seconds on this CPU, counted GFLOP, ATen calls.
 
-The figures behind the README's estimate of CelebA training on one GPU: a GPU
+The figures behind the estimate of CelebA training on one GPU (docs/training.md): a GPU
 does the counted FLOPs (convolutions and matrix products) in milliseconds, so
 a step there is bound by the number of kernel launches, about one per ATen
 call. The data source is replaced by synthetic faces (a small pool) so the

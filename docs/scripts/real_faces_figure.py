@@ -1,4 +1,4 @@
-"""The README's real-photo figure: each photo's face, overlay, geometry and the four maps.
+"""The real-photo figure (docs/images/real-faces-default-model.png): each photo's face, overlay, geometry and the four maps.
 
     python docs/scripts/real_faces_figure.py ../shared/data/real-faces -o docs/images/real-faces.png
     python docs/scripts/real_faces_figure.py PHOTOS... --checkpoint runs/default/last.pt -o figure.png

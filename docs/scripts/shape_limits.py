@@ -1,4 +1,4 @@
-"""Where the default model's vertex error comes from: the README's "Why under 2 mm is out of reach".
+"""Where the default model's vertex error comes from: docs/training.md, "The shape limit".
 
     python docs/scripts/shape_limits.py parts --count 32
     python docs/scripts/shape_limits.py solver --count 32 --oracle --size 64 shape_weight=100
