@@ -30,6 +30,7 @@ from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.nets.unet import NetworkMaps, UNet
 from lsqface.render.interpolate import vertex_normals
 from lsqface.solver.fit import LeastSquaresFit, SolverConfig, fit
+from lsqface.solver.plausibility import FitMeasures, StatusThresholds, fit_measures, fit_status
 from lsqface.solver.photometry import reconstructed_colour
 from lsqface.solver.pose import pose_from_rotation
 from lsqface.solver.preprocess import inverse_softplus_preprocess, softplus_preprocess
@@ -59,6 +60,8 @@ class ReconstructConfig:
             times (:func:`refine_boxes`; our addition: a small or off-centre face gets the pixels
             the network was trained to see). A face whose fit gives no usable frame keeps its framing.
         refine_fraction: the face's width as a fraction of the re-framed square's side.
+        status: the bounds of :func:`lsqface.solver.plausibility.fit_status` that decide each
+            reconstruction's ``status`` (``ok``, ``low_confidence`` or ``implausible``).
     """
 
     input_size: int = 128
@@ -68,6 +71,7 @@ class ReconstructConfig:
     rotation_ensemble: int = 1
     refine_passes: int = 0
     refine_fraction: float = 0.6
+    status: StatusThresholds = field(default_factory=StatusThresholds)
 
     def __post_init__(self) -> None:
         if self.rotation_ensemble not in (1, 2, 4):
@@ -177,11 +181,6 @@ def fitted_mesh(uv_model: UVMorphableModel, result: LeastSquaresFit, softplus_ep
     return FittedMesh(vertices, image_vertices, normals, albedo, colour)
 
 
-# Under this share of confident input pixels a reconstruction is reported as doubtful
-# (Reconstruction.confident_fraction; `lsqface reconstruct` warns).
-LOW_CONFIDENCE_FRACTION = 0.01
-
-
 @dataclass
 class Reconstruction:
     """A batch of B reconstructed faces, in each original image's pixel frame.
@@ -202,6 +201,10 @@ class Reconstruction:
         to_network: (B, 3, 3) original-image pixels -> network-input pixels (homogeneous).
         image_sizes: (height, width) of each original image.
         fit: the least-squares layer's output, in the network's pixel frame.
+        measures: how much each fit looks like a face (:class:`lsqface.solver.plausibility.FitMeasures`).
+        status: per face ``ok``, ``low_confidence`` (the network sees little face) or ``implausible``
+            (the geometry is not a face); status_reason: per face, why it is not ``ok`` ("" if it is);
+            face_like: per face, whether every geometric check passed (the mesh is worth drawing).
     """
 
     vertices: torch.Tensor
@@ -227,6 +230,10 @@ class Reconstruction:
     to_network: torch.Tensor
     image_sizes: list[tuple[int, int]]
     fit: LeastSquaresFit
+    measures: FitMeasures | None = None
+    status: list[str] = field(default_factory=list)
+    status_reason: list[str] = field(default_factory=list)
+    face_like: list[bool] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.vertices.shape[0])
@@ -234,8 +241,9 @@ class Reconstruction:
     def confident_fraction(self) -> torch.Tensor:
         """(B,) the share of the network's input pixels whose geometric confidence is over one half.
 
-        The shipped network gives 0.33-0.42 on synthetic faces; under ``LOW_CONFIDENCE_FRACTION`` it
-        found little or no face, and the fit on those few pixels is rarely a face.
+        The shipped network gives 0.33-0.42 on synthetic faces; under
+        ``StatusThresholds.min_confident_fraction`` it found little or no face, and the fit on those
+        few pixels is rarely a face (the status is then ``low_confidence``).
         """
         return (self.confidence[:, 0] > 0.5).flatten(1).double().mean(dim=1)
 
@@ -243,6 +251,16 @@ class Reconstruction:
         """(B, V, 3) vertices projected into the original images: (x, y) pixels and camera z in mm."""
         projected = self.vertices @ self.intrinsics.transpose(1, 2)
         return torch.cat([projected[..., :2] / projected[..., 2:3], self.vertices[..., 2:3]], dim=-1)
+
+
+def assess(reconstruction: Reconstruction, uv_model: UVMorphableModel,
+           thresholds: StatusThresholds = StatusThresholds()) -> Reconstruction:
+    """The reconstruction with its plausibility measures, status and status reason (re)computed."""
+    measures = fit_measures(uv_model, reconstruction.fit, reconstruction.confidence, reconstruction.vertices)
+    verdicts = fit_status(measures, thresholds)
+    return dataclasses.replace(reconstruction, measures=measures, status=[verdict.status for verdict in verdicts],
+                               status_reason=[verdict.reason for verdict in verdicts],
+                               face_like=[verdict.face_like for verdict in verdicts])
 
 
 def reconstruct_from_maps(
@@ -294,7 +312,7 @@ def reconstruct_from_maps(
         camera = torch.as_tensor(points, dtype=dtype) @ intrinsics.cpu().transpose(1, 2)
         return camera[..., :2] / camera[..., 2:3]
 
-    return Reconstruction(
+    reconstruction = Reconstruction(
         vertices=mesh.vertices,
         triangles=model_tensors(model, dtype, "cpu")["triangles"],
         vertex_uv=uv_model.vertex_uv,
@@ -319,6 +337,7 @@ def reconstruct_from_maps(
         image_sizes=list(image_sizes),
         fit=result,
     )
+    return assess(reconstruction, uv_model, config.status)
 
 
 def frame_image(image: np.ndarray, size: int, box: Sequence[float] | None = None, margin: float = 1.6) -> tuple[torch.Tensor, torch.Tensor]:

@@ -153,7 +153,7 @@ def test_without_inputs_the_demo_photo_is_reconstructed(tmp_path, checkpoint, ru
 
 def test_a_photo_the_network_finds_no_face_in_is_written_with_a_warning(tmp_path, run_cli, ict_uv_model, capsys):
     # The shipped network is confident on a third of a synthetic face's input and on none of a flat grey
-    # photo: the grey one is still written (exit 0), with its share in the JSON and a warning on stderr.
+    # photo: the grey one is still written (exit 0), with its status in the JSON and one warning line on stderr.
     from lsqface.data.synthetic import SyntheticConfig, generate_faces
 
     face = generate_faces(ict_uv_model, [7], SyntheticConfig(size=128, roll_range=180.0)).image[0]
@@ -168,5 +168,23 @@ def test_a_photo_the_network_finds_no_face_in_is_written_with_a_warning(tmp_path
     for parameters in shares.values():
         jsonschema.validate(parameters, SCHEMA)
     assert shares["face"]["confident_fraction"] > 0.2 and shares["grey"]["confident_fraction"] < 0.01
+    assert (shares["face"]["status"], shares["face"]["status_reason"]) == ("ok", "")
+    assert shares["grey"]["status"] == "low_confidence" and "confident on 0.0 %" in shares["grey"]["status_reason"]
+    assert set(shares["grey"]["plausibility"]) >= {"confident_fraction", "residual_mm", "nearest_depth", "stretch"}
     warnings = [line for line in err.splitlines() if line.startswith("lsqface: warning:")]
-    assert len(warnings) == 1 and "grey.png" in warnings[0] and "little or no face" in warnings[0]
+    assert len(warnings) == 1 and "grey.png" in warnings[0] and "low_confidence" in warnings[0]
+    assert "little or no face" in warnings[0] and "--detect" in warnings[0]
+
+
+def test_pictures_are_bounded_and_the_size_option_raises_the_bound(tmp_path, checkpoint, run_cli, capsys):
+    photo = _photo(tmp_path / "wide.png", size=(120, 90))
+    for option, size in ((["--picture-size", "60"], (60, 45)), (["--picture-size", "0"], (120, 90)), ([], (120, 90))):
+        out = tmp_path / f"out{len(option)}{size[0]}"
+        code = run_cli(["reconstruct", str(photo), "-o", str(out), "--checkpoint", str(checkpoint), "--save",
+                        "pictures", "--quiet", *option])
+        assert code == 0, capsys.readouterr().err
+        for name in ("overlay", "geometry", "landmarks"):
+            assert Image.open(out / f"wide_{name}.png").size == size, (option, name)
+    assert run_cli(["reconstruct", str(photo), "-o", str(tmp_path / "bad"), "--checkpoint", str(checkpoint),
+                    "--picture-size", "-1"]) == 2
+    assert "picture size must be 0" in capsys.readouterr().err

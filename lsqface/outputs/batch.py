@@ -19,7 +19,7 @@ from tqdm import tqdm
 from lsqface.data.images import IMAGE_EXTENSIONS, list_image_files, read_image
 from lsqface.errors import ImageError, LsqfaceError
 from lsqface.outputs.save import SAVE_KINDS, save_reconstruction
-from lsqface.reconstruct import LOW_CONFIDENCE_FRACTION, Reconstructor
+from lsqface.reconstruct import Reconstructor
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class BatchReport:
     """What a batch run did: the files written per image, each failed image with its reason, and each
-    written face the network was barely confident on (``doubtful``), with a sentence saying so."""
+    written face whose status is not ``ok`` (``doubtful``: name -> "status: reason", a sentence that
+    ends with what to try)."""
 
     written: dict[str, list[Path]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
@@ -36,6 +37,19 @@ class BatchReport:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+def status_sentence(status: str, reason: str, framed: bool = False) -> str:
+    """One line telling a user that a written fit is not ``ok``, why, and what to try.
+
+    Args:
+        status: ``low_confidence`` or ``implausible``; reason: the checks that failed.
+        framed: whether the face was already cropped (--detect or --bbox), so cropping is no advice.
+    """
+    meaning = ("the network found little or no face" if status == "low_confidence"
+               else "the fitted mesh is not shaped or placed like a face")
+    advice = "" if framed else "; try --detect or --bbox x,y,width,height"
+    return f"{status} ({reason}): {meaning}, so the files are marked and the mesh is not one to use{advice}"
 
 
 def demo_photo() -> str:
@@ -98,6 +112,7 @@ def reconstruct_files(
     box: Sequence[float] | None = None,
     detect: bool = False,
     progress: bool = True,
+    picture_side: int | None = None,
 ) -> BatchReport:
     """Reconstruct every input image and write its files under ``output``.
 
@@ -111,11 +126,15 @@ def reconstruct_files(
         detect: find the faces with :func:`lsqface.detect.detect_faces` and reconstruct each
             (files ``STEM_face0``, ``STEM_face1``, ... largest face first).
         progress: show a tqdm progress bar.
+        picture_side: longest side of the pictures drawn over the photo, pixels (None: 1024, 0: the
+            photo's own size; :func:`lsqface.outputs.save.save_reconstruction`).
     """
     kinds = list(kinds)
     unknown = sorted(set(kinds) - set(SAVE_KINDS))
     if unknown:
         raise LsqfaceError(f"Unknown output kind '{unknown[0]}'; choose from {', '.join(SAVE_KINDS)}.")
+    if picture_side is not None and picture_side < 0:
+        raise LsqfaceError(f"The picture size must be 0 (the photo's own) or a positive number of pixels, not {picture_side}.")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     report = BatchReport()
@@ -150,20 +169,17 @@ def reconstruct_files(
                     continue
                 report.failed[f"{group[0][0]} ({group[0][3]})" if detect else str(group[0][0])] = str(error)
                 continue
-            confident = result.confident_fraction()
             for index, (path, photo, _, stem) in enumerate(group):
                 try:
                     report.written.setdefault(str(path), []).extend(
-                        save_reconstruction(result, index, photo, output, stem, kinds, image_name=path.name)
+                        save_reconstruction(result, index, photo, output, stem, kinds, image_name=path.name,
+                                            picture_side=picture_side)
                     )
                 except LsqfaceError as error:
                     report.failed[str(path)] = str(error)
                     continue
-                if float(confident[index]) < LOW_CONFIDENCE_FRACTION:
-                    report.doubtful[f"{path} ({stem})" if detect else str(path)] = (
-                        f"the network is confident on {100 * float(confident[index]):.1f} % of its input (under "
-                        f"{100 * LOW_CONFIDENCE_FRACTION:.0f} %): it found little or no face, and the fit is unlikely to be "
-                        "one" + ("" if detect or box is not None else "; try --detect or --bbox x,y,width,height")
-                    )
+                if result.status[index] != "ok":
+                    report.doubtful[f"{path} ({stem})" if detect else str(path)] = status_sentence(
+                        result.status[index], result.status_reason[index], framed=detect or box is not None)
     bar.close()
     return report

@@ -1,11 +1,21 @@
 """Pictures of one reconstruction (seed H, Fig. 13): what the network saw, predicted and fitted.
 
 Every picture is an (h, w, 3) uint8 array; the ones drawn over the photo are
-at the photo's full resolution, the network's maps at the network's input
-size. Meshes are drawn with lsqface's own rasteriser (the same camera the fit
-found); matplotlib (Agg) is used only for its colour maps; the point cloud
-is our own orthographic splatting, so a picture costs milliseconds, not a
-figure.
+at the photo's resolution up to ``PICTURE_SIDE`` pixels on the longer side
+(larger photos are drawn scaled down, the camera and landmarks scaled with
+them, so every point stays on its pixel), the network's maps at the network's
+input size. Meshes are drawn with lsqface's own rasteriser (the same camera
+the fit found, with a near plane); matplotlib (Agg) is used only for its
+colour maps; the point cloud is our own orthographic splatting, so a picture
+costs milliseconds, not a figure.
+
+A fit whose status is not ``ok`` (:attr:`lsqface.reconstruct.Reconstruction.status`)
+is marked: the pictures of the fit (overlay, reconstruction, geometry,
+uv_photo, landmarks) get a red border and a red banner naming the status and
+its reason, and so does the contact sheet. A fit that is not shaped like a face
+(``Reconstruction.face_like`` False) is not rendered at all: its overlay and
+reconstruction show the photo, its geometry the plain background, its uv_photo
+the fitted colour; so such a fit costs less than a face, never more.
 
 Pictures (keys of :func:`reconstruction_pictures`):
 
@@ -24,6 +34,7 @@ Pictures (keys of :func:`reconstruction_pictures`):
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Mapping
 
@@ -49,6 +60,8 @@ __all__ = [
     "map_pictures",
     "mesh_pictures",
     "contact_sheet",
+    "mark_status",
+    "picture_frame",
     "write_pictures",
 ]
 
@@ -63,6 +76,14 @@ BACKGROUND = (0.16, 0.17, 0.19)
 OVERLAY_ALPHA = 0.6
 #: Pixels whose confidence is below this are left out of the depth map and the point cloud.
 CONFIDENCE_THRESHOLD = 0.5
+#: Longest side, pixels, of the pictures drawn over the photo (``lsqface reconstruct --picture-size``).
+PICTURE_SIDE = 1024
+#: Near plane of the mesh pictures, millimetres in front of the camera.
+NEAR_PLANE_MM = 10.0
+#: The colour that marks a fit whose status is not ``ok``.
+STATUS_COLOUR = (220, 30, 30)
+#: The pictures that show the fit (marked when it is not ``ok``); the others show the network's maps.
+FIT_PICTURES = ("overlay", "reconstruction", "geometry", "uv_photo", "landmarks")
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -94,22 +115,70 @@ def _shaded_grey(reconstruction, index: int) -> torch.Tensor:
     return (MESH_GREY * shade).expand(-1, -1, 3)
 
 
+def picture_frame(reconstruction, index: int, photo: np.ndarray, max_side: int | None = PICTURE_SIDE):
+    """Face ``index`` and its photo scaled so the longer side is at most ``max_side`` pixels.
+
+    The photo is resized (antialiased) to (h, w) and the camera's intrinsics and the landmarks are
+    scaled by w / W and h / H, so the image spans [0, w] x [0, h] as the photo spans [0, W] x [0, H]:
+    a point at (x, y) in the photo is drawn at (x w / W, y h / H).
+
+    Args:
+        reconstruction: a :class:`lsqface.reconstruct.Reconstruction`; index: which face.
+        photo: (H, W, 3) float in [0, 1] or uint8, the original image.
+        max_side: the bound; None keeps the photo's size.
+
+    Returns:
+        (a Reconstruction of that one face in the scaled frame, the (h, w, 3) float32 photo).
+    """
+    photo = _check_photo(reconstruction, index, photo)
+    height, width = photo.shape[:2]
+    one = slice(index, index + 1)
+    scale = 1.0 if max_side is None else min(1.0, max_side / max(height, width))
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    factors = torch.tensor([size[1] / width, size[0] / height], dtype=torch.float64)
+    matrix = torch.diag(torch.cat([factors, torch.ones(1, dtype=torch.float64)]))
+    r = reconstruction
+    single = dataclasses.replace(
+        r, vertices=r.vertices[one], normals=r.normals[one], colour=r.colour[one], albedo=r.albedo[one],
+        intrinsics=matrix @ r.intrinsics[one].detach().cpu().to(torch.float64), image_sizes=[size],
+        landmarks_68=r.landmarks_68[one].detach().cpu().to(torch.float64) * factors,
+        landmarks_5=r.landmarks_5[one].detach().cpu().to(torch.float64) * factors,
+        measures=None, status=r.status[index:index + 1], status_reason=r.status_reason[index:index + 1],
+        face_like=r.face_like[index:index + 1])
+    if size != (height, width):
+        resized = Image.fromarray(to_uint8(photo)).resize((size[1], size[0]), Image.BILINEAR)
+        photo = np.asarray(resized).astype(np.float32) / 255.0
+    return single, photo
+
+
+def _face_like(reconstruction, index: int) -> bool:
+    return bool(reconstruction.face_like[index]) if reconstruction.face_like else True
+
+
 def mesh_pictures(reconstruction, index: int, photo: np.ndarray) -> dict[str, np.ndarray]:
     """``overlay``, ``reconstruction`` and ``geometry`` at the photo's resolution, (H, W, 3) uint8.
+
+    A fit that is not shaped like a face (``reconstruction.face_like[index]`` False) is not
+    rendered: the overlay and reconstruction are the photo, the geometry the plain background.
 
     Args:
         reconstruction: a :class:`lsqface.reconstruct.Reconstruction`.
         index: which face of the batch.
-        photo: (H, W, 3) float in [0, 1] or uint8, the original image.
+        photo: (H, W, 3) float in [0, 1] or uint8, the original image (see :func:`picture_frame`
+            to draw a large photo at a bounded size).
     """
     photo = _check_photo(reconstruction, index, photo)
     height, width = photo.shape[:2]
+    if not _face_like(reconstruction, index):
+        plain = np.empty_like(photo)
+        plain[:] = BACKGROUND
+        return {"overlay": to_uint8(photo), "reconstruction": to_uint8(photo), "geometry": to_uint8(plain)}
     vertices = reconstruction.image_vertices()[index:index + 1].detach().cpu().float()
     triangles = reconstruction.triangles.cpu()
     grey = _shaded_grey(reconstruction, index)
     colour = reconstruction.colour[index:index + 1].detach().cpu().float()
     # One rasterisation serves the three pictures: interpolate both colour sets at once.
-    fragments = rasterize(vertices, triangles, height, width, cull_backfaces=True)
+    fragments = rasterize(vertices, triangles, height, width, cull_backfaces=True, near=NEAR_PLANE_MM)
     values = interpolate(torch.cat([grey, colour], -1), fragments, None, triangles).permute(0, 3, 1, 2)
     rendered = torch.cat([values[:, :3], values[:, 3:]])
     mask = fragments.mask[:, None].float().expand(2, -1, -1, -1)
@@ -229,10 +298,17 @@ def landmark_picture(photo: np.ndarray, landmarks_68: np.ndarray, landmarks_5: n
     draw = ImageDraw.Draw(image)
     height, width = photo.shape[:2]
     radius = max(1.0, min(height, width) / 160.0)
-    for x, y in np.asarray(landmarks_68, dtype=np.float64):
+
+    def on_picture(points) -> np.ndarray:
+        # A fit that is not a face can put landmarks at infinity or far off; only those near the picture are drawn.
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        near = np.isfinite(points).all(-1) & (np.abs(points - [width / 2, height / 2]) < [width, height]).all(-1)
+        return points[near]
+
+    for x, y in on_picture(landmarks_68):
         draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=(40, 230, 80))
     ring = 2.5 * radius
-    for x, y in np.asarray(landmarks_5, dtype=np.float64):
+    for x, y in on_picture(landmarks_5):
         draw.ellipse([x - ring, y - ring, x + ring, y + ring], outline=(255, 40, 40), width=max(1, int(radius)))
     return np.asarray(image)
 
@@ -248,7 +324,8 @@ def map_pictures(reconstruction, index: int) -> dict[str, np.ndarray]:
 
 
 def reconstruction_pictures(reconstruction, index: int, photo: np.ndarray, texture_size: int = 256,
-                            texture: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                            texture: tuple[np.ndarray, np.ndarray] | None = None,
+                            max_side: int | None = PICTURE_SIDE) -> dict[str, np.ndarray]:
     """Every picture of :data:`PICTURE_NAMES` for face ``index`` of a reconstruction.
 
     Args:
@@ -258,20 +335,71 @@ def reconstruction_pictures(reconstruction, index: int, photo: np.ndarray, textu
         texture_size: side of the ``uv_photo`` picture, texels.
         texture: the (texture, visible) pair of :func:`lsqface.outputs.texture.photo_texture` if the
             caller has it already (saves computing it twice); None computes it.
+        max_side: longest side of the pictures drawn over the photo (:func:`picture_frame`); None: the photo's.
 
     Returns:
-        name -> (h, w, 3) uint8; overlay, reconstruction, geometry and landmarks are (H, W, 3).
+        name -> (h, w, 3) uint8; overlay, reconstruction, geometry and landmarks are the photo's
+        (H, W, 3) scaled down to ``max_side``. The fit's pictures are marked when its status is not ``ok``.
     """
     photo = _check_photo(reconstruction, index, photo)
-    pictures = mesh_pictures(reconstruction, index, photo)
+    single, small_photo = picture_frame(reconstruction, index, photo, max_side)
+    pictures = mesh_pictures(single, 0, small_photo)
     pictures.update(map_pictures(reconstruction, index))
-    texture, visible = texture if texture is not None else photo_texture(reconstruction, index, photo, size=texture_size)
+    if texture is None:
+        texture = photo_texture(reconstruction, index, photo, size=texture_size, from_photo=_face_like(reconstruction, index))
+    texture, visible = texture
     pictures["uv_photo"] = to_uint8(texture * np.where(visible, 1.0, 0.5)[..., None])
     pictures["point_cloud"] = point_cloud_picture(reconstruction, index)
     pictures["landmarks"] = landmark_picture(
-        photo, reconstruction.landmarks_68[index].detach().cpu().numpy(), reconstruction.landmarks_5[index].detach().cpu().numpy()
+        small_photo, single.landmarks_68[0].numpy(), single.landmarks_5[0].numpy()
     )
+    status = reconstruction.status[index] if reconstruction.status else "ok"
+    if status != "ok":
+        reason = reconstruction.status_reason[index]
+        if not _face_like(reconstruction, index):
+            reason += " (mesh not drawn)"
+        for name in FIT_PICTURES:
+            pictures[name] = mark_status(pictures[name], status, reason)
     return {name: pictures[name] for name in PICTURE_NAMES}
+
+
+def _fitted_text(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
+    """``text`` cut (with an ellipsis) to fit ``width`` pixels in ``font``."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def mark_status(picture: np.ndarray, status: str, reason: str = "", bottom: bool = False) -> np.ndarray:
+    """The picture with a red border and a red banner along its top (or bottom): "STATUS: reason" in white.
+
+    Drawn over the picture (its size and every pixel's place stay), the banner a fourteenth of the
+    picture's shorter side (at least 12 pixels), the text cut to the width.
+
+    Args:
+        picture: (h, w, 3) uint8; status: e.g. ``implausible``; reason: why, or "".
+        bottom: the banner along the bottom (a video panel's title is written over its top).
+
+    Returns:
+        (h, w, 3) uint8, a new array.
+    """
+    image = Image.fromarray(np.ascontiguousarray(picture[..., :3]))
+    width, height = image.size
+    draw = ImageDraw.Draw(image)
+    border = max(2, round(min(width, height) / 100))
+    draw.rectangle([0, 0, width - 1, height - 1], outline=STATUS_COLOUR, width=border)
+    banner = min(height, max(12, round(min(width, height) / 14)))
+    start = height - banner if bottom else 0
+    draw.rectangle([0, start, width - 1, start + banner - 1], fill=STATUS_COLOUR)
+    font = ImageFont.load_default(size=max(8, round(banner * 0.7)))
+    text = status.replace("_", " ").upper() + (f": {reason}" if reason else "")
+    text = _fitted_text(draw, text, font, width - 2 * border - 4)
+    _, ascent, _, descent = font.getbbox("Ag")
+    top = start + (banner - (descent - ascent)) / 2 - ascent
+    draw.text((border + 2, top), text, fill=(255, 255, 255), font=font)
+    return np.asarray(image)
 
 
 def _fit_in_tile(picture: np.ndarray, tile: int) -> np.ndarray:
@@ -287,7 +415,8 @@ def _fit_in_tile(picture: np.ndarray, tile: int) -> np.ndarray:
     return out
 
 
-def contact_sheet(pictures: Mapping[str, np.ndarray], columns: int = 3, tile: int = 256, title_height: int = 20) -> np.ndarray:
+def contact_sheet(pictures: Mapping[str, np.ndarray], columns: int = 3, tile: int = 256, title_height: int = 20,
+                  status: str = "ok", reason: str = "") -> np.ndarray:
     """All pictures on one sheet, each in a tile x tile square under its name.
 
     Args:
@@ -295,6 +424,7 @@ def contact_sheet(pictures: Mapping[str, np.ndarray], columns: int = 3, tile: in
         columns: tiles per row.
         tile: tile side, pixels.
         title_height: height of the title strip above each tile, pixels.
+        status, reason: the fit's status; any other than ``ok`` marks the sheet (:func:`mark_status`).
 
     Returns:
         (rows (title_height + tile), columns tile, 3) uint8, rows = ceil(len(pictures) / columns).
@@ -309,6 +439,8 @@ def contact_sheet(pictures: Mapping[str, np.ndarray], columns: int = 3, tile: in
         left, top = column * tile, row * (tile + title_height)
         draw.text((left + 4, top + 3), name.replace("_", " "), fill=(0, 0, 0), font=font)
         sheet.paste(Image.fromarray(_fit_in_tile(np.asarray(pictures[name]), tile)), (left, top + title_height))
+    if status != "ok":
+        return mark_status(np.asarray(sheet), status, reason)
     return np.asarray(sheet)
 
 

@@ -60,7 +60,17 @@ def reconstruction_parameters(reconstruction: Reconstruction, index: int, image_
         "landmarks_5": _array(r.landmarks_5[index]),
         "mesh": {"vertices": int(r.vertices.shape[1]), "triangles": int(r.triangles.shape[0])},
         "confident_fraction": float(r.confident_fraction()[index]),
+        **status_fields(r, index),
     }
+
+
+def status_fields(reconstruction: Reconstruction, index: int) -> dict:
+    """``status``, ``status_reason`` and ``plausibility`` (the measures behind them) of face ``index``."""
+    r = reconstruction
+    if not r.status:
+        return {}
+    return {"status": r.status[index], "status_reason": r.status_reason[index],
+            "plausibility": r.measures.record(index) if r.measures is not None else {}}
 
 
 def save_reconstruction(
@@ -71,11 +81,18 @@ def save_reconstruction(
     stem: str,
     kinds: Iterable[str] = SAVE_KINDS,
     image_name: str = "",
+    picture_side: int | None = None,
 ) -> list[Path]:
     """Write the files of face ``index`` (see the module docstring); returns the paths written.
 
+    A fit that is not shaped like a face (``reconstruction.face_like``) is written all the same,
+    its status in the JSON, but its texture is the fitted colour (the photo is not mapped onto a
+    mesh that is not a face) and its pictures are marked and not rendered (lsqface.outputs.pictures).
+
     Args:
         photo: (H, W, 3) float in [0, 1], the original image (for the texture and the pictures).
+        picture_side: longest side of the pictures drawn over the photo, pixels; None for
+            ``lsqface.outputs.pictures.PICTURE_SIDE`` (1024), 0 for the photo's own size.
     """
     folder = Path(folder)
     kinds = set(kinds)
@@ -89,7 +106,7 @@ def save_reconstruction(
         from lsqface.outputs.texture import photo_texture
 
         # One texture serves the OBJ and the "uv_photo" picture.
-        texture = photo_texture(r, index, photo)
+        texture = photo_texture(r, index, photo, from_photo=not r.face_like or bool(r.face_like[index]))
     if "obj" in kinds:
         written += write_obj(folder / f"{stem}.obj", vertices, triangles, texture_coords=r.vertex_uv,
                              texture=texture[0], vertex_colours=colours)
@@ -106,9 +123,11 @@ def save_reconstruction(
             "to_network": _array(r.to_network[index]),
         }))
     if "pictures" in kinds:
-        from lsqface.outputs.pictures import contact_sheet, reconstruction_pictures, write_pictures
+        from lsqface.outputs.pictures import PICTURE_SIDE, contact_sheet, reconstruction_pictures, write_pictures
 
-        pictures = reconstruction_pictures(r, index, photo, texture=texture)
-        pictures["sheet"] = contact_sheet(pictures)
+        pictures = reconstruction_pictures(r, index, photo, texture=texture,
+                                           max_side=PICTURE_SIDE if picture_side is None else picture_side or None)
+        status = r.status[index] if r.status else "ok"
+        pictures["sheet"] = contact_sheet(pictures, status=status, reason=r.status_reason[index] if r.status else "")
         written += write_pictures(folder, stem, pictures)
     return written

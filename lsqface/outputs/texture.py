@@ -6,8 +6,9 @@ position, project it with the reconstruction's K into the photo and sample
 the photo there (bilinear). The photo only shows the surface that faces the
 camera and is not hidden by another part of the face (the far cheek behind
 the nose), so a texel counts as *visible* when its normal faces the camera
-and its depth passes a z-buffer test against the mesh rendered at the photo's
-size. Everything else (hidden texels, and texels between the UV chart and the
+and its depth passes a z-buffer test against the mesh rendered over the photo
+(at most ``DEPTH_SIDE`` pixels on its longer side, with a near plane, so a large
+photo or a fit that is not a face costs no more than a face). Everything else (hidden texels, and texels between the UV chart and the
 texture's border) is filled from the fitted colour, so the texture has no
 holes when a viewer filters it.
 
@@ -33,6 +34,10 @@ __all__ = ["photo_texture", "uv_vertices", "visible_in_photo"]
 #: Depth tolerance of the z-buffer test, as a fraction of the face's distance to the camera
 #: (1 % is about 5 mm at 50 cm: a texel within that of the rendered surface is that surface).
 DEPTH_TOLERANCE = 0.01
+#: Longest side, pixels, of the depth image the visibility test renders (the photo is sampled at full size).
+DEPTH_SIDE = 1024
+#: Near plane of that rendering, millimetres: a triangle with a corner nearer to the camera is not drawn.
+NEAR_PLANE_MM = 10.0
 
 
 def uv_vertices(vertex_uv: np.ndarray | torch.Tensor, size: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -94,7 +99,8 @@ def _fill_outside(image: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256,
+                  from_photo: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The photo mapped into UV space, hidden parts filled with the fitted colour.
 
     Args:
@@ -102,6 +108,9 @@ def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256
         index: which face of the batch.
         photo: (H, W, 3) float in [0, 1] (or uint8), the ORIGINAL image of that face (H, W = its image size).
         size: texture side S, texels.
+        from_photo: False gives the fitted colour everywhere (nothing visible) without looking at the
+            photo: for a fit that is not a face (``Reconstruction.face_like``), whose mesh over the
+            photo means nothing and could be costly to render.
 
     Returns:
         texture (S, S, 3) float32 in [0, 1] and visible (S, S) bool: True where the texel's colour
@@ -130,18 +139,30 @@ def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256
     values = interpolate(torch.cat([vertices, normals, colour], -1), fragments, None, triangles)[0]
     covered = fragments.mask[0]
     points, texel_normals, fitted = values[covered, 0:3], values[covered, 3:6], values[covered, 6:9]
+    if not from_photo:
+        texture = np.zeros((size, size, 3), np.float32)
+        mask = covered.numpy()
+        texture[mask] = fitted.clamp(0, 1).nan_to_num(0.5).numpy()
+        return _fill_outside(texture, mask), np.zeros((size, size), bool)
 
     projected = points @ intrinsics.T
     image_points = projected[:, :2] / projected[:, 2:3]
-    photo_fragments = rasterize(reconstruction.image_vertices()[index:index + 1].detach().cpu().to(dtype),
-                                triangles, height, width)
-    visible = visible_in_photo(points, texel_normals, image_points, photo_fragments.depth[0])
+    # The depth for the occlusion test at a bounded size: scaling x and y by the same factors
+    # as the image keeps every point on its pixel (the image spans [0, W] x [0, H] either way).
+    scale = min(1.0, DEPTH_SIDE / max(height, width))
+    depth_height, depth_width = max(1, round(height * scale)), max(1, round(width * scale))
+    factors = torch.tensor([depth_width / width, depth_height / height], dtype=dtype)
+    image_vertices = reconstruction.image_vertices()[index:index + 1].detach().cpu().to(dtype)
+    image_vertices = torch.cat([image_vertices[..., :2] * factors, image_vertices[..., 2:]], dim=-1)
+    photo_fragments = rasterize(image_vertices, triangles, depth_height, depth_width, near=NEAR_PLANE_MM)
+    visible = visible_in_photo(points, texel_normals, image_points * factors, photo_fragments.depth[0])
 
     # grid_sample with align_corners=False puts pixel centres at (j + 0.5) / W * 2 - 1: our convention.
     grid = torch.stack([image_points[:, 0] / width, image_points[:, 1] / height], -1) * 2 - 1
-    photo_tensor = torch.from_numpy(photo).permute(2, 0, 1)[None].to(dtype)
-    sampled = F.grid_sample(photo_tensor, grid.nan_to_num(0)[None, None], mode="bilinear",
-                            padding_mode="border", align_corners=False)[0, :, 0].T  # (N, 3)
+    # Sampled in float32 (the photo's own precision): a 12-megapixel photo in float64 is 290 MB.
+    photo_tensor = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1)[None]
+    sampled = F.grid_sample(photo_tensor, grid.nan_to_num(0).float()[None, None], mode="bilinear",
+                            padding_mode="border", align_corners=False)[0, :, 0].T.to(dtype)  # (N, 3)
     texel_colour = torch.where(visible[:, None], sampled, fitted)
 
     texture = np.zeros((size, size, 3), np.float32)

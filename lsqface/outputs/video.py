@@ -57,6 +57,7 @@ from lsqface.outputs.pictures import (
     confidence_picture,
     correspondence_picture,
     depth_picture,
+    mark_status,
     mesh_pictures,
 )
 
@@ -174,13 +175,15 @@ def smooth_fit(fit, state: dict[str, torch.Tensor] | None, smoothing: float, row
     return dataclasses.replace(fit, **values), state
 
 
-def with_fit(reconstruction, uv_model, fit, softplus_eps: float = 4.0):
+def with_fit(reconstruction, uv_model, fit, softplus_eps: float = 4.0, thresholds=None):
     """The reconstruction recomputed from other fitted parameters (same maps and framing).
 
     Mirrors the tail of :func:`lsqface.reconstruct.reconstruct_from_maps`: mesh, colour,
-    original-image camera, pose and landmarks from ``fit``'s R, t, K and coefficients.
+    original-image camera, pose, landmarks and status from ``fit``'s R, t, K and coefficients
+    (``thresholds``: the :class:`lsqface.solver.plausibility.StatusThresholds`, None for the defaults).
     """
-    from lsqface.reconstruct import fitted_mesh
+    from lsqface.reconstruct import assess, fitted_mesh
+    from lsqface.solver.plausibility import StatusThresholds
     from lsqface.solver.pose import pose_from_rotation
 
     dtype = torch.float64
@@ -194,13 +197,13 @@ def with_fit(reconstruction, uv_model, fit, softplus_eps: float = 4.0):
         camera = torch.as_tensor(points, dtype=dtype) @ intrinsics.cpu().transpose(1, 2)
         return camera[..., :2] / camera[..., 2:3]
 
-    return dataclasses.replace(
+    return assess(dataclasses.replace(
         reconstruction, vertices=mesh.vertices, normals=mesh.normals, albedo=mesh.albedo, colour=mesh.colour,
         intrinsics=intrinsics, rotation=fit64.rotation, translation=fit64.translation,
         pose=torch.rad2deg(pose_from_rotation(fit64.rotation)), identity=fit.identity_coefficients,
         expression=fit.expression_coefficients, albedo_coefficients=fit.albedo_coefficients,
         inverse_lighting=fit.inverse_lighting, landmarks_68=project(sixty_eight), landmarks_5=project(five), fit=fit,
-    )
+    ), uv_model, StatusThresholds() if thresholds is None else thresholds)
 
 
 def _listed(tensor: torch.Tensor, digits: int = 6) -> list:
@@ -213,6 +216,8 @@ def frame_record(reconstruction, index: int, frame: int, seconds: float) -> dict
     return {
         "frame": frame,
         "time": round(seconds, 6),
+        "status": reconstruction.status[index] if reconstruction.status else "ok",
+        "status_reason": reconstruction.status_reason[index] if reconstruction.status else "",
         "intrinsics": _listed(reconstruction.intrinsics[index]),
         "rotation": _listed(reconstruction.rotation[index], 8),
         "translation": _listed(reconstruction.translation[index]),
@@ -268,6 +273,10 @@ def _frame_panels(frame: np.ndarray, panel_size: tuple[int, int], maps, row: int
                                      image_sizes=[panel_size] * len(reconstruction))
         meshes = mesh_pictures(scaled, index, photo)
         top = [photo, meshes["reconstruction"], meshes["geometry"]]
+        status = reconstruction.status[index] if reconstruction.status else "ok"
+        if status != "ok":
+            # The banner at the bottom: the panel's title is written over its top.
+            top[1:] = [mark_status(panel, status, reconstruction.status_reason[index], bottom=True) for panel in top[1:]]
     else:
         dimmed = (photo.astype(np.float32) * 0.35).astype(np.uint8)
         top = [photo, _label(dimmed, "    fit failed"), _label(dimmed.copy(), "    fit failed")]
@@ -464,7 +473,8 @@ def _smooth_results(reconstructor, results: list, smoothing: float, state: dict 
     # Frames are averaged in time order; rows of one reconstruction are consecutive frames.
     for key, (reconstruction, members) in sorted(groups.items(), key=lambda item: item[1][1][0][0]):
         fit, state = smooth_fit(reconstruction.fit, state, smoothing, [row for _, row in members])
-        replaced[key] = with_fit(reconstruction, reconstructor.uv_model, fit, reconstructor.config.solver.softplus_eps)
+        replaced[key] = with_fit(reconstruction, reconstructor.uv_model, fit, reconstructor.config.solver.softplus_eps,
+                                 reconstructor.config.status)
     for result in results:
         if isinstance(result, str):
             smoothed.append(result)

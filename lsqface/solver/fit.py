@@ -167,14 +167,23 @@ def robust_factor(residuals: torch.Tensor, weights: torch.Tensor, scale: float) 
         (B, P) factors in (0, 1]; an image whose weights are all zero gets factors 1.
     """
     norms = residuals.norm(dim=-1)
-    order = norms.argsort(dim=1)
-    sorted_norms = norms.gather(1, order)
-    cumulative = weights.gather(1, order).cumsum(dim=1)
-    half = 0.5 * cumulative[:, -1:]
-    index = (cumulative < half).sum(dim=1, keepdim=True).clamp_max(norms.shape[1] - 1)
-    median = sorted_norms.gather(1, index)
+    median = weighted_median(norms, weights)[:, None]
     c_squared = (scale * median).square().clamp_min(torch.finfo(norms.dtype).tiny)
     return (c_squared / (c_squared + norms.square())).square()
+
+
+def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(B,) the weighted median of each row: the smallest value whose cumulative weight reaches half.
+
+    Args:
+        values: (B, P); weights: (B, P) non-negative. A row of zero weights gives its smallest value.
+    """
+    order = values.argsort(dim=1)
+    sorted_values = values.gather(1, order)
+    cumulative = weights.gather(1, order).cumsum(dim=1)
+    half = 0.5 * cumulative[:, -1:]
+    index = (cumulative < half).sum(dim=1, keepdim=True).clamp_max(values.shape[1] - 1)
+    return sorted_values.gather(1, index)[:, 0]
 
 
 def _geometric_stage(uv_model: UVMorphableModel, image: torch.Tensor, correspondence: torch.Tensor, depth: torch.Tensor,

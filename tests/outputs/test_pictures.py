@@ -10,8 +10,12 @@ from lsqface.data.synthetic import SyntheticConfig, generate_faces
 from lsqface.errors import ImageError
 from lsqface.outputs.pictures import (
     BACKGROUND,
+    FIT_PICTURES,
     PICTURE_NAMES,
+    STATUS_COLOUR,
     contact_sheet,
+    mark_status,
+    mesh_pictures,
     reconstruction_pictures,
     to_uint8,
     write_pictures,
@@ -117,3 +121,85 @@ def test_contact_sheet_and_files(scene, tmp_path):
     for path, picture in zip(paths, pictures.values()):
         np.testing.assert_array_equal(np.asarray(Image.open(path)), picture)
     assert not list((tmp_path / "out").glob(".*tmp"))
+
+
+def _interior(picture, margin):
+    """The picture without its status banner (top) and border."""
+    return picture[margin:-margin, margin:-margin]
+
+
+def test_pictures_of_a_large_photo_are_drawn_at_a_bounded_size(scene):
+    faces, photo, reconstruction, full = scene
+    bounded = reconstruction_pictures(reconstruction, 0, photo, texture_size=64, max_side=56)
+    for name in ("overlay", "reconstruction", "geometry", "landmarks"):
+        assert bounded[name].shape == (PHOTO_HEIGHT // 2, PHOTO_WIDTH // 2, 3), name
+    for name in ("correspondence", "depth", "confidence", "uv_photo", "point_cloud"):
+        assert bounded[name].shape == full[name].shape, name
+    # The mesh lands where the face is in the half-size photo: the truth's silhouette, halved.
+    truth = np.zeros((PHOTO_HEIGHT, PHOTO_WIDTH), bool)
+    truth[TOP:TOP + SIZE, LEFT:LEFT + SIZE] = faces.confidence[0, 0].numpy() > 0.5
+    half = truth[::2, ::2]
+    small_photo = np.asarray(Image.fromarray(to_uint8(photo)).resize((PHOTO_WIDTH // 2, PHOTO_HEIGHT // 2), Image.BILINEAR))
+    drawn = np.abs(bounded["overlay"].astype(int) - small_photo.astype(int)).max(-1) > 2
+    assert (drawn & half).sum() / (drawn | half).sum() > 0.8
+    changed = np.abs(bounded["landmarks"].astype(int) - small_photo.astype(int)).max(-1) > 30
+    for x, y in reconstruction.landmarks_5[0].numpy() / 2:
+        assert changed[max(int(y) - 2, 0):int(y) + 3, max(int(x) - 2, 0):int(x) + 3].any()
+    # No bound (None) keeps the photo's size.
+    assert reconstruction_pictures(reconstruction, 0, photo, texture_size=64, max_side=None)["overlay"].shape[:2] == (
+        PHOTO_HEIGHT, PHOTO_WIDTH)
+
+
+def test_a_fit_that_is_not_a_face_is_marked_and_not_rendered(scene):
+    import dataclasses
+
+    _, photo, reconstruction, _ = scene
+    failed = dataclasses.replace(reconstruction, status=["implausible"], face_like=[False],
+                                 status_reason=["part of the mesh is behind the camera"])
+    pictures = reconstruction_pictures(failed, 0, photo, texture_size=64)
+    banner = 12
+    for name in FIT_PICTURES:
+        picture = pictures[name]
+        assert (picture[-1] == STATUS_COLOUR).all() and (picture[:, 0] == STATUS_COLOUR).all(), name  # red border
+        assert (picture[:banner // 2, picture.shape[1] // 2 + 20] == STATUS_COLOUR).all() or name == "uv_photo", name
+    # Nothing of the mesh is drawn: the overlay is the photo, the geometry the plain background.
+    np.testing.assert_array_equal(_interior(pictures["overlay"], banner)[:, :-banner],
+                                  _interior(to_uint8(photo), banner)[:, :-banner])
+    geometry = _interior(pictures["geometry"], banner)
+    assert (np.abs(geometry.astype(int) - to_uint8(np.array(BACKGROUND))).max(-1) <= 1).all()
+    # The maps are the network's, not the fit's: left unmarked.
+    assert (pictures["depth"][-1] != STATUS_COLOUR).any()
+    sheet = contact_sheet(pictures, status="implausible", reason="part of the mesh is behind the camera")
+    assert (sheet[-1] == STATUS_COLOUR).all() and (sheet[:, -1] == STATUS_COLOUR).all()
+    assert not (contact_sheet(pictures)[-1] == STATUS_COLOUR).all()
+
+
+def test_a_face_like_fit_with_little_confidence_is_drawn_and_marked(scene):
+    import dataclasses
+
+    _, photo, reconstruction, full = scene
+    doubtful = dataclasses.replace(reconstruction, status=["low_confidence"], face_like=[True],
+                                   status_reason=["the network is confident on 2.0 % of its input"])
+    pictures = reconstruction_pictures(doubtful, 0, photo, texture_size=64)
+    assert (pictures["overlay"][-1] == STATUS_COLOUR).all()
+    np.testing.assert_array_equal(_interior(pictures["overlay"], 14), _interior(full["overlay"], 14))
+
+
+def test_a_mesh_behind_the_camera_draws_nothing(scene):
+    import dataclasses
+
+    _, photo, reconstruction, _ = scene
+    vertices = reconstruction.vertices.clone()
+    vertices[..., 2] = -vertices[..., 2]  # the face mirrored through the camera: x / z wraps around
+    behind = dataclasses.replace(reconstruction, vertices=vertices)
+    pictures = mesh_pictures(behind, 0, photo)
+    np.testing.assert_array_equal(pictures["overlay"], to_uint8(photo))
+
+
+def test_mark_status_keeps_the_size_and_fits_the_text():
+    picture = np.full((40, 60, 3), 100, np.uint8)
+    marked = mark_status(picture, "implausible", "a reason far too long to fit in sixty pixels of banner text")
+    assert marked.shape == picture.shape and (marked[-1] == STATUS_COLOUR).all()
+    assert (marked[20, 20] == 100).all()  # the middle is left alone
+    bottom = mark_status(picture, "low_confidence", bottom=True)
+    assert (bottom[-6, 30] != 100).any() and (bottom[6, 30] == 100).all()

@@ -79,6 +79,8 @@ def test_video_command_writes_a_playable_mp4_and_one_json_line_per_frame(ict_uv_
             continue
         assert np.array(line["intrinsics"]).shape == (3, 3) and np.array(line["rotation"]).shape == (3, 3)
         assert len(line["translation"]) == 3 and set(line["pose"]) == {"yaw", "pitch", "roll"}
+        assert line["status"] in ("ok", "low_confidence", "implausible")
+        assert (line["status_reason"] == "") == (line["status"] == "ok")
         assert np.array(line["landmarks_5"]).shape == (5, 2) and np.array(line["landmarks_68"]).shape == (68, 2)
         assert len(line["identity"]) == ict_uv_model.model.n_identity
         assert len(line["expression"]) == ict_uv_model.model.n_expression
@@ -150,6 +152,10 @@ def test_with_fit_reproduces_the_reconstruction(ict_uv_model, oracle):
     again = with_fit(oracle, ict_uv_model, oracle.fit)
     for name in ("vertices", "colour", "intrinsics", "pose", "landmarks_68", "landmarks_5"):
         torch.testing.assert_close(getattr(again, name), getattr(oracle, name), rtol=1e-6, atol=1e-6, msg=name)
+    assert again.status == oracle.status == ["ok"] * 3
+    # The status follows the parameters: a camera turned inside out is not a face.
+    inside_out = dataclasses.replace(oracle.fit, translation=-oracle.fit.translation)
+    assert with_fit(oracle, ict_uv_model, inside_out).status == ["implausible"] * 3
 
 
 def test_smoothing_is_an_exponential_moving_average(oracle):
