@@ -174,7 +174,8 @@ class RealBenchmark:
         predictions: {method: (V, 5, 2) float64 pixels}, NaN where the method found no face or failed.
         reasons: {method: {variant number: why it has no landmarks}}.
         confident_fraction: (V,) lsqface's share of confident input pixels per picture (NaN where failed).
-        status: V entries of the reconstruction's ``status`` where it has one, else None.
+        status: V (status, reason) of lsqface's reconstruction (``ok``, ``low_confidence`` or
+            ``implausible``, and why), None where it failed or has none.
         skipped: {photo: why it is not in the benchmark}; missing_peers: {peer: why it did not run}.
     """
 
@@ -231,7 +232,7 @@ class RealBenchmark:
                     fraction = float(self.confident_fraction[number])
                     entry["confident_fraction"] = fraction if math.isfinite(fraction) else None
                     if self.status and self.status[number] is not None:
-                        entry["status"] = self.status[number]
+                        entry["status"], entry["status_reason"] = self.status[number]
                 record[method] = entry
             records.append(record)
         return records
@@ -527,13 +528,12 @@ def assemble(split: str, similarity: int = DEFAULT_SIMILARITY_COUNT, folder: str
 
 
 def _status_entries(result) -> list | None:
-    """The reconstruction's per-face ``status`` as JSON-able values, or None when it has none."""
-    status = getattr(result, "status", None)
-    if status is None:
+    """The reconstruction's per-face (status, reason), or None when it has no status."""
+    status = list(getattr(result, "status", None) or [])
+    if not status:
         return None
-    if isinstance(status, torch.Tensor):
-        status = status.tolist()
-    return [value if isinstance(value, (str, int, float, bool)) or value is None else str(value) for value in status]
+    reasons = list(getattr(result, "status_reason", None) or [""] * len(status))
+    return [(str(value), str(reason)) for value, reason in zip(status, reasons)]
 
 
 def run_lsqface(reconstructor, images: Sequence[np.ndarray], batch_size: int = 8, progress: Callable | None = None):
@@ -541,7 +541,7 @@ def run_lsqface(reconstructor, images: Sequence[np.ndarray], batch_size: int = 8
 
     Returns:
         (V, 5, 2) landmarks (NaN where the fit failed), (V,) confident fraction (NaN there),
-        V status entries (None where the reconstruction has no ``status``), {picture: why it failed}.
+        V (status, reason) (None where the reconstruction has no ``status``), {picture: why it failed}.
     """
     count = len(images)
     five = np.full((count, 5, 2), np.nan)
@@ -660,6 +660,22 @@ def roll_table(benchmark: RealBenchmark, methods: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def status_lines(benchmark: RealBenchmark) -> list[str]:
+    """Markdown lines counting lsqface's reconstruction status per roll (none when the reconstructions have no status)."""
+    if not any(entry is not None for entry in benchmark.status):
+        return []
+    lines = ["lsqface's own verdict on its fits (`Reconstruction.status`), pictures per roll:", ""]
+    for group in GROUPS:
+        entries = [benchmark.status[number] for number, variant in enumerate(benchmark.variants) if variant.group == group]
+        if entries:
+            counts = {}
+            for entry in entries:
+                key = "failed" if entry is None else entry[0]
+                counts[key] = counts.get(key, 0) + 1
+            lines.append(f"- {_group_label(group)}: " + ", ".join(f"{key} {count}" for key, count in sorted(counts.items())))
+    return lines + [""]
+
+
 def face_table(benchmark: RealBenchmark, methods: Sequence[str]) -> str:
     """Markdown: each face's error per method upright and at 180 degrees, and lsqface's confident fraction upright."""
     upright, turned = benchmark.face_errors("0"), benchmark.face_errors("180")
@@ -759,6 +775,7 @@ def write_real_report(folder: str | os.PathLike, benchmark: RealBenchmark, notes
         "'> 10 %': failure rate. A method that finds no face scores 100 %. dlib is the reference's own estimator, so "
         "its upright numbers are near zero by construction.", "",
         "## 5-landmark error per roll", "", roll_table(benchmark, methods), "",
+        *status_lines(benchmark),
         "## Per face, upright and at 180 degrees", "", face_table(benchmark, methods), "",
         f"## Targets ({TARGET_MEDIAN:g} % median, {TARGET_FAILURES:g} % failures, {TARGET_PHOTO:g} % per shared photo; "
         "set for the test split)", "",

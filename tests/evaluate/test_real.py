@@ -123,7 +123,8 @@ def test_summary_per_roll_and_records_follow_from_hand_errors():
     lsqface[3, 0] += [0.0, 5.0]  # 5 %
     benchmark = RealBenchmark("test", [], variants, predictions={"lsqface": lsqface},
                               reasons={"lsqface": {2: "the solve failed"}},
-                              confident_fraction=np.array([0.3, 0.2, np.nan, 0.3, 0.1]), status=[None] * 5)
+                              confident_fraction=np.array([0.3, 0.2, np.nan, 0.3, 0.1]),
+                              status=[("ok", ""), ("low_confidence", "little face"), None, ("ok", ""), ("ok", "")])
     np.testing.assert_allclose(benchmark.errors("lsqface"), [2.0, 30.0, 100.0, 5.0, 0.0])
     summary = benchmark.summary()
     assert list(summary) == ["0", "180", SIMILARITY]
@@ -133,6 +134,9 @@ def test_summary_per_roll_and_records_follow_from_hand_errors():
     assert records[2]["lsqface"] == {"five": None, "error": 100.0, "failed": "the solve failed", "confident_fraction": None}
     assert records[0]["variant"] == "roll 0" and records[4]["variant"] == "similarity 0"
     assert records[0]["lsqface"]["confident_fraction"] == pytest.approx(0.3)
+    assert (records[1]["lsqface"]["status"], records[1]["lsqface"]["status_reason"]) == ("low_confidence", "little face")
+    assert real.status_lines(benchmark)[2:5] == ["- 0 deg: failed 1, low_confidence 1, ok 1", "- 180 deg: ok 1",
+                                                 "- random similarity: ok 1"]
     assert benchmark.face_errors("0") == {"a": {"lsqface": pytest.approx(2.0)}, "b": {"lsqface": pytest.approx(30.0)},
                                           "c": {"lsqface": 100.0}}
 
