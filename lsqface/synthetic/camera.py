@@ -64,16 +64,16 @@ def sample_camera(generator: torch.Generator, size: int, face_width: float, cent
 class EffectRates:
     """How often each camera effect is applied (probability per image), and how strong it may get."""
 
-    blur: float = 0.35
-    max_blur_sigma: float = 1.2
-    motion_blur: float = 0.1
-    low_resolution: float = 0.25
-    white_balance: float = 0.6
-    gamma: float = 0.5
-    vignetting: float = 0.25
-    noise: float = 0.5
-    max_noise: float = 0.05
-    jpeg: float = 0.5
+    blur: float = 0.2
+    max_blur_sigma: float = 0.8
+    motion_blur: float = 0.05
+    low_resolution: float = 0.1
+    white_balance: float = 0.5
+    gamma: float = 0.4
+    vignetting: float = 0.2
+    noise: float = 0.3
+    max_noise: float = 0.03
+    jpeg: float = 0.3
     grayscale: float = 0.08
 
 
@@ -123,17 +123,17 @@ def camera_effects(image: torch.Tensor, generator: torch.Generator, rates: Effec
 
     _, height, width = image.shape
     if chance(rates.low_resolution):
-        factor = uniform(generator, 1.5, 3.0)
+        factor = uniform(generator, 1.3, 2.0)
         small = (max(8, int(height / factor)), max(8, int(width / factor)))
         image = F.interpolate(F.interpolate(image[None], size=small, mode="area"), size=(height, width),
                               mode="bilinear", align_corners=False)[0]
     if chance(rates.blur):
-        image = _blur(image, uniform(generator, 0.4, rates.max_blur_sigma))
+        image = _blur(image, uniform(generator, 0.3, rates.max_blur_sigma))
     if chance(rates.motion_blur):
         image = _motion_blur(image, int(uniform(generator, 2, 5)), uniform(generator, 0, math.pi))
     if chance(rates.white_balance):
         image = image * (1.0 + 0.12 * torch.randn(3, 1, 1, generator=generator)).clamp(0.6, 1.5)
-    image = image * uniform(generator, 0.75, 1.3)  # exposure
+    image = image * uniform(generator, 0.85, 1.2)  # exposure
     if chance(rates.gamma):
         image = image.clamp(0, 1) ** uniform(generator, 0.7, 1.4)
     if chance(rates.vignetting):
@@ -148,5 +148,5 @@ def camera_effects(image: torch.Tensor, generator: torch.Generator, rates: Effec
     if chance(rates.grayscale):
         image = (image * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0, keepdim=True).expand(3, -1, -1).clone()
     if chance(rates.jpeg):
-        image = jpeg(image, int(uniform(generator, 15, 95)))
+        image = jpeg(image, int(uniform(generator, 30, 95)))
     return image

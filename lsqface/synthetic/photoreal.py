@@ -72,8 +72,8 @@ class PhotoConfig:
     shift: float = 0.12
     field_of_view: tuple[float, float] = (12.0, 50.0)
     lighting_std: float = 0.25
-    ambient: tuple[float, float] = (0.5, 1.0)
-    directional: tuple[float, float] = (0.0, 0.6)
+    ambient: tuple[float, float] = (0.7, 1.1)
+    directional: tuple[float, float] = (0.0, 0.5)
     realism: float = 1.0
     occluders: float = 1.0
     long_hair: float = 0.35
@@ -265,7 +265,7 @@ class PhotoGenerator:
             fabric = cloth_image[b].clamp(0, 1)
             surface = surface * (1 - 0.6 * fabric) + 0.6 * fabric * texture * surface.mean(0, keepdim=True) * 2.0
             if float(torch.rand((), generator=generator)) < config.wild_textures:
-                mix = uniform(generator, 0.5, 1.0)
+                mix = uniform(generator, 0.3, 0.8)
                 surface = (1 - mix) * surface + mix * texture.roll(shifts=(big // 3, big // 5), dims=(1, 2))
             n = normal_image[b].permute(1, 2, 0)
             shading = sh_shading(n, lights[b].float()[None, None]).permute(2, 0, 1).clamp_min(0.0)
