@@ -184,7 +184,7 @@ def _command_evaluate(args: argparse.Namespace) -> int:
         mafl=args.mafl, aflw=args.aflw, folder_images=args.folder, folder_landmarks=args.landmarks, oracle=args.oracle,
         batch_size=args.batch_size, identity=args.identity, descriptor=None if args.descriptor == "dlib" else args.descriptor,
         render_over=args.render_over, detect=args.detect, progress=not args.quiet, notes=[f"Command: `{command}`"],
-        validation=args.validation,
+        validation=args.validation, look=args.look,
     )
     print(path)
     return 0
@@ -489,6 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--folder", default=None, metavar="DIR", help="image folder whose landmarks --landmarks gives")
     evaluate.add_argument("--landmarks", default=None, metavar="FILE", help="lines 'name x1 y1 ... x5 y5' for --folder, or 'dlib': compare with dlib's 68-point predictor "
                           "on photos without annotations (lsqface[identity]; see docs/evaluation.md)")
+    evaluate.add_argument("--look", choices=("mask", "photo", "other"), default="mask",
+                          help="synthetic faces: the fitted face region alone (mask, default), the whole-head "
+                               "photographs the default model trains on (photo), or a second look it never trains "
+                               "on (other)")
     evaluate.add_argument("--oracle", action="store_true", help="evaluate the synthetic faces' true maps (no network)")
     evaluate.add_argument("--validation", action="store_true",
                           help="draw the synthetic faces from the validation seeds, kept apart from the benchmark's: "

@@ -23,6 +23,14 @@ fails counts with :data:`~lsqface.evaluate.landmarks.FAILED_ERROR` landmark
 error and has no vertex or rotation error (NaN). Failure rate: percent of
 faces with landmark error above 10 %.
 
+Three looks (``look``): "mask", the fitted face region alone over procedural backgrounds
+(:mod:`lsqface.data.synthetic`); "photo", the whole-head photographs the default model is
+trained on (:mod:`lsqface.synthetic.photoreal`) over the packaged natural photos; and "other",
+a second set never trained on: another shading (two hard lights), other hair (mostly long),
+flat patch occluders instead of objects, a harsher camera and procedural backgrounds
+(:func:`lsqface.synthetic.photoreal.other_look`). A model that only learned its own renderer
+shows it as a gap between "photo" and "other".
+
 The oracle (:data:`ORACLE`) gives the generator's true maps to
 :func:`lsqface.reconstruct.reconstruct_from_maps`: it measures the pipeline
 and the metrics themselves and must score near zero.
@@ -53,6 +61,41 @@ VALIDATION_OFFSET = 1_000_000
 DEFAULT_RANGES = (0.0, 15.0, 45.0, 90.0, 180.0)
 #: Pass as the reconstructor to evaluate the true maps.
 ORACLE = "oracle"
+#: The synthetic looks (see the module notes).
+LOOKS = ("mask", "photo", "other")
+
+
+class _PhotoFaces:
+    """Evaluation faces of the whole-head generator in one look; backgrounds drawn from each face's seed."""
+
+    def __init__(self, uv_model: UVMorphableModel, look: str) -> None:
+        from lsqface.data.backgrounds import BackgroundSampler, packaged_natural_images
+        from lsqface.synthetic.head import load_head
+        from lsqface.synthetic.photoreal import PhotoGenerator
+
+        self.look = look
+        self.generator = PhotoGenerator(uv_model, load_head(uv_model.model.notes.get("source"), uv_model.model.triangles))
+        files = packaged_natural_images() if look == "photo" else []
+        self.backgrounds = BackgroundSampler(files) if files else None
+
+    def __call__(self, seeds: list[int], config: SyntheticConfig):
+        from lsqface.data.backgrounds import procedural_background
+        from lsqface.synthetic.photoreal import PhotoConfig, other_look
+
+        photo = PhotoConfig(size=config.size, roll_range=config.roll_range, yaw_range=config.yaw_range,
+                            pitch_range=config.pitch_range)
+        if self.look == "other":
+            photo = other_look(photo)
+        generators = [torch.Generator().manual_seed(int(seed) + 7919) for seed in seeds]
+
+        def draw(generator):
+            if self.backgrounds is not None:
+                return self.backgrounds.sample(1, config.size, config.size, generator)[0]
+            return procedural_background(1, config.size, config.size, generator)[0]
+
+        backgrounds = torch.stack([draw(g) for g in generators])
+        textures = torch.stack([draw(g) for g in generators])
+        return self.generator.generate(seeds, photo, backgrounds=backgrounds, textures=textures)
 
 
 def evaluation_seeds(count: int, start: int = 0) -> list[int]:
@@ -157,7 +200,7 @@ def _measure(reconstructor, uv_model, faces, config, target_uv, threshold):
 def evaluate_synthetic(reconstructor, uv_model: UVMorphableModel, ranges: Sequence[float] = DEFAULT_RANGES,
                        count: int = 100, size: int = 128, batch_size: int = 8, threshold: float = 0.5,
                        base: SyntheticConfig | None = None, oracle_config=None,
-                       progress: Callable | None = None, first: int = 0) -> list[SyntheticResults]:
+                       progress: Callable | None = None, first: int = 0, look: str = "mask") -> list[SyntheticResults]:
     """Reconstruct ``count`` evaluation faces at each in-plane rotation range and measure every error.
 
     Args:
@@ -173,11 +216,17 @@ def evaluate_synthetic(reconstructor, uv_model: UVMorphableModel, ranges: Sequen
         progress: optional wrapper of the batch iterator (e.g. tqdm).
         first: the faces are evaluation faces ``first`` .. ``first + count - 1``
             (:data:`VALIDATION_OFFSET` for the validation faces settings are tuned on).
+        look: "mask", "photo" or "other" (:data:`LOOKS`, the module notes).
 
     Returns:
         One :class:`SyntheticResults` per range, in the order of ``ranges``.
     """
+    if look not in LOOKS:
+        from lsqface.errors import ConfigError
+
+        raise ConfigError(f"Unknown synthetic look {look!r}; use one of {', '.join(LOOKS)}.")
     base = SyntheticConfig(size=size) if base is None else dataclasses.replace(base, size=size)
+    draw = (lambda seeds, config: generate_faces(uv_model, seeds, config)) if look == "mask" else _PhotoFaces(uv_model, look)
     target_uv = landmark_uv(uv_model)
     mean_shape = torch.as_tensor(uv_model.model.shape_mean, dtype=torch.float64)
     results = []
@@ -188,7 +237,7 @@ def evaluate_synthetic(reconstructor, uv_model: UVMorphableModel, ranges: Sequen
         starts = range(0, count, batch_size)
         for start in (progress(starts) if progress is not None else starts):
             seeds = evaluation_seeds(min(batch_size, count - start), first + start)
-            faces = generate_faces(uv_model, seeds, config)
+            faces = draw(seeds, config)
             fitted, direct, vertices, rotation, failed = _measure(reconstructor, uv_model, faces, oracle_config,
                                                                   target_uv, threshold)
             parts["seeds"].append(np.asarray(seeds))

@@ -266,7 +266,7 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
                    folder_landmarks: str | Path | None = None, oracle: bool = False, batch_size: int = 8,
                    identity: str | Path | None = None, descriptor=None, render_over: str = "black",
                    detect: bool = False, progress: bool = False, notes: Sequence[str] = (),
-                   validation: bool = False) -> Path:
+                   validation: bool = False, look: str = "mask") -> Path:
     """Run the requested benchmarks and write the report (what ``lsqface evaluate`` does).
 
     Args:
@@ -278,6 +278,7 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
         synthetic_size: side of the synthetic images, pixels.
         validation: draw the synthetic faces from the validation seeds (for tuning settings) instead
             of the benchmark's.
+        look: the synthetic faces' look, "mask", "photo" or "other" (lsqface.evaluate.benchmark).
         mafl: CelebA folder holding MAFL/ (the MAFL test split is evaluated).
         aflw: the aflw_release-2 folder (its test split is evaluated).
         folder_images, folder_landmarks: an image folder and its landmark file
@@ -343,7 +344,7 @@ def run_evaluation(folder: str | Path, reconstructor=None, uv_model=None, *, syn
         source = ORACLE if oracle else reconstructor
         model = uv_model if uv_model is not None else reconstructor.uv_model
         synthetic = evaluate_synthetic(source, model, ranges, synthetic_count, synthetic_size, batch_size=batch_size,
-                                       progress=wrap, first=VALIDATION_OFFSET if validation else 0)
+                                       progress=wrap, first=VALIDATION_OFFSET if validation else 0, look=look)
     identity_measures = None
     if identity is not None:
         identity_measures = _identity(reconstructor, identity, descriptor, render_over, detect)

@@ -23,7 +23,7 @@ its seed and of the background and texture it is given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -58,6 +58,10 @@ class PhotoConfig:
         effects: camera effect rates; None renders a clean image.
         wild_textures: probability that an image's surfaces take a random photo texture over their colours
             (domain randomisation: the face's shape, not its skin, must carry the prediction).
+        shading: "sh" (coloured spherical-harmonic light plus a key light) or "lambert" (two hard
+            directional lights, a weak ambient and a strong highlight: another renderer's look).
+        patch_occluders: probability of one to three flat patches (stickers, bars, blur boxes) laid
+            over the picture; the face under them is not face in the true maps.
     """
 
     size: int = 64
@@ -79,6 +83,16 @@ class PhotoConfig:
     long_hair: float = 0.35
     effects: EffectRates | None = field(default_factory=EffectRates)
     wild_textures: float = 0.0
+    shading: str = "sh"
+    patch_occluders: float = 0.0
+
+
+def other_look(config: PhotoConfig) -> PhotoConfig:
+    """The second synthetic test set's look, never trained on: another shading (two hard lights), other
+    hair (mostly long), other occluders (flat patches instead of objects), a harsher camera; the caller
+    gives it other backgrounds (procedural colour fields instead of photographs)."""
+    return replace(config, shading="lambert", long_hair=0.8, occluders=0.0, patch_occluders=0.4, wild_textures=0.0,
+                   effects=EffectRates(blur=0.4, noise=0.6, max_noise=0.04, jpeg=0.6, low_resolution=0.2, grayscale=0.0))
 
 
 @dataclass
@@ -137,6 +151,25 @@ def _skin_detail(generator: torch.Generator, height: int, width: int) -> torch.T
         spots = (torch.rand(1, 1, height, width, generator=generator) < uniform(generator, 0.002, 0.02)).float()
         detail = detail - uniform(generator, 0.1, 0.3) * F.max_pool2d(spots, 3, 1, 1) * 0.5
     return 1.0 + detail[0]
+
+
+def _patches(generator: torch.Generator, size: int, texture: torch.Tensor) -> torch.Tensor:
+    """(4, S, S): colour and coverage of one to three flat patches (bars, discs, textured stickers)."""
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    colour = torch.zeros(3, size, size)
+    cover = torch.zeros(1, size, size)
+    for _ in range(1 + int(torch.randint(0, 3, (), generator=generator))):
+        centre = torch.rand(2, generator=generator) * 0.6 + 0.2
+        radius = torch.rand(2, generator=generator) * 0.15 + 0.05
+        turn = uniform(generator, 0.0, np.pi)
+        dx, dy = xs - float(centre[0]), ys - float(centre[1])
+        u = (dx * np.cos(turn) + dy * np.sin(turn)) / float(radius[0])
+        v = (-dx * np.sin(turn) + dy * np.cos(turn)) / float(radius[1])
+        shape = (u.abs().maximum(v.abs()) if float(torch.rand((), generator=generator)) < 0.5 else (u**2 + v**2).sqrt()) < 1
+        fill = texture if float(torch.rand((), generator=generator)) < 0.5 else torch.rand(3, 1, 1, generator=generator).expand(3, size, size)
+        colour = torch.where(shape[None], fill, colour)
+        cover = torch.maximum(cover, shape[None].float())
+    return torch.cat([colour, cover])
 
 
 class PhotoGenerator:
@@ -268,8 +301,13 @@ class PhotoGenerator:
                 mix = uniform(generator, 0.3, 0.8)
                 surface = (1 - mix) * surface + mix * texture.roll(shifts=(big // 3, big // 5), dims=(1, 2))
             n = normal_image[b].permute(1, 2, 0)
-            shading = sh_shading(n, lights[b].float()[None, None]).permute(2, 0, 1).clamp_min(0.0)
             direction, strength, tint, shininess = keys[b]
+            if config.shading == "lambert":
+                fill = F.normalize(direction * torch.tensor([-1.0, 1.0, 1.0]), dim=0)
+                shading = (0.25 + 0.9 * (-(n @ direction)).clamp_min(0.0) + 0.35 * (-(n @ fill)).clamp_min(0.0))[None]
+                strength, shininess = max(strength, 0.3), 80.0
+            else:
+                shading = sh_shading(n, lights[b].float()[None, None]).permute(2, 0, 1).clamp_min(0.0)
             facing = (-(n @ direction)).clamp_min(0.0)[None]  # normals towards the camera have negative z
             halfway = F.normalize(-direction + torch.tensor([0.0, 0.0, -1.0]), dim=0)
             specular = (-(n @ halfway)).clamp_min(0.0) ** shininess
@@ -279,6 +317,10 @@ class PhotoGenerator:
                           if backgrounds is not None else torch.full((3, big, big), 0.5))
             mask = covered[b][None].float()
             picture = mask * colour.clamp(0, 1) + (1 - mask) * background
+            if float(torch.rand((), generator=generator)) < config.patch_occluders:
+                patches = _patches(generator, big, texture)
+                picture = picture * (1 - patches[3:]) + patches[:3] * patches[3:]
+                face[b] &= patches[3] < 0.5
             picture = F.avg_pool2d(picture[None], factor)[0] if factor > 1 else picture
             if config.effects is not None:
                 picture = camera_effects(picture, generator, config.effects)

@@ -87,3 +87,27 @@ def test_a_failed_batch_is_retried_face_by_face(tiny_reconstructor, ict_uv_model
     (single,) = evaluate_synthetic(tiny_reconstructor, ict_uv_model, ranges=(15.0,), count=2, size=32, batch_size=1)
     assert not batched.failed.any()
     assert np.allclose(batched.fitted_error, single.fitted_error) and np.allclose(batched.vertex_error, single.vertex_error)
+
+
+@pytest.mark.parametrize("look", ["photo", "other"])
+def test_the_oracle_scores_near_zero_on_whole_head_photographs(look, ict_uv_model, ict_archive, tmp_path, monkeypatch):
+    """The true maps of the whole-head looks fit back to the truth: their maps and their truth agree."""
+    from lsqface.reconstruct import ReconstructConfig
+    from lsqface.solver.fit import SolverConfig
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the head is built into a throw-away cache
+    config = ReconstructConfig(input_size=64, solver=SolverConfig(sample_count=2000))
+    results = evaluate_synthetic(ORACLE, ict_uv_model, ranges=(180.0,), count=3, size=64, batch_size=3,
+                                 oracle_config=config, look=look)
+    summary = results[0].summary()
+    assert summary["count"] == 3 and summary["solve_failures"] == 0
+    assert np.median(results[0].fitted_error) < 2.0, summary
+    # Occluders hide part of the face from the maps: the shape is fitted from what is seen.
+    assert np.median(results[0].vertex_error) < 2.5, summary
+
+
+def test_an_unknown_look_is_refused(ict_uv_model):
+    from lsqface.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="look"):
+        evaluate_synthetic(ORACLE, ict_uv_model, count=1, look="cartoon")

@@ -52,3 +52,17 @@ def test_occluders_only_remove_face_pixels(photo_generator):
     occluded = photo_generator.generate([7, 8, 9, 10], dataclasses.replace(CONFIG, occluders=1000.0))
     assert (occluded.confidence <= clean.confidence).all()
     assert occluded.confidence.sum() < clean.confidence.sum()
+
+
+def test_the_other_look_patches_only_remove_face_pixels(photo_generator):
+    from lsqface.synthetic.photoreal import other_look
+
+    plain = dataclasses.replace(CONFIG, effects=None, occluders=0.0)
+    other = dataclasses.replace(other_look(plain), effects=None)
+    patched = photo_generator.generate([11, 12, 13, 14], dataclasses.replace(other, patch_occluders=1.0))
+    clean = photo_generator.generate([11, 12, 13, 14], dataclasses.replace(other, patch_occluders=0.0))
+    assert (patched.confidence <= clean.confidence).all() and patched.confidence.sum() < clean.confidence.sum()
+    # Another shading: the same faces rendered with spherical harmonics look different.
+    shaded = photo_generator.generate([11, 12, 13, 14], dataclasses.replace(other, shading="sh", patch_occluders=0.0))
+    assert (shaded.image - clean.image).abs().mean() > 0.01
+    torch.testing.assert_close(shaded.confidence, clean.confidence)
