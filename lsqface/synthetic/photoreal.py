@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from lsqface.lighting.sh import constant_lighting, sh_shading
+from lsqface.morphable.model import basis_products
 from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.render.interpolate import interpolate, vertex_normals
 from lsqface.render.rasterize import rasterize
@@ -191,8 +192,8 @@ class PhotoGenerator:
         centroid, self.face_width, self.centre_depth = model.framing()
         self.centre = torch.as_tensor(centroid, dtype=torch.float32)
         self.mean = torch.as_tensor(head.shape_mean)
-        self.identity_basis = torch.as_tensor(head.identity_basis).reshape(-1, head.identity_basis.shape[-1])
-        self.expression_basis = torch.as_tensor(head.expression_basis).reshape(-1, head.expression_basis.shape[-1])
+        self.identity_basis = torch.as_tensor(head.identity_basis)
+        self.expression_basis = torch.as_tensor(head.expression_basis)
         self.albedo_mean = torch.as_tensor(model.albedo_mean, dtype=torch.float32)
         self.albedo_basis = torch.as_tensor(model.albedo_basis, dtype=torch.float32)
         self.model = model
@@ -228,9 +229,9 @@ class PhotoGenerator:
         identity = torch.stack([c[0] for c in coefficients])
         expression = torch.stack([c[1] for c in coefficients])
         albedo = torch.stack([c[2] for c in coefficients])
-        shapes = (self.mean + (self.identity_basis @ identity.float().T).T.reshape(batch, -1, 3)
-                  + (self.expression_basis @ expression.float().T).T.reshape(batch, -1, 3))
-        fitted_albedo = self.albedo_mean + (self.albedo_basis.reshape(-1, model.n_albedo) @ albedo.float().T).T.reshape(batch, -1, 3)
+        shapes = (self.mean + basis_products(self.identity_basis, identity.float())
+                  + basis_products(self.expression_basis, expression.float()))
+        fitted_albedo = self.albedo_mean + basis_products(self.albedo_basis, albedo.float())
 
         all_vertices, colours, gloss, hair, cloth = [], [], [], [], []
         cameras, lights, keys = [], [], []
