@@ -196,6 +196,32 @@ def summarise(errors: np.ndarray) -> dict[str, float]:
             "failure_rate": float(100.0 * (errors > FAILURE_THRESHOLD).mean()), "count": int(errors.size)}
 
 
+def run_in_batches(run: Callable[[list[int]], None], count: int, batch_size: int,
+                   progress: Callable | None = None) -> dict[int, str]:
+    """Call ``run`` on the indices 0 .. count - 1, ``batch_size`` at a time.
+
+    A batch whose solve fails (:class:`~lsqface.errors.SolverError`) or holds an image that cannot
+    be read (:class:`~lsqface.errors.ImageError`) is run again one index at a time, so one bad image
+    does not cost its batch.
+
+    Returns:
+        {index: the reason} of every index that fails on its own.
+    """
+    failures: dict[int, str] = {}
+    starts = range(0, count, batch_size)
+    for start in (progress(starts) if progress is not None else starts):
+        indices = list(range(start, min(start + batch_size, count)))
+        try:
+            run(indices)
+        except (SolverError, ImageError):
+            for index in indices:
+                try:
+                    run([index])
+                except (SolverError, ImageError) as error:
+                    failures[index] = str(error)
+    return failures
+
+
 def evaluate_landmarks(reconstructor, paths: Sequence[str | os.PathLike], truth: np.ndarray, names: Sequence[str] | None = None,
                        batch_size: int = 8, threshold: float = CONFIDENCE_THRESHOLD,
                        progress: Callable | None = None, boxes: Sequence[Sequence[float] | None] | None = None,
@@ -225,7 +251,6 @@ def evaluate_landmarks(reconstructor, paths: Sequence[str | os.PathLike], truth:
     fitted = np.full((count, 5, 2), np.nan)
     direct = np.full((count, 5, 2), np.nan)
     sixty_eight = np.full((count, 68, 2), np.nan)
-    failures: dict[str, str] = {}
     target_uv = landmark_uv(reconstructor.uv_model)
     boxes = [None] * count if boxes is None else list(boxes)
 
@@ -236,17 +261,7 @@ def evaluate_landmarks(reconstructor, paths: Sequence[str | os.PathLike], truth:
         direct[indices] = direct_landmarks(result.correspondence, result.confidence, target_uv, result.to_network,
                                            threshold).numpy()
 
-    starts = range(0, count, batch_size)
-    for start in (progress(starts) if progress is not None else starts):
-        indices = list(range(start, min(start + batch_size, count)))
-        try:
-            run(indices)
-        except (SolverError, ImageError):
-            for index in indices:
-                try:
-                    run([index])
-                except (SolverError, ImageError) as error:
-                    failures[names[index]] = str(error)
+    failures = {names[index]: reason for index, reason in run_in_batches(run, count, batch_size, progress).items()}
     return LandmarkPredictions(names, np.asarray(truth, dtype=np.float64), fitted, direct, sixty_eight, failures,
                                reference=reference)
 

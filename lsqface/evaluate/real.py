@@ -70,10 +70,10 @@ import torch
 import torch.nn.functional as F
 
 from lsqface.data.augment import SimilarityAugmentation, sample_similarity, similarity_matrix, warp_images
-from lsqface.errors import DatasetError, ImageError, SolverError
-from lsqface.evaluate.landmarks import FAILED_ERROR, FAILURE_THRESHOLD, summarise
+from lsqface.errors import DatasetError, ImageError
+from lsqface.evaluate.landmarks import FAILED_ERROR, FAILURE_THRESHOLD, run_in_batches, summarise
 from lsqface.evaluate.metrics import landmark_error
-from lsqface.evaluate.reference import five_from_sixty_eight
+from lsqface.evaluate.reference import dlib_photo_rectangle, dlib_points, dlib_search_image, five_from_sixty_eight
 
 #: The six portraits of ../shared/data/real-faces.
 SHARED_PHOTOS = ("astronaut.png", "biden.jpg", "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "obama3.jpg")
@@ -330,22 +330,13 @@ def reference_faces(image: np.ndarray, detector, predictor, upsample: int = DETE
             most (the predictor runs at full resolution), the smallest score kept.
     """
     import dlib
-    from PIL import Image
 
-    pixels = np.ascontiguousarray((np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
-    height, width = pixels.shape[:2]
-    scale = min(1.0, max_side / max(height, width))
-    searched = pixels
-    if scale < 1.0:
-        searched = np.asarray(Image.fromarray(pixels).resize((round(width * scale), round(height * scale)), Image.BILINEAR))
+    pixels, searched, scale = dlib_search_image(image, max_side)
     rectangles, _, _ = detector.run(searched, upsample, threshold)
     faces = []
     for rectangle in rectangles:
-        if scale < 1.0:
-            rectangle = dlib.rectangle(round(rectangle.left() / scale), round(rectangle.top() / scale),
-                                       round(rectangle.right() / scale), round(rectangle.bottom() / scale))
-        shape = predictor(pixels, rectangle)
-        points = np.array([[shape.part(k).x, shape.part(k).y] for k in range(68)], dtype=np.float64) + 0.5
+        rectangle = dlib_photo_rectangle(dlib, rectangle, scale)
+        points = dlib_points(predictor(pixels, rectangle))
         # dlib's rectangles include their right and bottom pixel.
         box = (float(rectangle.left()), float(rectangle.top()), float(rectangle.width()), float(rectangle.height()))
         faces.append((box, points))
@@ -547,7 +538,6 @@ def run_lsqface(reconstructor, images: Sequence[np.ndarray], batch_size: int = 8
     five = np.full((count, 5, 2), np.nan)
     confident = np.full(count, np.nan)
     status: list = [None] * count
-    failures: dict[int, str] = {}
 
     def run(indices: list[int]) -> None:
         result = reconstructor([images[i] for i in indices])
@@ -558,17 +548,7 @@ def run_lsqface(reconstructor, images: Sequence[np.ndarray], batch_size: int = 8
             for index, entry in zip(indices, entries):
                 status[index] = entry
 
-    starts = range(0, count, batch_size)
-    for start in (progress(starts) if progress is not None else starts):
-        indices = list(range(start, min(start + batch_size, count)))
-        try:
-            run(indices)
-        except (SolverError, ImageError):
-            for index in indices:
-                try:
-                    run([index])
-                except (SolverError, ImageError) as error:
-                    failures[index] = str(error)
+    failures = run_in_batches(run, count, batch_size, progress)
     return five, confident, status, failures
 
 

@@ -77,6 +77,41 @@ def predictor_path() -> Path:
     return path
 
 
+def dlib_search_image(image: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The photo as dlib reads it, and the copy its face detector searches.
+
+    Args:
+        image: (H, W, 3) float in [0, 1].
+        max_side: the longest side the detector searches, for speed (the predictor runs on the photo).
+
+    Returns:
+        pixels (H, W, 3) uint8; the searched copy (bilinear, at most ``max_side`` on its longer side;
+        ``pixels`` itself when the photo is smaller); its scale (<= 1).
+    """
+    from PIL import Image
+
+    pixels = np.ascontiguousarray((np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+    height, width = pixels.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    searched = pixels
+    if scale < 1.0:
+        searched = np.asarray(Image.fromarray(pixels).resize((round(width * scale), round(height * scale)), Image.BILINEAR))
+    return pixels, searched, scale
+
+
+def dlib_photo_rectangle(dlib, rectangle, scale: float):
+    """A dlib rectangle found in the searched copy (:func:`dlib_search_image`), in the photo's pixels."""
+    if scale >= 1.0:
+        return rectangle
+    return dlib.rectangle(round(rectangle.left() / scale), round(rectangle.top() / scale),
+                          round(rectangle.right() / scale), round(rectangle.bottom() / scale))
+
+
+def dlib_points(shape) -> np.ndarray:
+    """(68, 2) float64 pixels of a dlib shape, pixel centres at j + 0.5 (dlib counts whole pixels)."""
+    return np.array([[shape.part(k).x, shape.part(k).y] for k in range(68)], dtype=np.float64) + 0.5
+
+
 def dlib_reference(upsample: int = 1, max_side: int = 1280) -> Reference:
     """dlib's 68-point predictor in the largest upright HOG face, reduced to 5 landmarks.
 
@@ -92,8 +127,6 @@ def dlib_reference(upsample: int = 1, max_side: int = 1280) -> Reference:
     Raises:
         ConfigError: dlib or face-recognition-models is not installed.
     """
-    from PIL import Image
-
     from lsqface.evaluate.identity import dlib_models
 
     path = predictor_path()
@@ -102,22 +135,12 @@ def dlib_reference(upsample: int = 1, max_side: int = 1280) -> Reference:
     predictor = dlib.shape_predictor(str(path))
 
     def locate(image: np.ndarray) -> np.ndarray | None:
-        pixels = np.ascontiguousarray((np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
-        height, width = pixels.shape[:2]
-        scale = min(1.0, max_side / max(height, width))
-        searched = pixels
-        if scale < 1.0:
-            searched = np.asarray(Image.fromarray(pixels).resize((round(width * scale), round(height * scale)), Image.BILINEAR))
+        pixels, searched, scale = dlib_search_image(image, max_side)
         faces = list(detector(searched, upsample))
         if not faces:
             return None
-        face = max(faces, key=lambda rect: rect.area())
-        if scale < 1.0:
-            face = dlib.rectangle(round(face.left() / scale), round(face.top() / scale),
-                                  round(face.right() / scale), round(face.bottom() / scale))
-        shape = predictor(pixels, face)
-        points = np.array([[shape.part(k).x, shape.part(k).y] for k in range(68)], dtype=np.float64)
-        return five_from_sixty_eight(points + 0.5)
+        face = dlib_photo_rectangle(dlib, max(faces, key=lambda rect: rect.area()), scale)
+        return five_from_sixty_eight(dlib_points(predictor(pixels, face)))
 
     return locate
 
