@@ -89,3 +89,10 @@ def test_mesh_edges_and_weighted_median():
     values = torch.tensor([[1.0, 2.0, 3.0, 10.0], [5.0, 1.0, 1.0, 1.0]])
     weights = torch.tensor([[1.0, 1.0, 1.0, 0.0], [3.0, 1.0, 1.0, 0.0]])
     assert weighted_median(values, weights).tolist() == [2.0, 5.0]
+
+
+def test_thresholds_load_from_a_toml_table():
+    from lsqface.config import from_dict
+
+    thresholds = from_dict(StatusThresholds, {"face_size": [0.1, 2.0], "max_residual_mm": 5})
+    assert thresholds.face_size == (0.1, 2.0) and thresholds.max_residual_mm == 5.0
