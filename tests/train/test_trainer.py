@@ -33,6 +33,22 @@ def _parameters(trainer):
     return {name: value.detach().clone() for name, value in trainer.network.named_parameters()}
 
 
+def _assert_resume_reaches(finished, config, run_dir, uv_model):
+    """Run ``config`` again in ``run_dir``, stop it with Ctrl-C after one step, resume it in a fresh
+    trainer, and check that it ends with exactly the parameters of the uninterrupted run ``finished``."""
+
+    def interrupt(trainer, result):
+        raise KeyboardInterrupt
+
+    first = Trainer(config, "train", run_dir, uv_model)
+    assert first.run(progress=False, callback=interrupt).step == 1
+    second = Trainer(config, "train", run_dir, uv_model)
+    second.resume()
+    second.run(progress=False)
+    for name, value in _parameters(finished).items():
+        assert torch.equal(value, _parameters(second)[name]), name
+
+
 def _fixed_loss(trainer, images):
     with torch.no_grad():
         loss, _, _ = trainer.losses(images, torch.eye(2, 3).expand(images.shape[0], 2, 3), torch.Generator().manual_seed(0))
@@ -267,17 +283,7 @@ def test_true_maps_run_draws_its_own_maps_and_resumes(ict_uv_model, true_maps_se
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=2), checkpoint_every=100)
     straight = Trainer(config, "train", tmp_path / "straight", ict_uv_model)
     straight.run(progress=False)
-
-    def interrupt(trainer, result):
-        raise KeyboardInterrupt
-
-    first = Trainer(config, "train", tmp_path / "resumed", ict_uv_model)
-    assert first.run(progress=False, callback=interrupt).step == 1
-    second = Trainer(config, "train", tmp_path / "resumed", ict_uv_model)
-    second.resume()
-    second.run(progress=False)
-    for name, value in _parameters(straight).items():
-        assert torch.equal(value, _parameters(second)[name]), name
+    _assert_resume_reaches(straight, config, tmp_path / "resumed", ict_uv_model)
 
 
 def test_cosine_schedule_warms_up_then_falls_to_the_final_fraction():
@@ -341,17 +347,7 @@ def test_mixed_supervision_adds_an_unsupervised_photo_batch_and_resumes(ict_uv_m
     assert {"correspondence", "photo_photometric", "photo_statistical"} <= set(result.terms)
     assert not torch.equal(trainer.adaptive.mean_square, before)  # photos drive the adaptive weights
     trainer.run(progress=False)
-
-    def interrupt(trainer, result):
-        raise KeyboardInterrupt
-
-    first = Trainer(config, "train", tmp_path / "resumed", ict_uv_model)
-    assert first.run(progress=False, callback=interrupt).step == 1
-    second = Trainer(config, "train", tmp_path / "resumed", ict_uv_model)
-    second.resume()
-    second.run(progress=False)
-    for name, value in _parameters(trainer).items():
-        assert torch.equal(value, _parameters(second)[name]), name
+    _assert_resume_reaches(trainer, config, tmp_path / "resumed", ict_uv_model)
 
 
 def test_mixed_supervision_needs_photos(ict_uv_model, tiny, tmp_path):
