@@ -1,0 +1,46 @@
+"""lsqface alone on the real-photo validation split, several checkpoints in one run: choose models quickly.
+
+    python docs/scripts/real_validation.py [--similarity 20] CHECKPOINT [CHECKPOINT ...]
+
+The pictures are those of ``lsqface evaluate --real validation`` with 20 random similarities per
+face (144 pictures) instead of 10; dlib runs once, for the reference, and the peers not at all.
+Each line: per roll and for the similarities, median / mean (capped at 100) / failures over 10 %,
+then over all pictures the median, the failure rate and the median confident fraction.
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lsqface.evaluate.real import assemble, nme, run_lsqface
+from lsqface.evaluate.reference import five_from_sixty_eight
+from lsqface.reconstruct import Reconstructor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("--similarity", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    _, variants, _ = assemble("validation", similarity=args.similarity)
+    images = [variant.image for variant in variants]
+    reference = np.stack([five_from_sixty_eight(variant.reference) for variant in variants])
+    groups = np.array([variant.group for variant in variants])
+    for path in args.checkpoints:
+        five, confident, _, _ = run_lsqface(Reconstructor.from_checkpoint(path), images, batch_size=8)
+        errors = nme(np.where(np.isfinite(five), five, 1e6), reference)
+        errors = np.where(np.isfinite(errors), errors, 100.0)
+        cells = [Path(path).name]
+        for group in ("0", "90", "180", "270", "similarity"):
+            chosen = errors[groups == group]
+            cells.append(f"{group}: {np.median(chosen):.1f}/{np.mean(np.minimum(chosen, 100)):.1f}/{100 * np.mean(chosen > 10):.0f}%")
+        cells.append(f"all: median {np.median(errors):.1f}, failures {100 * np.mean(errors > 10):.0f}%, "
+                     f"confident {np.nanmedian(confident):.2f}")
+        print("  ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
