@@ -81,7 +81,8 @@ def solve_photometry(
         colours: (B, P, 3) pre-processed image colours i_j (RGB, nominally (0, 1]).
         normals: (B, P, 3) unit normals in camera space.
         confidence: (B, P) photometric confidence w_j >= 0.
-        albedo_mean: (B, P, 3) c_j; albedo_basis: (B, P, 3, N_alb) D_j.
+        albedo_mean: (B, P, 3) c_j; albedo_basis: (B, P, 3, N_alb) D_j, in the others' dtype or a
+            lower one (the products with it then run in its dtype, the small system in theirs).
         regularisation: gamma, xi and the lighting target.
 
     Returns:
@@ -94,6 +95,7 @@ def solve_photometry(
     for name, tensor in (("normals", normals), ("albedo_mean", albedo_mean)):
         if tuple(tensor.shape) != (batch, points, 3):
             raise ValueError(f"{name} must have shape ({batch}, {points}, 3), got {tuple(tensor.shape)}")
+    low = albedo_basis.dtype  # may be lower than the rest (SolverConfig "mixed"): the large products run in it
     basis = sh_basis(normals)  # F_j, (B, P, 9)
     albedo_rows = albedo_basis.reshape(batch, points * 3, count)
     row_weights = confidence[..., None].expand(batch, points, 3).reshape(batch, points * 3)
@@ -106,15 +108,17 @@ def solve_photometry(
     # -sum_j w_j i_jk F_j D_jk^T for each channel k: one bmm over all channel pairs (k, k'), keeping
     # k = k' (3x the flops of this small product, but one pass over D forward and backward).
     lighting_rows = (weighted_colours[..., None] * basis[:, :, None, :]).reshape(batch, points, 3 * SH_COUNT)
-    all_pairs = torch.bmm(lighting_rows.transpose(1, 2), albedo_basis.reshape(batch, points, 3 * count))
+    all_pairs = torch.bmm(lighting_rows.transpose(1, 2).to(low), albedo_basis.reshape(batch, points, 3 * count))
+    all_pairs = all_pairs.to(colours.dtype)
     all_pairs = all_pairs.reshape(batch, 3, SH_COUNT, 3, count)
     block_lh = -torch.diagonal(all_pairs, dim1=1, dim2=3).permute(0, 3, 1, 2).reshape(batch, 3 * SH_COUNT, count)
-    block_hh = weighted_gram(albedo_rows, row_weights)
+    block_hh = weighted_gram(albedo_rows, row_weights.to(low)).to(colours.dtype)
     normal = torch.cat(
         (torch.cat((block_ll, block_lh), dim=2), torch.cat((block_lh.transpose(1, 2), block_hh), dim=2)), dim=1
     )
     rhs_l = torch.einsum("bpk,bpi->bki", weighted_colours * albedo_mean, basis).reshape(batch, 3 * SH_COUNT)
-    rhs_h = -torch.bmm((row_weights * albedo_mean.reshape(batch, points * 3))[:, None, :], albedo_rows).squeeze(1)
+    rhs_h = -torch.bmm((row_weights * albedo_mean.reshape(batch, points * 3))[:, None, :].to(low), albedo_rows)
+    rhs_h = rhs_h.squeeze(1).to(colours.dtype)
     gamma = regularisation_vector(regularisation.lighting, batch, 3 * SH_COUNT, colours)
     xi = regularisation_vector(regularisation.albedo, batch, count, colours)
     if regularisation.lighting_target is None:
@@ -128,7 +132,8 @@ def solve_photometry(
     inverse_lighting = solution[:, : 3 * SH_COUNT].reshape(batch, 3, SH_COUNT)
     albedo_coefficients = solution[:, 3 * SH_COUNT :]
     inverse_shading = torch.einsum("bpi,bki->bpk", basis, inverse_lighting)
-    albedo = albedo_mean + torch.bmm(albedo_rows, albedo_coefficients[..., None]).reshape(batch, points, 3)
+    offsets = torch.bmm(albedo_rows, albedo_coefficients[..., None].to(low)).reshape(batch, points, 3)
+    albedo = albedo_mean + offsets.to(colours.dtype)
     residuals = colours * inverse_shading - albedo
     return PhotometryFit(inverse_lighting, albedo_coefficients, residuals, jittered)
 

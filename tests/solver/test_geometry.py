@@ -168,3 +168,23 @@ def test_regularisation_weights_broadcast_per_unknown_and_per_image():
     assert torch.equal(regularisation_vector(per_unknown, 2, 3, like), per_unknown.expand(2, 3))
     per_image = torch.tensor([1.0, 2.0], dtype=torch.float64)
     assert torch.equal(regularisation_vector(per_image, 2, 3, like), per_image[:, None].expand(2, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_inference_gram_leaves_out_only_rows_that_do_not_count(dtype):
+    """The per-image product without autograd equals the batched one within rounding, though it skips
+    the rows of zero and negligible weight."""
+    from lsqface.solver.geometry import _WeightedGram, inference_weighted_gram, weighted_gram
+
+    generator = torch.Generator().manual_seed(4)
+    rows = torch.randn(3, 600, 40, generator=generator, dtype=dtype)
+    weights = torch.rand(3, 600, generator=generator, dtype=dtype)
+    weights[0, ::3] = 0.0  # outside the face's mask
+    weights[1, ::2] *= 1e-9  # silenced by the robust passes
+    weights[2] = 0.0  # an image without a confident sample
+    expected = _WeightedGram.apply(rows.double(), weights.double())
+    tolerance = {torch.float64: 1e-12, torch.float32: 1e-5}[dtype]
+    for gram in (inference_weighted_gram(rows, weights), weighted_gram(rows, weights)):
+        assert gram.dtype == dtype
+        torch.testing.assert_close(gram.double(), expected, rtol=tolerance, atol=tolerance * expected.abs().max().item())
+    assert float(expected[2].abs().max()) == 0.0
