@@ -133,3 +133,39 @@ def test_gradients_finite():
 def test_bad_config_refused(kwargs):
     with pytest.raises(ConfigError):
         UNetConfig(**kwargs)
+
+
+def test_inference_network_gives_the_network_maps():
+    """Batch norms folded into the convolutions and channels-last: the same maps within float32 rounding."""
+    from lsqface.nets.unet import InferenceNetwork
+
+    torch.manual_seed(0)
+    network = UNet(UNetConfig(variant="narrow", width=0.25))
+    with torch.no_grad():  # batch norms with statistics of their own, as after training
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    network.eval()
+    image = torch.rand(3, 3, 32, 32)
+    folded = InferenceNetwork(network)
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in folded.modules())
+    with torch.no_grad():
+        expected, actual = network(image), folded(image)
+    for name in ("correspondence", "depth", "confidence", "logits"):
+        torch.testing.assert_close(getattr(actual, name), getattr(expected, name), rtol=1e-4, atol=1e-5)
+        assert getattr(actual, name).is_contiguous()
+    assert any(isinstance(module, torch.nn.BatchNorm2d) for module in network.modules())  # the original is kept
+
+
+def test_network_version_changes_with_the_weights():
+    from lsqface.nets.unet import network_version
+
+    network = UNet(UNetConfig(variant="narrow", width=0.125)).eval()
+    before = network_version(network)
+    assert network_version(network) == before
+    with torch.no_grad():
+        network.output_head.bias.add_(1.0)
+    assert network_version(network) != before
