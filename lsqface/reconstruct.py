@@ -27,7 +27,7 @@ import torch
 from lsqface.errors import CheckpointError, ConfigError, ImageError, SolverError
 from lsqface.morphable.model import MorphableModel, basis_products
 from lsqface.morphable.uv_model import UVMorphableModel
-from lsqface.nets.unet import NetworkMaps, UNet
+from lsqface.nets.unet import InferenceNetwork, NetworkMaps, UNet, network_version
 from lsqface.render.interpolate import vertex_normals
 from lsqface.solver.fit import LeastSquaresFit, SolverConfig, fit
 from lsqface.solver.plausibility import FitMeasures, StatusThresholds, fit_measures, fit_status
@@ -431,6 +431,35 @@ def frames_agree(box: tuple[float, float, float, float] | None, reference: tuple
     return scale <= FRAME_SCALE_TOLERANCE and shift <= FRAME_SHIFT_TOLERANCE
 
 
+def merge_rows(first, second, take_second: Sequence[bool]):
+    """A batch of B rows taken from two batches of the same kind: row k of ``second`` where ``take_second[k]``.
+
+    Works on a :class:`Reconstruction` and on any dataclass of B-row tensors, arrays and lists, nested
+    dataclasses included (the fit, its pixel samples, the plausibility measures); a field that is not
+    B rows long (triangles, texture coordinates, sizes) is taken from ``first``.
+    """
+    batch = len(take_second)
+    take = torch.tensor([bool(value) for value in take_second])
+
+    def pick(a, b):
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+            if a.ndim == 0 or a.shape[0] != batch or a.shape != b.shape:
+                return a
+            return torch.where(take.to(a.device).reshape(-1, *[1] * (a.ndim - 1)), b, a)
+        if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+            if a.ndim == 0 or a.shape[0] != batch or a.shape != b.shape:
+                return a
+            return np.where(take.numpy().reshape(-1, *[1] * (a.ndim - 1)), b, a)
+        if isinstance(a, list) and isinstance(b, list) and len(a) == batch == len(b):
+            return [y if chosen else x for x, y, chosen in zip(a, b, take_second)]
+        if dataclasses.is_dataclass(a) and not isinstance(a, type) and type(b) is type(a):
+            return dataclasses.replace(a, **{item.name: pick(getattr(a, item.name), getattr(b, item.name))
+                                             for item in dataclasses.fields(a) if item.init})
+        return a
+
+    return pick(first, second)
+
+
 def network_input(image: torch.Tensor, softplus_eps: float = 4.0) -> torch.Tensor:
     """What the U-Net sees: the softplus pre-processed image (seed E), (B, 3, S, S).
 
@@ -504,9 +533,23 @@ class Reconstructor:
 
     @torch.no_grad()
     def predict_maps(self, network_image: torch.Tensor) -> NetworkMaps:
-        """The network's maps for framed images (B, 3, S, S) in [0, 1]."""
+        """The network's maps for framed images (B, 3, S, S) in [0, 1].
+
+        Run by the network's :class:`lsqface.nets.unet.InferenceNetwork` (batch norms folded, channels-last),
+        made again whenever the network's weights change; every turned copy goes through it in one batch.
+        """
         inputs = network_input(network_image.to(self.device), self.config.solver.softplus_eps)
-        return rotation_ensemble_maps(self.network, inputs, self.config.rotation_ensemble)
+        return rotation_ensemble_maps(self.inference_network(), inputs, self.config.rotation_ensemble)
+
+    def inference_network(self) -> torch.nn.Module:
+        """The network's frozen inference copy (the network itself while it is in training mode)."""
+        if self.network.training:
+            return self.network
+        key = network_version(self.network)
+        cached = getattr(self, "_inference", None)
+        if cached is None or cached[0] != key:
+            cached = self._inference = (key, InferenceNetwork(self.network))
+        return cached[1]
 
     def __call__(self, images: Sequence, boxes: Sequence[Sequence[float] | None] | None = None) -> Reconstruction:
         """Reconstruct a batch of images (paths, (H, W, 3) arrays or PIL images).
@@ -534,8 +577,11 @@ class Reconstructor:
             if all(settled):
                 result, boxes = trial, trial_boxes
                 continue
+            # The faces that stay get their rows of the fit in their old frame, which is what fitting the
+            # batch again in the mixed frames would give them (each row's network input, pixel sample and
+            # solve are its own): one pass fewer (tests/test_reconstruct.py checks the equality).
             boxes = [new if ok else old for new, old, ok in zip(trial_boxes, boxes, settled)]
-            result = self._reconstruct(arrays, boxes)
+            result = merge_rows(result, trial, settled)
         return result
 
     def _refine_boxes(self, result: Reconstruction) -> list[tuple[float, float, float, float] | None]:

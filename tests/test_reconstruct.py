@@ -177,9 +177,13 @@ def test_frames_agree():
 def test_refine_keeps_the_old_frame_of_a_face_whose_refit_disagrees(monkeypatch):
     """Three photos: one refits in its new frame and asks for it again (it moves), one asks for a very
     different frame after its refit (it stays), one gives no usable frame at all (it stays)."""
-    from types import SimpleNamespace
+    from dataclasses import dataclass
 
     from lsqface.reconstruct import Reconstructor
+
+    @dataclass
+    class Rows:
+        boxes: list
 
     asked = {None: [(0.0, 0.0, 10.0, 10.0), (0.0, 0.0, 10.0, 10.0), None],
              "moved": [(0.0, 0.0, 10.0, 10.0), (0.0, 0.0, 40.0, 40.0), None]}
@@ -187,7 +191,7 @@ def test_refine_keeps_the_old_frame_of_a_face_whose_refit_disagrees(monkeypatch)
 
     def fake_reconstruct(self, arrays, boxes):
         calls.append(list(boxes))
-        return SimpleNamespace(boxes=list(boxes))
+        return Rows(boxes=list(boxes))
 
     def fake_refine_boxes(self, result):
         # The frame each photo's fit asks for: before any refit, then after one.
@@ -199,9 +203,9 @@ def test_refine_keeps_the_old_frame_of_a_face_whose_refit_disagrees(monkeypatch)
     reconstructor.config = ReconstructConfig(refine_passes=1)
     images = [np.zeros((32, 32, 3), np.float32)] * 3
     result = reconstructor(images)
+    # Two passes: the rows of the faces that keep their frame come from the first (lsqface.reconstruct.merge_rows).
     assert calls == [[None, None, None],
-                     [(0.0, 0.0, 10.0, 10.0), (0.0, 0.0, 10.0, 10.0), None],
-                     [(0.0, 0.0, 10.0, 10.0), None, None]]
+                     [(0.0, 0.0, 10.0, 10.0), (0.0, 0.0, 10.0, 10.0), None]]
     assert result.boxes == [(0.0, 0.0, 10.0, 10.0), None, None]
 
 
@@ -226,3 +230,51 @@ def test_confident_fraction_counts_input_pixels_over_one_half():
     fields = {field.name: None for field in dataclasses.fields(Reconstruction)}
     result = Reconstruction(**{**fields, "confidence": confidence})
     assert result.confident_fraction().tolist() == [0.5, 0.0]
+
+
+def test_merged_rows_equal_a_refit_in_the_mixed_frames(tiny_checkpoint, ict_uv_model):
+    """The re-framing keeps the old rows of the faces that stay (merge_rows) instead of fitting the whole
+    batch a third time: the rows are what that third fit gives, network maps, samples and fit alike."""
+    from lsqface.reconstruct import Reconstructor, merge_rows
+
+    reconstructor = Reconstructor.from_checkpoint(tiny_checkpoint, uv_model=ict_uv_model)
+    generator = np.random.default_rng(1)
+    arrays = [generator.random((48, 40, 3)).astype(np.float32) for _ in range(4)]
+    old = [None, (4.0, 6.0, 30.0, 30.0), None, (0.0, 0.0, 20.0, 24.0)]
+    new = [(5.0, 5.0, 28.0, 28.0), (2.0, 2.0, 36.0, 36.0), (10.0, 12.0, 20.0, 20.0), (3.0, 1.0, 22.0, 22.0)]
+    take = [True, False, False, True]
+    merged = merge_rows(reconstructor._reconstruct(arrays, old), reconstructor._reconstruct(arrays, new), take)
+    refit = reconstructor._reconstruct(arrays, [b if t else a for a, b, t in zip(old, new, take)])
+    for name in ("vertices", "landmarks_5", "intrinsics", "identity", "inverse_lighting", "correspondence",
+                 "confidence", "to_network"):
+        torch.testing.assert_close(getattr(merged, name), getattr(refit, name), rtol=1e-5, atol=1e-5)
+    assert torch.equal(merged.fit.samples.indices, refit.fit.samples.indices)
+    torch.testing.assert_close(merged.fit.geometric_weights, refit.fit.geometric_weights, rtol=1e-5, atol=1e-7)
+    assert merged.status == refit.status and merged.image_sizes == refit.image_sizes
+    torch.testing.assert_close(merged.measures.residual_mm, refit.measures.residual_mm, rtol=1e-5, atol=1e-6)
+    assert torch.equal(merged.triangles, refit.triangles)
+
+
+@pytest.mark.parametrize("copies", [2, 4])
+def test_predicted_maps_equal_one_network_call_per_turned_copy(tiny_checkpoint, ict_uv_model, copies):
+    """predict_maps sends every quarter-turned copy of every photo through the folded, channels-last network
+    in one batch; the maps are those of the plain network called on each copy alone, averaged."""
+    import dataclasses
+
+    from lsqface.nets.unet import NetworkMaps
+    from lsqface.reconstruct import Reconstructor, network_input, rotation_ensemble_maps
+
+    reconstructor = Reconstructor.from_checkpoint(tiny_checkpoint, uv_model=ict_uv_model)
+    reconstructor.config = dataclasses.replace(reconstructor.config, rotation_ensemble=copies)
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    batched = reconstructor.predict_maps(images)
+    inputs = network_input(images, reconstructor.config.solver.softplus_eps)
+    with torch.no_grad():
+        # One call per turned copy of one photo: the ensemble's own arithmetic, fed copy by copy.
+        def per_copy(batch):
+            maps = [reconstructor.network(part) for part in batch.split(1)]
+            return NetworkMaps(**{name: torch.cat([getattr(item, name) for item in maps])
+                                  for name in ("correspondence", "depth", "confidence", "logits")})
+        expected = rotation_ensemble_maps(per_copy, inputs, copies)
+    for name in ("correspondence", "depth", "confidence", "logits"):
+        torch.testing.assert_close(getattr(batched, name), getattr(expected, name), rtol=1e-4, atol=1e-5)
