@@ -9,6 +9,7 @@ is caught, so a real bug still shows its traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -73,6 +74,72 @@ def _command_validate_lighting(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Bounds of the numeric options, checked before anything is read or allocated: (smallest, largest).
+#: A box is further checked against each photo (lsqface.outputs.batch.check_box).
+OPTION_BOUNDS = {
+    "batch_size": (1, 256),
+    "refine": (0, 10),
+    "picture_size": (0, 16384),
+    "synthetic": (0, 1_000_000),
+    "examples": (1, 1000),
+    "points": (1, 10_000_000),
+    "steps": (0, 100_000_000),
+    "ensemble": (1, 4),
+}
+#: --size: the UV image of ``model`` (pixels), and the synthetic faces of ``evaluate`` and ``compare`` (pixels).
+SIZE_BOUNDS = {"model": (16, 2048), "evaluate": (16, 1024), "compare": (16, 1024)}
+#: Largest box coordinate or side, pixels (a box is cropped and resampled to the network's input).
+BOX_LIMIT = 1_000_000
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line (no usage block), like every other error."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"lsqface: error: {message[0].upper() + message[1:]}; see {self.prog} --help.\n")
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse numeric options outside their bounds (``OPTION_BOUNDS``) and unusable devices, in one sentence."""
+    for name, (low, high) in OPTION_BOUNDS.items():
+        value = getattr(args, name, None)
+        if value is not None and not low <= value <= high:
+            flag = "--" + name.replace("_", "-")
+            raise LsqfaceError(f"{flag} must be between {low} and {high}, not {value}.")
+    size = getattr(args, "size", None)
+    if size is not None and args.command in SIZE_BOUNDS:
+        low, high = SIZE_BOUNDS[args.command]
+        if not low <= size <= high:
+            raise LsqfaceError(f"--size must be between {low} and {high} pixels, not {size}.")
+    for name in ("smoothing", "refine_fraction"):
+        value = getattr(args, name, None)
+        if value is not None and not math.isfinite(value):
+            raise LsqfaceError(f"--{name.replace('_', '-')} must be a finite number, not {value}.")
+    if getattr(args, "device", None) is not None:
+        _check_device(args.device)
+
+
+def _check_device(text: str) -> None:
+    """Refuse a device PyTorch does not know, or one this machine lacks."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise LsqfaceError(f"Unknown --device '{text}'; pass cpu, or cuda (cuda:0, cuda:1, ...) on a machine with an NVIDIA GPU.") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise LsqfaceError(f"--device {text} needs a CUDA GPU and a CUDA build of PyTorch, which this machine lacks; pass --device cpu.")
+        if device.index is not None and device.index >= count:
+            raise LsqfaceError(f"--device {text} names GPU {device.index}, but this machine has {count}; pass cuda:0 to cuda:{count - 1}.")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise LsqfaceError(f"--device {text} needs an Apple GPU, which this machine lacks; pass --device cpu.")
+    elif device.type != "cpu":
+        raise LsqfaceError(f"--device {text} is not one lsqface runs on; pass cpu or cuda.")
+
+
 def _parse_box(text: str | None) -> tuple[float, float, float, float] | None:
     if text is None:
         return None
@@ -82,14 +149,21 @@ def _parse_box(text: str | None) -> tuple[float, float, float, float] | None:
         values = ()
     if len(values) != 4:
         raise LsqfaceError(f"--bbox takes four numbers x,y,width,height in pixels, not '{text}'.")
+    if not all(math.isfinite(value) and abs(value) <= BOX_LIMIT for value in values) or min(values[2:]) < 1:
+        raise LsqfaceError(f"--bbox takes finite pixels x,y,width,height with width and height from 1 to "
+                           f"{BOX_LIMIT:,}, not '{text}'.")
     return values
 
 
 def _parse_ranges(text: str) -> list[float]:
     try:
-        return [float(part) for part in text.split(",") if part.strip()]
+        ranges = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise LsqfaceError(f"--ranges takes comma-separated degrees such as 0,15,45,90,180, not '{text}'.") from None
+        ranges = []
+    if not ranges or len(ranges) > 64 or not all(math.isfinite(value) and 0 <= value <= 360 for value in ranges):
+        raise LsqfaceError(f"--ranges takes up to 64 comma-separated degrees from 0 to 360 such as 0,15,45,90,180, "
+                           f"not '{text}'.")
+    return ranges
 
 
 def _reconstructor(args: argparse.Namespace, uv_model=None):
@@ -102,14 +176,30 @@ def _reconstructor(args: argparse.Namespace, uv_model=None):
     return Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
 
 
+def _own_outputs(output: str) -> list[Path]:
+    """The files lsqface recorded writing in the output folder (never read back as inputs)."""
+    from lsqface.outputs.batch import OutputFolder
+
+    folder = Path(output)
+    if not folder.is_dir():
+        return []
+    try:
+        return [folder / name for name in OutputFolder(folder).all_names()]
+    except OSError:
+        return []
+
+
 def _command_reconstruct(args: argparse.Namespace) -> int:
-    from lsqface.outputs.batch import demo_photo, expand_inputs, reconstruct_files
+    from lsqface.outputs.batch import demo_photo, expand_inputs, open_output_folder, reconstruct_files
 
     kinds = [kind.strip() for kind in args.save.split(",") if kind.strip()]
     box = _parse_box(args.bbox)
     if box is not None and args.detect:
         raise LsqfaceError("Give either --bbox or --detect, not both.")
-    inputs = expand_inputs(args.inputs or [demo_photo()])
+    if not kinds:
+        raise LsqfaceError("--save names nothing to write; pass one or more of obj,ply,json,npz,pictures.")
+    inputs = expand_inputs(args.inputs or [demo_photo()], exclude=_own_outputs(args.output))
+    open_output_folder(args.output, inputs)  # refuse an unusable folder before loading the network
     reconstructor = _reconstructor(args)
     if args.refine is not None:
         import dataclasses
@@ -117,14 +207,18 @@ def _command_reconstruct(args: argparse.Namespace) -> int:
         reconstructor.config = dataclasses.replace(reconstructor.config, refine_passes=args.refine)
     report = reconstruct_files(
         reconstructor, inputs, args.output, kinds=kinds, batch_size=args.batch_size, box=box, detect=args.detect,
-        progress=not args.quiet, picture_side=args.picture_size,
+        progress=not args.quiet, picture_side=args.picture_size, redo=args.redo,
     )
+    if report.skipped:
+        print(f"lsqface: skipped {len(report.skipped)} images whose outputs in {args.output} are complete "
+              "(--redo writes them again)", file=sys.stderr)
     for path, reason in report.failed.items():
         print(f"lsqface: failed: {path}: {reason}", file=sys.stderr)
     for path, reason in report.doubtful.items():
         print(f"lsqface: warning: {path}: {reason}", file=sys.stderr)
-    done = len(report.written)
-    print(f"reconstructed {done} of {len(inputs)} images into {args.output}")
+    done = len(report.written) + len(report.skipped)
+    already = f" ({len(report.skipped)} already there)" if report.skipped else ""
+    print(f"reconstructed {done} of {len(inputs)} images into {args.output}{already}")
     return 0 if report.ok else 1
 
 
@@ -377,7 +471,7 @@ def _add_synthetic_options(parser: argparse.ArgumentParser, default_count: int) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lsqface",
         description="Unsupervised 3D face reconstruction from a single photograph.",
     )
@@ -443,6 +537,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--picture-size", type=int, default=None, metavar="PIXELS",
         help="longest side of the pictures drawn over the photo (default 1024; 0: the photo's own size, slower for "
         "large photos)",
+    )
+    reconstruct.add_argument(
+        "--redo", action="store_true",
+        help="reconstruct again the photos whose outputs in the -o folder are complete (default: skip them, so an "
+        "interrupted run goes on where it stopped)",
     )
     reconstruct.set_defaults(handler=_command_reconstruct)
 
@@ -566,6 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        _check_options(args)
         return handler(args)
     except LsqfaceError as error:
         print(f"lsqface: error: {error}", file=sys.stderr)

@@ -122,7 +122,7 @@ def test_bad_bbox_and_cut_short_checkpoint(tmp_path, checkpoint, capsys):
     assert "--bbox takes four numbers" in capsys.readouterr().err
     assert main(["reconstruct", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(checkpoint),
                  "--refine", "-1"]) == 2
-    assert "refine_passes must be 0 or more" in capsys.readouterr().err
+    assert "--refine must be between 0 and 10" in capsys.readouterr().err
     cut = tmp_path / "cut.pt"
     cut.write_bytes(checkpoint.read_bytes()[:1000])
     assert main(["reconstruct", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--checkpoint", str(cut)]) == 2
@@ -142,7 +142,7 @@ def test_detect_gives_one_reconstruction_per_face(tmp_path, checkpoint, run_cli,
                     "--checkpoint", str(checkpoint), "--save", "json", "--quiet"])
     assert code == 0, capsys.readouterr().err
     written = sorted(path.name for path in (tmp_path / "out").iterdir())
-    assert written == ["group_face0.json", "group_face1.json"]
+    assert written == ["group_face0.json", "group_face1.json", "lsqface-outputs.jsonl"]
 
 
 def test_without_inputs_the_demo_photo_is_reconstructed(tmp_path, checkpoint, run_cli, capsys):
@@ -187,4 +187,4 @@ def test_pictures_are_bounded_and_the_size_option_raises_the_bound(tmp_path, che
             assert Image.open(out / f"wide_{name}.png").size == size, (option, name)
     assert run_cli(["reconstruct", str(photo), "-o", str(tmp_path / "bad"), "--checkpoint", str(checkpoint),
                     "--picture-size", "-1"]) == 2
-    assert "picture size must be 0" in capsys.readouterr().err
+    assert "--picture-size must be between 0 and" in capsys.readouterr().err

@@ -73,6 +73,20 @@ def status_fields(reconstruction: Reconstruction, index: int) -> dict:
             "plausibility": r.measures.record(index) if r.measures is not None else {}}
 
 
+def output_names(stem: str, kinds: Iterable[str] = SAVE_KINDS) -> list[str]:
+    """The file names :func:`save_reconstruction` writes for a face named ``stem`` (see the module docstring)."""
+    from lsqface.outputs.pictures import PICTURE_NAMES
+
+    kinds = set(kinds)
+    names: list[str] = []
+    if "obj" in kinds:
+        names += [f"{stem}.obj", f"{stem}.mtl", f"{stem}_texture.png"]
+    names += [f"{stem}.{kind}" for kind in ("ply", "json", "npz") if kind in kinds]
+    if "pictures" in kinds:
+        names += [f"{stem}_{name}.png" for name in (*PICTURE_NAMES, "sheet")]
+    return names
+
+
 def save_reconstruction(
     reconstruction: Reconstruction,
     index: int,

@@ -1,0 +1,156 @@
+"""Output folders of `lsqface reconstruct`: unique names, nothing of the user's replaced, resuming, write errors."""
+
+import errno
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lsqface.outputs.batch import MANIFEST_NAME, OutputFolder
+from lsqface.outputs.save import SAVE_KINDS, output_names
+
+
+def _photo(path, size=(40, 36), seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def _run(run_cli, checkpoint, *args):
+    return run_cli(["reconstruct", *map(str, args), "--checkpoint", str(checkpoint), "--save", "json", "--quiet",
+                    "--refine", "0"])
+
+
+def _snapshot(folder):
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_output_names_are_those_written():
+    names = output_names("a", SAVE_KINDS)
+    assert names[:3] == ["a.obj", "a.mtl", "a_texture.png"] and "a_sheet.png" in names and "a_overlay.png" in names
+    assert len(names) == len(set(names))
+
+
+def test_shared_stems_and_the_numbering_scheme_never_collide(tmp_path, tiny_checkpoint, run_cli, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed, name in enumerate(("photo.jpg", "photo.png", "photo_1.jpg", "photo-2.png")):
+        _photo(photos / name, seed=seed)
+    out = tmp_path / "out"
+    assert _run(run_cli, tiny_checkpoint, photos, "-o", out) == 0
+    assert "reconstructed 4 of 4" in capsys.readouterr().out
+    records = [json.loads(path.read_text()) for path in out.glob("*.json")]
+    assert sorted(record["image"] for record in records) == ["photo-2.png", "photo.jpg", "photo.png", "photo_1.jpg"]
+    # The inputs with a stem of their own keep it.
+    assert json.loads((out / "photo_1.json").read_text())["image"] == "photo_1.jpg"
+    assert json.loads((out / "photo-2.json").read_text())["image"] == "photo-2.png"
+
+
+def test_output_into_the_input_folder_replaces_nothing_and_reads_no_output_back(tmp_path, tiny_checkpoint, run_cli,
+                                                                               capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _photo(folder / "a.png")
+    (folder / "a.json").write_text("the user's own notes")
+    before = _snapshot(folder)
+    assert _run(run_cli, tiny_checkpoint, folder, "-o", folder) == 0
+    assert (folder / "a.json").read_text() == "the user's own notes"
+    assert json.loads((folder / "a-2.json").read_text())["image"] == "a.png"
+    after_first = _snapshot(folder)
+    assert {name: data for name, data in after_first.items() if name in before} == before
+    # A second run finds nothing new: the written files are not inputs, the photo is done.
+    capsys.readouterr()
+    assert _run(run_cli, tiny_checkpoint, folder, "-o", folder) == 0
+    captured = capsys.readouterr()
+    assert "reconstructed 1 of 1" in captured.out and "already there" in captured.out
+    assert _snapshot(folder) == after_first
+
+
+def test_a_rerun_skips_finished_photos_and_redo_writes_them_again(tmp_path, tiny_checkpoint, run_cli, monkeypatch,
+                                                                   capsys):
+    import lsqface.outputs.batch as batch
+
+    photos = [_photo(tmp_path / f"p{k}.png", seed=k) for k in range(3)]
+    out = tmp_path / "out"
+    save = batch.save_reconstruction
+    calls = []
+
+    def crash_on_the_second(*args, **kwargs):
+        calls.append(args[4])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what a kill leaves: the first photo done, the second claimed only
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "save_reconstruction", crash_on_the_second)
+    assert _run(run_cli, tiny_checkpoint, *photos, "-o", out, "--batch-size", "1") == 130
+    assert (out / "p0.json").is_file() and not (out / "p1.json").exists()
+    first = (out / "p0.json").read_bytes()
+    monkeypatch.setattr(batch, "save_reconstruction", save)
+    capsys.readouterr()
+    calls.clear()
+    monkeypatch.setattr(batch, "save_reconstruction", lambda *args, **kwargs: calls.append(args[4]) or save(*args, **kwargs))
+    assert _run(run_cli, tiny_checkpoint, *photos, "-o", out) == 0
+    assert calls == ["p1", "p2"] and (out / "p0.json").read_bytes() == first
+    assert "reconstructed 3 of 3" in capsys.readouterr().out
+    calls.clear()
+    assert _run(run_cli, tiny_checkpoint, *photos, "-o", out, "--redo") == 0
+    assert calls == ["p0", "p1", "p2"]
+    assert sorted(path.name for path in out.iterdir()) == sorted([MANIFEST_NAME, "p0.json", "p1.json", "p2.json"])
+
+
+def test_a_write_error_fails_that_photo_only(tmp_path, tiny_checkpoint, run_cli, capsys):
+    good = _photo(tmp_path / "good.png")
+    # The name fits the file system; the temporary name its JSON is written through does not.
+    long = _photo(tmp_path / ("x" * 240 + ".png"), seed=1)
+    out = tmp_path / "out"
+    code = _run(run_cli, tiny_checkpoint, long, good, "-o", out)
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    failures = [line for line in captured.err.splitlines() if line.startswith("lsqface: failed:")]
+    assert len(failures) == 1 and "x" * 240 in failures[0] and "could not be written" in failures[0]
+    assert (out / "good.json").is_file() and "reconstructed 1 of 2" in captured.out
+    assert sorted(path.name for path in out.iterdir()) == sorted([MANIFEST_NAME, "good.json"])
+
+
+def test_a_full_disk_is_reported_per_photo(tmp_path, tiny_checkpoint, run_cli, monkeypatch, capsys):
+    import lsqface.outputs.batch as batch
+
+    save = batch.save_reconstruction
+
+    def full(*args, **kwargs):
+        if args[4] == "a":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "save_reconstruction", full)
+    photos = [_photo(tmp_path / "a.png"), _photo(tmp_path / "b.png", seed=1)]
+    assert _run(run_cli, tiny_checkpoint, *photos, "-o", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "a.png: its files could not be written" in err and "No space left on device" in err
+    assert (tmp_path / "out" / "b.json").is_file()
+
+
+@pytest.mark.parametrize("output, fragment", [
+    (lambda tmp: tmp / "a.png", "is one of the inputs"),
+    (lambda tmp: tmp / "notes.txt", "is a file, not a folder"),
+    (lambda tmp: "/dev/null", "is a file, not a folder"),
+    (lambda tmp: "/proc/lsqface-out", "Cannot write into the output folder"),
+])
+def test_unusable_output_folders_are_one_sentence(tmp_path, tiny_checkpoint, run_cli, output, fragment, capsys):
+    _photo(tmp_path / "a.png")
+    (tmp_path / "notes.txt").write_text("notes")
+    before = _snapshot(tmp_path)
+    assert _run(run_cli, tiny_checkpoint, tmp_path / "a.png", "-o", output(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_folder_record_cut_short_by_a_crash_is_read(tmp_path):
+    (tmp_path / MANIFEST_NAME).write_text(
+        json.dumps({"input": "/x/a.png", "stem": "a", "files": ["a.json"]}) + "\n" + '{"input": "/x/b.png", "st')
+    folder = OutputFolder(tmp_path)
+    assert folder.all_names() == ["a.json"]
+    assert folder.allocate("/y/a.png", "a", ["json"]) == "a-2"
+    assert folder.allocate("/x/a.png", "a", ["json"]) == "a"
