@@ -42,6 +42,10 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "default.pt"
 RECONSTRUCT_CHECKPOINT_KEYS = ("rotation_ensemble", "refine_passes", "refine_fraction")
 
 
+#: The inference presets (``lsqface reconstruct/video/evaluate --preset``), see :func:`preset_config`.
+PRESETS = ("accurate", "fast", "reference")
+
+
 @dataclass(frozen=True)
 class ReconstructConfig:
     """Settings of the reconstruct path.
@@ -80,6 +84,32 @@ class ReconstructConfig:
             raise ConfigError(f"refine_passes must be 0 or more, got {self.refine_passes}.")
         if not 0.0 < self.refine_fraction <= 1.0:
             raise ConfigError(f"refine_fraction must lie in (0, 1], got {self.refine_fraction}.")
+
+
+def preset_config(config: "ReconstructConfig", preset: str) -> "ReconstructConfig":
+    """A checkpoint's reconstruct settings changed for one of the inference :data:`PRESETS`.
+
+    - ``accurate`` (the default): every pass the checkpoint asks for (turned copies, robust passes,
+      re-framing), its float64 solves made "mixed" (:class:`lsqface.solver.fit.SolverConfig`), which give
+      the same landmarks within 1e-3 pixel at a fraction of the cost.
+    - ``fast``: a single pass, the paper's: one network call, one geometric and one photometric solve
+      (no turned copies, no robust passes, no re-framing), "mixed" solves.
+    - ``reference``: the stored settings unchanged, the slow path the others are tested against.
+
+    Raises:
+        ConfigError: an unknown preset.
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    if preset == "reference":
+        return config
+    solver = config.solver
+    if solver.precision == "float64":
+        solver = dataclasses.replace(solver, precision="mixed")
+    if preset == "fast":
+        solver = dataclasses.replace(solver, robust_iterations=0)
+        return dataclasses.replace(config, solver=solver, rotation_ensemble=1, refine_passes=0)
+    return dataclasses.replace(config, solver=solver)
 
 
 def rotation_ensemble_maps(network: torch.nn.Module, inputs: torch.Tensor, copies: int) -> NetworkMaps:
@@ -497,8 +527,12 @@ class Reconstructor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, uv_model: UVMorphableModel | None = None,
-                        device: str | torch.device = "cpu", config: ReconstructConfig | None = None) -> "Reconstructor":
-        """Load a checkpoint (default: the one that ships with lsqface) and the UV-3DMM it needs."""
+                        device: str | torch.device = "cpu", config: ReconstructConfig | None = None,
+                        preset: str = "accurate") -> "Reconstructor":
+        """Load a checkpoint (default: the one that ships with lsqface) and the UV-3DMM it needs.
+
+        Without ``config``, the checkpoint's settings changed by ``preset`` (:func:`preset_config`).
+        """
         from lsqface.config import from_dict
         from lsqface.nets.checkpoint import check_face_model, load_checkpoint, network_from_checkpoint
 
@@ -515,6 +549,7 @@ class Reconstructor:
             settings = {key: value for key, value in (payload.get("reconstruct_config") or {}).items()
                         if key in RECONSTRUCT_CHECKPOINT_KEYS}
             config = ReconstructConfig(input_size=int(payload["input_size"]), solver=solver, **settings)
+            config = preset_config(config, preset)
         return cls(network, uv_model, config, device)
 
     def prepare(self, images: Sequence, boxes: Sequence[Sequence[float] | None] | None = None):

@@ -278,3 +278,21 @@ def test_predicted_maps_equal_one_network_call_per_turned_copy(tiny_checkpoint, 
         expected = rotation_ensemble_maps(per_copy, inputs, copies)
     for name in ("correspondence", "depth", "confidence", "logits"):
         torch.testing.assert_close(getattr(batched, name), getattr(expected, name), rtol=1e-4, atol=1e-5)
+
+
+def test_presets_change_only_what_they_say():
+    from lsqface.errors import ConfigError
+    from lsqface.reconstruct import preset_config
+    from lsqface.solver.fit import SolverConfig
+
+    stored = ReconstructConfig(input_size=64, rotation_ensemble=4, refine_passes=1,
+                               solver=SolverConfig(sample_count=2000, robust_iterations=5, precision="float64"))
+    assert preset_config(stored, "reference") == stored
+    accurate = preset_config(stored, "accurate")
+    assert accurate.solver.precision == "mixed"
+    assert (accurate.rotation_ensemble, accurate.refine_passes, accurate.solver.robust_iterations) == (4, 1, 5)
+    fast = preset_config(stored, "fast")
+    assert (fast.rotation_ensemble, fast.refine_passes, fast.solver.robust_iterations) == (1, 0, 0)
+    assert fast.solver.precision == "mixed" and fast.solver.sample_count == 2000 and fast.input_size == 64
+    with pytest.raises(ConfigError, match="preset"):
+        preset_config(stored, "fastest")
