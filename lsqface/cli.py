@@ -231,7 +231,7 @@ def _command_video(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(summary)
-    return 0
+    return 130 if summary.interrupted else 0
 
 
 def _command_evaluate_real(args: argparse.Namespace) -> int:

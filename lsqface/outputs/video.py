@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,6 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from lsqface.errors import ConfigError, ImageError, LsqfaceError
-from lsqface.files import atomic_path
 from lsqface.outputs.pictures import (
     confidence_picture,
     correspondence_picture,
@@ -90,12 +90,51 @@ class VideoSummary:
     width: int
     height: int
     seconds: float
+    interrupted: bool = False
 
     def __str__(self) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else float("inf")
         failed = f", {self.failed} failed" if self.failed else ""
-        return (f"{self.video} ({self.frames} frames{failed}, {self.width}x{self.height} at {self.fps:g} fps, "
+        stopped = "interrupted; kept " if self.interrupted else ""
+        return (f"{stopped}{self.video} ({self.frames} frames{failed}, {self.width}x{self.height} at {self.fps:g} fps, "
                 f"{rate:.2f} frames/s) and {self.parameters}")
+
+
+#: Largest video frame, pixels (8K UHD); a batch holds ``batch_size`` such frames.
+MAX_FRAME_PIXELS = 7680 * 4320
+
+
+def _written_by_video(parameters: Path) -> bool:
+    """Whether ``parameters`` is a JSON-lines file of ``lsqface video`` (its first line a frame record)."""
+    try:
+        with open(parameters, encoding="utf-8") as lines:
+            first = json.loads(lines.readline() or "null")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(first, dict) and "frame" in first and "time" in first
+
+
+def check_video_outputs(input_path: Path, output_path: Path) -> tuple[Path, Path]:
+    """The parameters file beside ``output_path``, once both outputs are known to be safe to write.
+
+    Refuses (``ConfigError``) an output that is the input, a ``.jsonl`` name (the parameters take it),
+    a folder, or an existing file lsqface did not write: a video is replaced only with its own
+    ``.jsonl`` of frame records beside it.
+    """
+    parameters_path = output_path.with_suffix(".jsonl")
+    if output_path.suffix.lower() == ".jsonl":
+        raise ConfigError(f"-o {output_path} names the parameters file; pass the MP4 to write (e.g. out.mp4), "
+                          "its .jsonl goes beside it.")
+    for path in (output_path, parameters_path):
+        if path.exists() and Path(input_path).exists() and path.resolve() == Path(input_path).resolve():
+            raise ConfigError(f"-o {output_path} would replace the input video {input_path}; pass another name.")
+    if output_path.is_dir():
+        raise ConfigError(f"-o {output_path} is a folder; pass the name of the MP4 to write.")
+    ours = _written_by_video(parameters_path)
+    for path in (output_path, parameters_path):
+        if (path.exists() or path.is_symlink()) and not ours:
+            raise ConfigError(f"{path} exists and was not written by lsqface video; pass another -o name or move it.")
+    return output_path, parameters_path
 
 
 def read_video(path: str | Path) -> tuple[dict, Iterator[np.ndarray]]:
@@ -121,6 +160,9 @@ def read_video(path: str | Path) -> tuple[dict, Iterator[np.ndarray]]:
     def frames() -> Iterator[np.ndarray]:
         try:
             for frame in reader:
+                if frame.shape[0] * frame.shape[1] > MAX_FRAME_PIXELS:
+                    raise ImageError(f"Video {path} has {frame.shape[1]}x{frame.shape[0]} frames, more than the limit "
+                                     f"of {MAX_FRAME_PIXELS:,} pixels; downscale it first.")
                 yield np.ascontiguousarray(np.asarray(frame)[..., :3])
         except (OSError, RuntimeError) as error:
             raise ImageError(f"Video {path} stops being readable mid-way ({type(error).__name__}); re-encode it.") from None
@@ -354,9 +396,12 @@ def reconstruct_video(reconstructor, input_path: str | Path, output_path: str | 
     if int(batch_size) < 1:
         raise ConfigError(f"The batch size must be at least 1, got {batch_size}.")
     started = time.perf_counter()
-    output_path = Path(output_path)
-    parameters_path = output_path.with_suffix(".jsonl")
+    output_path, parameters_path = check_video_outputs(Path(input_path), Path(output_path))
     metadata, frames = read_video(input_path)
+    width, height = (int(value) for value in (metadata.get("size") or (0, 0)))
+    if width * height > MAX_FRAME_PIXELS:
+        raise ImageError(f"Video {input_path} has {width}x{height} frames, more than the limit of "
+                         f"{MAX_FRAME_PIXELS:,} pixels; downscale it first (e.g. ffmpeg -vf scale=1920:-2).")
     fps = float(metadata.get("fps") or 25.0)
     if not math.isfinite(fps) or fps <= 0:
         fps = 25.0
@@ -369,50 +414,77 @@ def reconstruct_video(reconstructor, input_path: str | Path, output_path: str | 
     video_size = (0, 0)
     current = None if box is None else tuple(float(value) for value in box)
     track = reconstructor.config.refine_passes > 0
-    with atomic_path(output_path) as video_temporary, atomic_path(parameters_path) as parameters_temporary, \
-            open(parameters_temporary, "w", encoding="utf-8") as parameters, \
-            tqdm(total=total, unit="frame", desc="lsqface video", disable=not progress) as bar:
-        try:
-            for batch in _batches(frames, int(batch_size)):
-                maps, results = _run_batch(reconstructor, batch, current)
-                if track:
-                    current, maps, results, moved = _track(reconstructor, batch, current, maps, results)
-                    if moved:
-                        state = None  # the average is kept in the network's frame, which has just changed
-                if smoothing > 0:
-                    results, state = _smooth_results(reconstructor, results, smoothing, state)
-                for row, (frame, result) in enumerate(zip(batch, results)):
-                    panel_size = _panel_size(*frame.shape[:2])
-                    seconds = count / fps
-                    if isinstance(result, str):
-                        record = {"frame": count, "time": round(seconds, 6), "error": result}
-                        panels = _frame_panels(frame, panel_size, maps, row)
-                        failed += 1
-                    else:
-                        reconstruction, index = result
-                        record = frame_record(reconstruction, index, count, seconds)
-                        panels = _frame_panels(frame, panel_size, maps, row, reconstruction, index)
-                    picture = _compose(panels)
-                    if writer is None:
-                        video_size = (picture.shape[1], picture.shape[0])
-                        writer = imageio_ffmpeg.write_frames(
-                            str(video_temporary), video_size, fps=fps, codec="libx264", pix_fmt_out="yuv420p",
-                            macro_block_size=1, ffmpeg_log_level="error", output_params=["-f", "mp4"],
-                        )
-                        writer.send(None)
-                    if (picture.shape[1], picture.shape[0]) != video_size:
-                        picture = np.asarray(Image.fromarray(picture).resize(video_size, Image.BILINEAR))
-                    writer.send(np.ascontiguousarray(picture))
-                    parameters.write(json.dumps(record) + "\n")
-                    count += 1
-                    bar.update(1)
-        finally:
-            if writer is not None:
-                writer.close()
-        if count == 0:
-            raise ImageError(f"Video {input_path} has no frames; pass a video with at least one frame.")
+    # Written straight to OUTPUT.partial.mp4 and .partial.jsonl, renamed when done: the video is a
+    # fragmented MP4 (a fragment a second) and each parameter line is flushed, so an interrupt, a
+    # crash or a kill keeps a playable video and the parameters of every finished frame.
+    video_partial = output_path.with_name(f"{output_path.stem}.partial{output_path.suffix or '.mp4'}")
+    parameters_partial = parameters_path.with_name(f"{parameters_path.stem}.partial.jsonl")
+    interrupted = False
+    try:
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        parameters = open(parameters_partial, "w", encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"Cannot write {parameters_partial} ({error.strerror or error}); pass an -o in a folder "
+                          "you can write to.") from None
+    try:
+        with parameters, tqdm(total=total, unit="frame", desc="lsqface video", disable=not progress) as bar:
+            try:
+                for batch in _batches(frames, int(batch_size)):
+                    maps, results = _run_batch(reconstructor, batch, current)
+                    if track:
+                        current, maps, results, moved = _track(reconstructor, batch, current, maps, results)
+                        if moved:
+                            state = None  # the average is kept in the network's frame, which has just changed
+                    if smoothing > 0:
+                        results, state = _smooth_results(reconstructor, results, smoothing, state)
+                    for row, (frame, result) in enumerate(zip(batch, results)):
+                        panel_size = _panel_size(*frame.shape[:2])
+                        seconds = count / fps
+                        if isinstance(result, str):
+                            record = {"frame": count, "time": round(seconds, 6), "error": result}
+                            panels = _frame_panels(frame, panel_size, maps, row)
+                            failed += 1
+                        else:
+                            reconstruction, index = result
+                            record = frame_record(reconstruction, index, count, seconds)
+                            panels = _frame_panels(frame, panel_size, maps, row, reconstruction, index)
+                        picture = _compose(panels)
+                        if writer is None:
+                            video_size = (picture.shape[1], picture.shape[0])
+                            writer = imageio_ffmpeg.write_frames(
+                                str(video_partial), video_size, fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+                                macro_block_size=1, ffmpeg_log_level="error",
+                                output_params=["-f", "mp4", "-g", str(max(1, round(fps))),
+                                               "-movflags", "frag_keyframe+empty_moov+default_base_moof"],
+                            )
+                            writer.send(None)
+                        if (picture.shape[1], picture.shape[0]) != video_size:
+                            picture = np.asarray(Image.fromarray(picture).resize(video_size, Image.BILINEAR))
+                        writer.send(np.ascontiguousarray(picture))
+                        parameters.write(json.dumps(record) + "\n")
+                        parameters.flush()
+                        count += 1
+                        bar.update(1)
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                if writer is not None:
+                    writer.close()
+    finally:
+        # Whatever stopped the run, the finished frames are kept under the names asked for.
+        if count > 0:
+            os.replace(video_partial, output_path)
+            os.replace(parameters_partial, parameters_path)
+        else:
+            for path in (video_partial, parameters_partial):
+                if path.exists():
+                    path.unlink()
+    if count == 0:
+        if interrupted:
+            raise KeyboardInterrupt
+        raise ImageError(f"Video {input_path} has no frames; pass a video with at least one frame.")
     return VideoSummary(output_path, parameters_path, count, failed, fps, video_size[0], video_size[1],
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, interrupted)
 
 
 def _run_batch(reconstructor, batch: list[np.ndarray], box: tuple | None):

@@ -212,3 +212,48 @@ def test_tracking_frames_a_small_moving_face_like_a_photo(ict_uv_model, tmp_path
         errors[name] = landmark_error(predicted, truth)
     assert shipped.config.refine_passes > 0
     assert float(errors["tracked"].median()) < float(errors["whole frames"].median()), errors
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("clip.mp4", "would replace the input video"),
+    ("res.jsonl", "names the parameters file"),
+    ("mine.mp4", "was not written by lsqface video"),
+    ("mine.jsonl.mp4", None),
+])
+def test_outputs_never_replace_the_input_or_a_users_file(checkpoint, tmp_path, capsys, name, fragment):
+    clip = write_clip(tmp_path / "clip.mp4", count=1)
+    (tmp_path / "mine.mp4").write_bytes(b"the user's own video")
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    code = main(["video", str(clip), "-o", str(tmp_path / name), "--checkpoint", str(checkpoint), "--quiet"])
+    err = capsys.readouterr().err
+    if fragment is None:
+        assert code == 0, err
+        assert read_lines(tmp_path / "mine.jsonl.jsonl")[0]["frame"] == 0
+        # A second run replaces what the first wrote.
+        assert main(["video", str(clip), "-o", str(tmp_path / name), "--checkpoint", str(checkpoint), "--quiet"]) == 0
+    else:
+        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+    assert {name: data for name, data in ((path.name, path.read_bytes()) for path in tmp_path.iterdir())
+            if name in before} == before
+
+
+def test_an_interrupt_keeps_a_playable_video_of_the_finished_frames(ict_uv_model, tmp_path, monkeypatch):
+    import lsqface.outputs.video as video
+
+    reconstructor = Reconstructor(UNet(TINY), ict_uv_model, ReconstructConfig(input_size=32))
+    clip = write_clip(tmp_path / "clip.mp4", count=6)
+    run_batch = video._run_batch
+    calls = []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return run_batch(*args)
+
+    monkeypatch.setattr(video, "_run_batch", interrupted)
+    summary = reconstruct_video(reconstructor, clip, tmp_path / "out.mp4", batch_size=2, progress=False)
+    assert summary.interrupted and summary.frames == 4 and "interrupted" in str(summary)
+    assert count_frames(tmp_path / "out.mp4")[0] == 4
+    assert [line["frame"] for line in read_lines(tmp_path / "out.jsonl")] == [0, 1, 2, 3]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4", "out.jsonl", "out.mp4"]
