@@ -31,6 +31,7 @@ read (see :mod:`lsqface.data.celeba` and :mod:`lsqface.data.aflw`).
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Union
@@ -82,11 +83,45 @@ def read_image(source: ImageSource, min_size: int = MIN_SIZE, max_pixels: int = 
     return array
 
 
-def _read_file(path: Path, max_pixels: int) -> np.ndarray:
-    if not path.exists():
-        raise ImageError(f"Image file {path} does not exist; check the path.")
-    if path.is_dir():
+def read_photo(path: str | os.PathLike, min_size: int = MIN_SIZE,
+               max_pixels: int | None = None) -> tuple[np.ndarray, tuple[float, float]]:
+    """Read an image file like :func:`read_image`, with the scale it was decoded at.
+
+    Returns:
+        the (h, w, 3) image and ``(scale_x, scale_y)``: the file's pixels per decoded pixel along x
+        and y (1, 1 unless a JPEG over ``max_pixels`` was decoded at a reduced scale). A point
+        (x, y) in the decoded image is (scale_x x, scale_y y) in the photo's own pixels.
+    """
+    scale: list[float] = [1.0, 1.0]
+    array = _read_file(Path(path), MAX_PIXELS if max_pixels is None else max_pixels, scale)
+    height, width = array.shape[:2]
+    if min(height, width) < min_size:
+        raise ImageError(
+            f"Image {path} is {width}x{height} pixels, smaller than the minimum of {min_size} pixels per side; use a larger image."
+        )
+    return array, (scale[0], scale[1])
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse what is not a readable regular file before opening it (opening a FIFO would wait forever)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageError(f"Image file {path} does not exist; check the path.") from None
+    except PermissionError:
+        raise ImageError(f"Image {path} cannot be read: permission denied; check the permissions of its folder.") from None
+    except OSError as error:
+        raise ImageError(f"Image {path} cannot be read ({error.strerror or error}); check the path.") from None
+    if stat.S_ISDIR(mode):
         raise ImageError(f"{path} is a folder, not an image file; pass an image file.")
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"{path} is not a regular file (a pipe, device or socket); pass an image file.")
+    if not os.access(path, os.R_OK):
+        raise ImageError(f"Image {path} cannot be read: permission denied; check its permissions (chmod +r).")
+
+
+def _read_file(path: Path, max_pixels: int, scale: list[float] | None = None) -> np.ndarray:
+    _check_regular_file(path)
     try:
         with warnings.catch_warnings():
             # We apply our own, lower limit below.
@@ -96,13 +131,17 @@ def _read_file(path: Path, max_pixels: int) -> np.ndarray:
                 if width * height > max_pixels:
                     if image.format != "JPEG":
                         _check_pixel_count(image.size, max_pixels, str(path))
-                    scale = 1
-                    while scale < 8 and (width // scale) * (height // scale) > max_pixels:
-                        scale *= 2
-                    image.draft("RGB", (width // scale, height // scale))
+                    reduction = 1
+                    while reduction < 8 and (width // reduction) * (height // reduction) > max_pixels:
+                        reduction *= 2
+                    image.draft("RGB", (width // reduction, height // reduction))
                     _check_pixel_count(image.size, max_pixels, str(path))
+                decoded = (width / image.size[0], height / image.size[1])
+                swapped = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
                 image.load()
                 image = ImageOps.exif_transpose(image)
+                if scale is not None:
+                    scale[:] = decoded[::-1] if swapped else decoded
                 return _pil_to_rgb(image)
     except Image.DecompressionBombError:
         raise ImageError(
@@ -115,6 +154,8 @@ def _read_file(path: Path, max_pixels: int) -> np.ndarray:
         ) from None
     except ImageError:
         raise
+    except PermissionError:
+        raise ImageError(f"Image {path} cannot be read: permission denied; check its permissions (chmod +r).") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"Image {path} is corrupt or cut short ({error}); re-download or re-export it.") from None
 

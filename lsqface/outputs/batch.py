@@ -19,7 +19,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from lsqface.data.images import IMAGE_EXTENSIONS, list_image_files, read_image
+from lsqface.data import images
+from lsqface.data.images import IMAGE_EXTENSIONS, list_image_files, read_photo
 from lsqface.errors import ImageError, LsqfaceError
 from lsqface.outputs.save import SAVE_KINDS, output_names, save_reconstruction
 from lsqface.reconstruct import Reconstructor
@@ -215,6 +216,34 @@ def open_output_folder(output: str | Path, inputs: Sequence[Path] = ()) -> Outpu
     return folder
 
 
+#: A face box may be at most this many times the photo's longer side (it is cropped at its own size).
+BOX_SIDE_LIMIT = 4
+
+
+def check_box(box: Sequence[float] | None, photo: np.ndarray, photo_scale: tuple[float, float],
+              name: str) -> tuple[float, float, float, float] | None:
+    """A box in the photo's own pixels as a box in ``photo``'s (decoded) pixels, once it is known to frame it.
+
+    Raises:
+        ImageError: the box is not finite, lies outside the photo, or has a side over ``BOX_SIDE_LIMIT``
+            times the photo's longer side.
+    """
+    if box is None:
+        return None
+    x, y, width, height = (float(value) for value in box)
+    scale_x, scale_y = photo_scale
+    x, y, width, height = x / scale_x, y / scale_y, width / scale_x, height / scale_y
+    rows, columns = photo.shape[:2]
+    longest = BOX_SIDE_LIMIT * max(rows, columns)
+    if not all(np.isfinite([x, y, width, height])) or min(width, height) <= 0:
+        raise ImageError(f"The box {tuple(box)} is not a box; pass --bbox x,y,width,height with positive sizes.")
+    if max(width, height) > longest or x >= columns or y >= rows or x + width <= 0 or y + height <= 0:
+        raise ImageError(f"The box {tuple(box)} does not frame a face in {name} ({round(columns * scale_x)}x"
+                         f"{round(rows * scale_y)} pixels): it must overlap the photo and be at most {BOX_SIDE_LIMIT} "
+                         "times its longer side; check --bbox x,y,width,height.")
+    return (x, y, width, height)
+
+
 def reconstruct_files(
     reconstructor: Reconstructor,
     inputs: Sequence[Path],
@@ -277,13 +306,14 @@ def reconstruct_files(
         previous = folder.claimed_stems.get(owners[path], [])
         base = previous[0] if previous and not detect else path.stem
         stems[path] = folder.allocate(owners[path], base, () if detect else kinds)
+    scales: dict[Path, tuple[float, float]] = {}
     bar = tqdm(total=len(todo), unit="image", disable=not progress, desc="reconstruct")
     for start in range(0, len(todo), batch_size):
         # One item per face: (path, photo, box, stem, face number, face count).
         items: list[tuple[Path, np.ndarray, Sequence[float] | None, str, int, int]] = []
         for path in todo[start:start + batch_size]:
             try:
-                photo = read_image(path)
+                photo, scales[path] = read_photo(path, max_pixels=images.MAX_PIXELS)
                 if detect:
                     from lsqface.detect import detect_faces
 
@@ -293,7 +323,7 @@ def reconstruct_files(
                     items += [(path, photo, face, folder.allocate(owners[path], f"{stems[path]}_face{k}", kinds), k,
                                len(boxes)) for k, face in enumerate(boxes)]
                 else:
-                    items.append((path, photo, box, stems[path], 0, 1))
+                    items.append((path, photo, check_box(box, photo, scales[path], path.name), stems[path], 0, 1))
             except LsqfaceError as error:
                 report.failed[str(path)] = str(error)
             bar.update(1)
@@ -313,7 +343,7 @@ def reconstruct_files(
                 try:
                     report.written.setdefault(str(path), []).extend(
                         _save_face(folder, result, index, photo, owners[path], stem, kinds, path.name, picture_side,
-                                   face, faces))
+                                   face, faces, scales[path]))
                 except LsqfaceError as error:
                     report.failed[name] = str(error)
                     continue
@@ -327,7 +357,8 @@ def reconstruct_files(
 
 
 def _save_face(folder: OutputFolder, result, index: int, photo: np.ndarray, owner: str, stem: str, kinds: list[str],
-               image_name: str, picture_side: int | None, face: int, faces: int) -> list[Path]:
+               image_name: str, picture_side: int | None, face: int, faces: int,
+               photo_scale: tuple[float, float]) -> list[Path]:
     """Claim the face's names in the manifest, write its files, and record them as done.
 
     A write error (disk full, name too long, folder turned read-only) removes the files of this
@@ -338,7 +369,7 @@ def _save_face(folder: OutputFolder, result, index: int, photo: np.ndarray, owne
     try:
         folder.record(claim)
         written = save_reconstruction(result, index, photo, folder.path, stem, kinds, image_name=image_name,
-                                      picture_side=picture_side)
+                                      picture_side=picture_side, photo_scale=photo_scale)
         folder.record({**claim, "done": True, "face": face, "faces": faces, "kinds": kinds,
                        "status": result.status[index] if result.status else "ok"})
     except OSError as error:

@@ -29,11 +29,24 @@ def _array(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().double().numpy()
 
 
-def reconstruction_parameters(reconstruction: Reconstruction, index: int, image_name: str = "") -> dict:
-    """The JSON-ready parameters of face ``index`` (schema ``lsqface-reconstruction/1``, see the README)."""
+def _to_photo(photo_scale: tuple[float, float]) -> np.ndarray:
+    """(3, 3) decoded-image pixels -> the photo's own pixels (see :func:`lsqface.data.images.read_photo`)."""
+    return np.diag([float(photo_scale[0]), float(photo_scale[1]), 1.0])
+
+
+def reconstruction_parameters(reconstruction: Reconstruction, index: int, image_name: str = "",
+                              photo_scale: tuple[float, float] = (1.0, 1.0)) -> dict:
+    """The JSON-ready parameters of face ``index`` (schema ``lsqface-reconstruction/1``, see the README).
+
+    Pixels (camera, landmarks, image size) are the photo's own: ``photo_scale`` is the photo's pixels
+    per pixel of the image that was reconstructed (a JPEG over the pixel limit is decoded smaller).
+    """
     r = reconstruction
     yaw, pitch, roll = (float(value) for value in _array(r.pose[index]))
     height, width = r.image_sizes[index]
+    scale_x, scale_y = (float(value) for value in photo_scale)
+    height, width = round(height * scale_y), round(width * scale_x)
+    to_photo = _to_photo(photo_scale)
     return {
         "schema": JSON_SCHEMA_NAME,
         "image": image_name,
@@ -45,7 +58,7 @@ def reconstruction_parameters(reconstruction: Reconstruction, index: int, image_
         },
         "camera": {
             "projection": "x ~ K (R X + t), X in model space (mm), x in pixels",
-            "intrinsics": _array(r.intrinsics[index]),
+            "intrinsics": to_photo @ _array(r.intrinsics[index]),
             "rotation": _array(r.rotation[index]),
             "translation": _array(r.translation[index]),
         },
@@ -56,8 +69,8 @@ def reconstruction_parameters(reconstruction: Reconstruction, index: int, image_
             "albedo": _array(r.albedo_coefficients[index]),
         },
         "inverse_lighting": _array(r.inverse_lighting[index]),
-        "landmarks_68": _array(r.landmarks_68[index]),
-        "landmarks_5": _array(r.landmarks_5[index]),
+        "landmarks_68": _array(r.landmarks_68[index]) * [scale_x, scale_y],
+        "landmarks_5": _array(r.landmarks_5[index]) * [scale_x, scale_y],
         "mesh": {"vertices": int(r.vertices.shape[1]), "triangles": int(r.triangles.shape[0])},
         "confident_fraction": float(r.confident_fraction()[index]),
         **status_fields(r, index),
@@ -96,6 +109,7 @@ def save_reconstruction(
     kinds: Iterable[str] = SAVE_KINDS,
     image_name: str = "",
     picture_side: int | None = None,
+    photo_scale: tuple[float, float] = (1.0, 1.0),
 ) -> list[Path]:
     """Write the files of face ``index`` (see the module docstring); returns the paths written.
 
@@ -107,6 +121,8 @@ def save_reconstruction(
         photo: (H, W, 3) float in [0, 1], the original image (for the texture and the pictures).
         picture_side: longest side of the pictures drawn over the photo, pixels; None for
             ``lsqface.outputs.pictures.PICTURE_SIDE`` (1024), 0 for the photo's own size.
+        photo_scale: the file's pixels per pixel of ``photo`` along x and y, when the file was decoded
+            smaller (:func:`lsqface.data.images.read_photo`): the JSON and NPZ give the file's pixels.
     """
     folder = Path(folder)
     kinds = set(kinds)
@@ -127,14 +143,14 @@ def save_reconstruction(
     if "ply" in kinds:
         written.append(write_ply(folder / f"{stem}.ply", vertices, triangles, colours))
     if "json" in kinds:
-        written.append(write_json(folder / f"{stem}.json", reconstruction_parameters(r, index, image_name)))
+        written.append(write_json(folder / f"{stem}.json", reconstruction_parameters(r, index, image_name, photo_scale)))
     if "npz" in kinds:
         written.append(write_npz(folder / f"{stem}.npz", {
             "correspondence": _array(r.correspondence[index]).astype(np.float32),
             "depth": _array(r.depth[index]).astype(np.float32),
             "confidence": _array(r.confidence[index]).astype(np.float32),
             "network_image": _array(r.network_image[index]).astype(np.float32),
-            "to_network": _array(r.to_network[index]),
+            "to_network": _array(r.to_network[index]) @ np.linalg.inv(_to_photo(photo_scale)),
         }))
     if "pictures" in kinds:
         from lsqface.outputs.pictures import PICTURE_SIDE, contact_sheet, reconstruction_pictures, write_pictures

@@ -154,3 +154,66 @@ def test_a_folder_record_cut_short_by_a_crash_is_read(tmp_path):
     assert folder.all_names() == ["a.json"]
     assert folder.allocate("/y/a.png", "a", ["json"]) == "a-2"
     assert folder.allocate("/x/a.png", "a", ["json"]) == "a"
+
+
+def test_special_files_given_as_inputs_are_refused_not_waited_on(tmp_path, tiny_checkpoint, run_cli, capsys):
+    import os
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    good = _photo(tmp_path / "good.png")
+    assert _run(run_cli, tiny_checkpoint, fifo, "/dev/null", good, "-o", tmp_path / "out") == 1
+    failures = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lsqface: failed:")]
+    assert len(failures) == 2 and all("not a regular file" in line for line in failures)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root reads every file")
+def test_permission_denied_is_said_as_such(tmp_path, tiny_checkpoint, run_cli, capsys):
+    locked = _photo(tmp_path / "locked.png")
+    locked.chmod(0)
+    assert _run(run_cli, tiny_checkpoint, locked, "-o", tmp_path / "out") == 1
+    assert "permission denied" in capsys.readouterr().err
+
+
+def test_a_box_beyond_the_photo_is_refused_before_anything_is_allocated(tmp_path, tiny_checkpoint, run_cli, capsys):
+    small = _photo(tmp_path / "small.png", size=(31, 31))
+    assert _run(run_cli, tiny_checkpoint, small, "-o", tmp_path / "out", "--bbox", "0,0,15000,15000") == 1
+    err = capsys.readouterr().err
+    assert "does not frame a face in small.png (31x31 pixels)" in err
+    for box in ("nan,0,10,10", "0,0,inf,10", "0,0,0,10", "0,0,10,-5", "0,0,1e300,10"):
+        assert _run(run_cli, tiny_checkpoint, small, "-o", tmp_path / "out", "--bbox", box) == 2
+        err = capsys.readouterr().err
+        assert "--bbox takes" in err and len(err.strip().splitlines()) == 1
+
+
+def test_coordinates_are_in_the_photos_own_pixels_when_it_is_decoded_smaller(tmp_path, tiny_checkpoint, run_cli,
+                                                                             monkeypatch, capsys):
+    import lsqface.data.images as images
+
+    rng = np.random.default_rng(3)
+    photo = tmp_path / "big.jpg"
+    Image.fromarray((rng.random((36, 50, 3)) * 255).astype(np.uint8)).resize((400, 288)).save(photo, quality=95)
+    box = "40,30,300,220"
+
+    def run(out):
+        return run_cli(["reconstruct", str(photo), "-o", str(tmp_path / out), "--checkpoint", str(tiny_checkpoint),
+                        "--save", "json,npz", "--quiet", "--refine", "0", "--bbox", box])
+
+    assert run("whole") == 0
+    # Over a lowered pixel limit the JPEG is decoded at half its size.
+    monkeypatch.setattr(images, "MAX_PIXELS", 400 * 288 // 3)
+    assert images.read_photo(photo, max_pixels=images.MAX_PIXELS)[1] == (2.0, 2.0)
+    assert run("reduced") == 0, capsys.readouterr().err
+    whole, reduced = (json.loads((tmp_path / name / "big.json").read_text()) for name in ("whole", "reduced"))
+    assert reduced["image_size"] == whole["image_size"] == {"height": 288, "width": 400}
+    # The box framed the same region: the same photo pixels reach the same network pixels.
+    maps = {name: np.load(tmp_path / name / "big.npz") for name in ("whole", "reduced")}
+    np.testing.assert_allclose(maps["reduced"]["to_network"], maps["whole"]["to_network"], atol=1e-9)
+    assert np.abs(maps["reduced"]["network_image"] - maps["whole"]["network_image"]).mean() < 0.05
+    # The untrained network's fit moves a little with the decoded pixels; a missed factor 2 would not.
+    for values in ((reduced[key], whole[key]) for key in ("landmarks_5", "landmarks_68")):
+        ratio = np.abs(np.array(values[0]) / np.array(values[1]))
+        assert 0.85 < np.median(ratio) < 1.15
+    focal = [np.array(record["camera"]["intrinsics"])[[0, 1], [0, 1]] for record in (reduced, whole)]
+    assert np.all(np.abs(focal[0] / focal[1] - 1) < 0.15)
