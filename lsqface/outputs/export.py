@@ -33,6 +33,21 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     return Path(path)
 
 
+def _rows(keyword: str, field: str, values: np.ndarray) -> str:
+    """Lines ``keyword field field ...`` of a 2-D array, one per row, formatted in one call.
+
+    ``field`` is a printf format per value ("%.6f", "%d", or "%d/%d" for pairs of values), as
+    ``f"{value:.6f}"`` formats; one ``%`` over the whole array is 20-50 times faster than a
+    string per value, and its text is the same (tests/outputs/test_export.py).
+    """
+    values = np.asarray(values)
+    if values.size == 0:
+        return ""
+    per_row = values.shape[1] // field.count("%")
+    line = keyword + (" " + field) * per_row + "\n"
+    return (line * values.shape[0]) % tuple(values.ravel().tolist())
+
+
 def write_obj(
     path: str | Path,
     vertices: np.ndarray,
@@ -62,26 +77,25 @@ def write_obj(
     vertices = np.asarray(vertices, dtype=np.float64)
     triangles = np.asarray(triangles, dtype=np.int64)
     written = []
-    lines = ["# written by lsqface"]
+    lines = ["# written by lsqface\n"]
     textured = texture is not None and texture_coords is not None
     if textured:
         material_path = path.with_suffix(".mtl")
         texture_path = path.with_name(path.stem + "_texture.png")
-        lines.append(f"mtllib {material_path.name}")
+        lines.append(f"mtllib {material_path.name}\n")
     if vertex_colours is not None:
         colours = np.clip(np.asarray(vertex_colours, dtype=np.float64), 0.0, 1.0)
-        rows = np.concatenate([vertices, colours], axis=1)
-        lines.extend("v " + " ".join(f"{value:.6f}" for value in row) for row in rows)
+        lines.append(_rows("v", "%.6f", np.concatenate([vertices, colours], axis=1)))
     else:
-        lines.extend("v " + " ".join(f"{value:.6f}" for value in row) for row in vertices)
+        lines.append(_rows("v", "%.6f", vertices))
     if textured:
         coords = np.asarray(texture_coords, dtype=np.float64)
-        lines.extend(f"vt {u:.6f} {1.0 - v:.6f}" for u, v in coords)
-        lines.append("usemtl face")
-        lines.extend(f"f {a}/{a} {b}/{b} {c}/{c}" for a, b, c in triangles + 1)
+        lines.append(_rows("vt", "%.6f", np.stack([coords[:, 0], 1.0 - coords[:, 1]], axis=1)))
+        lines.append("usemtl face\n")
+        lines.append(_rows("f", "%d/%d", np.repeat(triangles + 1, 2, axis=1)))
     else:
-        lines.extend(f"f {a} {b} {c}" for a, b, c in triangles + 1)
-    write_text_atomic(path, "\n".join(lines) + "\n")
+        lines.append(_rows("f", "%d", triangles + 1))
+    write_text_atomic(path, "".join(lines))
     written.append(path)
     if textured:
         write_png(texture_path, texture)

@@ -51,3 +51,24 @@ def test_json_and_npz(tmp_path):
     assert json.loads((tmp_path / "p.json").read_text()) == {"K": np.eye(3).tolist(), "n": 3, "nested": {"x": [1.5, 2]}}
     write_npz(tmp_path / "m.npz", {"depth": np.ones((2, 2))})
     np.testing.assert_array_equal(np.load(tmp_path / "m.npz")["depth"], np.ones((2, 2)))
+
+
+def test_obj_text_is_the_text_of_one_format_per_value(tmp_path):
+    """write_obj formats whole arrays in one call: the same text as formatting value by value."""
+    generator = np.random.default_rng(3)
+    vertices = generator.normal(scale=80.0, size=(50, 3))
+    vertices[0] = [-0.0, 1e-9, -1e-7]  # signed zeros and values that round to them
+    colours = generator.random((50, 3))
+    uv = generator.random((50, 2))
+    triangles = generator.integers(0, 50, size=(70, 3))
+    write_obj(tmp_path / "face.obj", vertices, triangles, texture_coords=uv, texture=np.zeros((4, 4, 3)),
+              vertex_colours=colours)
+    lines = ["# written by lsqface", "mtllib face.mtl"]
+    lines += ["v " + " ".join(f"{value:.6f}" for value in row) for row in np.concatenate([vertices, colours], 1)]
+    lines += [f"vt {u:.6f} {1.0 - v:.6f}" for u, v in uv] + ["usemtl face"]
+    lines += [f"f {a}/{a} {b}/{b} {c}/{c}" for a, b, c in triangles + 1]
+    assert (tmp_path / "face.obj").read_text() == "\n".join(lines) + "\n"
+    write_obj(tmp_path / "plain.obj", vertices, triangles)
+    plain = ["# written by lsqface"] + ["v " + " ".join(f"{value:.6f}" for value in row) for row in vertices]
+    plain += [f"f {a} {b} {c}" for a, b, c in triangles + 1]
+    assert (tmp_path / "plain.obj").read_text() == "\n".join(plain) + "\n"

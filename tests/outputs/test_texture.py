@@ -88,3 +88,19 @@ def test_texture_fills_outside_the_chart_and_checks_the_photo_size(yawed_faces):
     assert (texture.max(-1) > 0).all()
     with pytest.raises(ImageError):
         photo_texture(reconstruction, 0, photo[:100], size=64)
+
+
+def test_cached_texels_interpolate_as_the_rasteriser_does(ict_uv_model, yawed_faces):
+    """The texture's rasterisation is made once per layout and size (uv_texels); reading the fitted
+    surface through it gives what rasterising and interpolating every time gave."""
+    from lsqface.outputs.texture import uv_texels
+
+    _, reconstruction = yawed_faces
+    triangles = reconstruction.triangles
+    covered, corners, weights = uv_texels(ict_uv_model.vertex_uv, triangles, SIZE)
+    assert uv_texels(ict_uv_model.vertex_uv, triangles, SIZE)[1] is corners  # cached
+    attributes = torch.cat([reconstruction.vertices, reconstruction.normals], -1)[:1]
+    fragments = rasterize(uv_vertices(ict_uv_model.vertex_uv, SIZE), triangles, SIZE, SIZE)
+    expected = interpolate(attributes, fragments, None, triangles)[0][fragments.mask[0]]
+    assert torch.equal(covered, fragments.mask[0])
+    torch.testing.assert_close((attributes[0][corners] * weights[..., None]).sum(1), expected, rtol=1e-9, atol=1e-9)
