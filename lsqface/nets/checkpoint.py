@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -33,6 +34,20 @@ import torch
 from lsqface.errors import CheckpointError
 from lsqface.files import write_bytes_atomic
 from lsqface.nets.unet import UNet, UNetConfig
+
+#: Bounds of the settings a checkpoint holds, checked before anything they size is allocated: (smallest, largest).
+#: ``network_config.width`` scales every channel count, so the network's size grows with its square.
+SETTING_BOUNDS = {
+    "input_size": (16, 1024),
+    "network_config.width": (0.01, 8.0),
+    "solver_config.sample_count": (16, 1_000_000),
+    "solver_config.robust_iterations": (0, 100),
+    "reconstruct_config.refine_passes": (0, 10),
+    "reconstruct_config.rotation_ensemble": (1, 4),
+    "reconstruct_config.refine_fraction": (0.05, 1.0),
+}
+#: Largest network a checkpoint may describe, parameters (the regular U-Net has about 7.8 million).
+MAX_NETWORK_PARAMETERS = 200_000_000
 
 CHECKPOINT_FORMAT = "lsqface-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -79,7 +94,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     for key in ("network_config", "input_size", "network_state"):
         if key not in payload:
             raise CheckpointError(f"Checkpoint {path} lacks '{key}'; it was not written by 'lsqface train'.")
+    check_settings(payload, path)
     return payload
+
+
+def check_settings(payload: dict[str, Any], path: str | Path = "checkpoint") -> None:
+    """Refuse settings outside ``SETTING_BOUNDS`` and non-finite numbers among the settings.
+
+    Raises:
+        CheckpointError: naming the setting, its value and its bounds.
+    """
+    for name, (low, high) in SETTING_BOUNDS.items():
+        section, _, key = name.rpartition(".")
+        settings = payload.get(section) if section else payload
+        if not isinstance(settings, dict) or settings.get(key) is None:
+            continue
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high):
+            raise CheckpointError(f"Checkpoint {path} sets {name} to {value!r}, outside [{low}, {high}]; it is damaged "
+                                  "or was edited, so pass another checkpoint.")
+    for section in ("network_config", "solver_config", "reconstruct_config"):
+        for key, value in (payload.get(section) or {}).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise CheckpointError(f"Checkpoint {path} sets {section}.{key} to {value}; it is damaged or was "
+                                      "edited, so pass another checkpoint.")
 
 
 def network_from_checkpoint(payload: dict[str, Any], path: str | Path = "checkpoint") -> UNet:
@@ -96,9 +134,26 @@ def network_from_checkpoint(payload: dict[str, Any], path: str | Path = "checkpo
         config = UNetConfig(**payload["network_config"])
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"Checkpoint {path} names an unknown network configuration ({error}).") from None
+    # The network is first laid out without memory, so a config that asks for another (or a huge)
+    # network is refused before its weights are allocated.
+    with torch.device("meta"):
+        layout = UNet(config).state_dict()
+    parameters = sum(tensor.numel() for tensor in layout.values())
+    if parameters > MAX_NETWORK_PARAMETERS:
+        raise CheckpointError(f"Checkpoint {path} describes a network of {parameters:,} parameters, more than "
+                              f"{MAX_NETWORK_PARAMETERS:,}; it is damaged or was edited.")
+    state = payload["network_state"]
+    if not isinstance(state, dict) or any(not isinstance(state.get(key), torch.Tensor) or state[key].shape != tensor.shape
+                                          for key, tensor in layout.items()):
+        raise CheckpointError(f"Checkpoint {path} holds weights of another network than its config describes; it is "
+                              "damaged or was edited.")
+    if any(tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()) for tensor in state.values()
+           if isinstance(tensor, torch.Tensor)):
+        raise CheckpointError(f"Checkpoint {path} holds NaN or infinite weights (a training run that diverged); "
+                              "use an earlier checkpoint of the run.")
     network = UNet(config)
     try:
-        network.load_state_dict(payload["network_state"], strict=True)
+        network.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first = str(error).splitlines()[0]
         raise CheckpointError(

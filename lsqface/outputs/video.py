@@ -402,6 +402,10 @@ def reconstruct_video(reconstructor, input_path: str | Path, output_path: str | 
     if width * height > MAX_FRAME_PIXELS:
         raise ImageError(f"Video {input_path} has {width}x{height} frames, more than the limit of "
                          f"{MAX_FRAME_PIXELS:,} pixels; downscale it first (e.g. ffmpeg -vf scale=1920:-2).")
+    if box is not None and width * height > 0:
+        from lsqface.outputs.batch import check_box
+
+        check_box(box, np.empty((height, width, 0), np.uint8), (1.0, 1.0), str(input_path))
     fps = float(metadata.get("fps") or 25.0)
     if not math.isfinite(fps) or fps <= 0:
         fps = 25.0

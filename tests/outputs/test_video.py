@@ -257,3 +257,12 @@ def test_an_interrupt_keeps_a_playable_video_of_the_finished_frames(ict_uv_model
     assert count_frames(tmp_path / "out.mp4")[0] == 4
     assert [line["frame"] for line in read_lines(tmp_path / "out.jsonl")] == [0, 1, 2, 3]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4", "out.jsonl", "out.mp4"]
+
+
+def test_a_box_beyond_the_frame_is_one_sentence(checkpoint, tmp_path, capsys):
+    clip = write_clip(tmp_path / "clip.mp4", count=1)
+    code = main(["video", str(clip), "-o", str(tmp_path / "out.mp4"), "--checkpoint", str(checkpoint), "--quiet",
+                 "--bbox", "0,0,15000,15000"])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not frame a face" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out.jsonl").exists()
