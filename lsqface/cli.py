@@ -85,6 +85,7 @@ OPTION_BOUNDS = {
     "points": (1, 10_000_000),
     "steps": (0, 100_000_000),
     "ensemble": (1, 4),
+    "threads": (1, 256),
 }
 #: --size: the UV image of ``model`` (pixels), and the synthetic faces of ``evaluate`` and ``compare`` (pixels).
 SIZE_BOUNDS = {"model": (16, 2048), "evaluate": (16, 1024), "compare": (16, 1024)}
@@ -167,13 +168,23 @@ def _parse_ranges(text: str) -> list[float]:
 
 
 def _reconstructor(args: argparse.Namespace, uv_model=None):
-    """The Reconstructor of ``--checkpoint`` on ``--device``, on the face model of ``--source``/``--region`` if given."""
+    """The Reconstructor of ``--checkpoint`` on ``--device`` with ``--preset`` and ``--threads``, on the face
+    model of ``--source``/``--region`` if given."""
     from lsqface.morphable.cache import load_uv_model
     from lsqface.reconstruct import Reconstructor
 
+    _set_threads(args)
     if uv_model is None and (args.source or args.region):
         uv_model = load_uv_model(source=args.source, region=args.region)
-    return Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
+    return Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device, preset=args.preset)
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """``--threads N``: the CPU threads torch uses (default: its own choice, one per core)."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def _own_outputs(output: str) -> list[Path]:
@@ -249,7 +260,9 @@ def _command_evaluate_real(args: argparse.Namespace) -> int:
     if args.similarity < 0:
         raise ConfigError(f"--similarity takes a count of 0 or more pictures per face, not {args.similarity}.")
     uv_model = load_uv_model(source=args.source, region=args.region) if args.source or args.region else None
-    reconstructor = Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device)
+    _set_threads(args)
+    reconstructor = Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device,
+                                                  preset=args.preset)
     benchmark = evaluate_real(reconstructor, args.real, args.similarity, batch_size=args.batch_size,
                               folder=args.real_faces, progress=not args.quiet)
     command = "lsqface " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else "lsqface evaluate"
@@ -289,6 +302,7 @@ def _command_compare(args: argparse.Namespace) -> int:
     from lsqface.morphable.cache import load_uv_model
 
     ranges = _parse_ranges(args.ranges)
+    _set_threads(args)
     uv_model = load_uv_model(source=args.source, region=args.region)
     command = "lsqface " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "lsqface compare"
     path = run_comparison(
@@ -456,6 +470,13 @@ def _add_network_options(parser: argparse.ArgumentParser, checkpoint: bool = Tru
     (compare takes several, its own way), device, batch size, face model, progress bars."""
     if checkpoint:
         parser.add_argument("--checkpoint", default=None, help="network checkpoint (default: the one shipped with lsqface)")
+        parser.add_argument(
+            "--preset", choices=("accurate", "fast", "reference"), default="accurate",
+            help="accurate (default): the checkpoint's passes (turned copies, robust passes, re-framing) with "
+            "mixed-precision solves; fast: one network pass and one solve, about 4x faster and less accurate "
+            "(docs/performance.md); reference: the checkpoint's settings as stored, float64 solves (slowest)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads (default: one per core)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--batch-size", type=int, default=8, help=f"{unit} per forward pass (default 8)")
     _add_face_model_options(parser)

@@ -188,3 +188,29 @@ def test_pictures_are_bounded_and_the_size_option_raises_the_bound(tmp_path, che
     assert run_cli(["reconstruct", str(photo), "-o", str(tmp_path / "bad"), "--checkpoint", str(checkpoint),
                     "--picture-size", "-1"]) == 2
     assert "--picture-size must be between 0 and" in capsys.readouterr().err
+
+
+def test_presets_and_threads_reach_the_reconstructor(tmp_path, checkpoint, run_cli, monkeypatch, capsys):
+    """--preset picks the inference settings (lsqface.reconstruct.preset_config), --threads torch's threads;
+    the progress bar counts photos."""
+    from lsqface.reconstruct import Reconstructor
+
+    chosen = []
+    original = Reconstructor.from_checkpoint.__func__
+
+    def recording(cls, *args, **kwargs):
+        chosen.append(kwargs.get("preset"))
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Reconstructor, "from_checkpoint", classmethod(recording))
+    monkeypatch.setattr(torch, "set_num_threads", lambda count: chosen.append(("threads", count)))
+    photo = _photo(tmp_path / "a.png")
+    code = run_cli(["reconstruct", str(photo), "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint),
+                    "--preset", "fast", "--threads", "1", "--save", "json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert chosen == [("threads", 1), "fast"]
+    assert "photo/s" in captured.err and (tmp_path / "out" / "a.json").is_file()
+    with pytest.raises(SystemExit) as refused:
+        run_cli(["reconstruct", str(photo), "-o", str(tmp_path / "out"), "--preset", "fastest"])
+    assert refused.value.code == 2 and "--preset" in capsys.readouterr().err

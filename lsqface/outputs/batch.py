@@ -307,7 +307,8 @@ def reconstruct_files(
         base = previous[0] if previous and not detect else path.stem
         stems[path] = folder.allocate(owners[path], base, () if detect else kinds)
     scales: dict[Path, tuple[float, float]] = {}
-    bar = tqdm(total=len(todo), unit="image", disable=not progress, desc="reconstruct")
+    # Counted when a batch's files are written, so the rate is photos reconstructed and written per second.
+    bar = tqdm(total=len(todo), unit="photo", disable=not progress, desc="reconstruct")
     for start in range(0, len(todo), batch_size):
         # One item per face: (path, photo, box, stem, face number, face count).
         items: list[tuple[Path, np.ndarray, Sequence[float] | None, str, int, int]] = []
@@ -326,7 +327,6 @@ def reconstruct_files(
                     items.append((path, photo, check_box(box, photo, scales[path], path.name), stems[path], 0, 1))
             except LsqfaceError as error:
                 report.failed[str(path)] = str(error)
-            bar.update(1)
         groups = [items[k:k + batch_size] for k in range(0, len(items), batch_size)]
         while groups:
             group = groups.pop(0)
@@ -350,6 +350,7 @@ def reconstruct_files(
                 if result.status[index] != "ok":
                     report.doubtful[name] = status_sentence(
                         result.status[index], result.status_reason[index], framed=detect or box is not None)
+        bar.update(len(todo[start:start + batch_size]))
     bar.close()
     for path in report.failed:
         report.written.pop(path, None)
