@@ -205,8 +205,8 @@ def _command_reconstruct(args: argparse.Namespace) -> int:
 
     kinds = [kind.strip() for kind in args.save.split(",") if kind.strip()]
     box = _parse_box(args.bbox)
-    if box is not None and args.detect:
-        raise LsqfaceError("Give either --bbox or --detect, not both.")
+    if box is not None and args.detect is not None:
+        raise LsqfaceError("--bbox frames the face itself; give it without --detect or --no-detect.")
     if not kinds:
         raise LsqfaceError("--save names nothing to write; pass one or more of obj,ply,json,npz,pictures.")
     inputs = expand_inputs(args.inputs or [demo_photo()], exclude=_own_outputs(args.output))
@@ -218,7 +218,7 @@ def _command_reconstruct(args: argparse.Namespace) -> int:
         reconstructor.config = dataclasses.replace(reconstructor.config, refine_passes=args.refine)
     report = reconstruct_files(
         reconstructor, inputs, args.output, kinds=kinds, batch_size=args.batch_size, box=box, detect=args.detect,
-        progress=not args.quiet, picture_side=args.picture_size, redo=args.redo,
+        progress=not args.quiet, picture_side=args.picture_size, redo=args.redo, largest_face=args.largest_face,
     )
     if report.skipped:
         print(f"lsqface: skipped {len(report.skipped)} images whose outputs in {args.output} are complete "
@@ -543,12 +543,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_network_options(reconstruct)
     reconstruct.add_argument("--bbox", default=None, help="face box x,y,width,height in pixels, for photos where the face is small")
-    reconstruct.add_argument(
-        "--detect",
-        action="store_true",
-        help="find the faces first (dlib HOG at eight rotations; pip install 'lsqface[detect]') and "
-        "reconstruct each: for photos where the face is small, and group photos",
+    framing = reconstruct.add_mutually_exclusive_group()
+    framing.add_argument(
+        "--detect", dest="detect", action="store_const", const=True, default=None,
+        help="require the face detector (dlib HOG at eight rotations; pip install 'lsqface[detect]'): every face "
+        "as STEM_face0, STEM_face1, ..., and a photo without a face fails. Default: automatic framing, the detector "
+        "where it is installed (one face: STEM; several: STEM_faceK), the whole photo where it finds no face",
     )
+    framing.add_argument("--no-detect", dest="detect", action="store_const", const=False,
+                         help="reconstruct the whole photo, without looking for faces")
+    reconstruct.add_argument("--largest-face", action="store_true",
+                             help="of the faces found, reconstruct the largest only")
     reconstruct.add_argument(
         "--refine", type=int, default=None, metavar="N",
         help="times to frame the photo again on the fitted face and refit (default: the checkpoint's; the shipped "

@@ -19,6 +19,7 @@ serves only as an evaluation reference (:mod:`lsqface.evaluate.reference`).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -41,6 +42,12 @@ def _detector():
             "Face detection needs dlib; install it with: pip install 'lsqface[detect]' "
             "(or pass the face box with --bbox x,y,width,height)."
         ) from None
+    return _frontal_detector(dlib)
+
+
+@functools.lru_cache(maxsize=1)
+def _frontal_detector(dlib):
+    # Built once per process: building it costs about as much as searching a small photo.
     return dlib.get_frontal_face_detector()
 
 

@@ -173,7 +173,7 @@ def test_a_photo_the_network_finds_no_face_in_is_written_with_a_warning(tmp_path
     assert set(shares["grey"]["plausibility"]) >= {"confident_fraction", "residual_mm", "nearest_depth", "stretch"}
     warnings = [line for line in err.splitlines() if line.startswith("lsqface: warning:")]
     assert len(warnings) == 1 and "grey.png" in warnings[0] and "low_confidence" in warnings[0]
-    assert "little or no face" in warnings[0] and "--detect" in warnings[0]
+    assert "little or no face" in warnings[0] and "--bbox" in warnings[0]
 
 
 def test_pictures_are_bounded_and_the_size_option_raises_the_bound(tmp_path, checkpoint, run_cli, capsys):
@@ -214,3 +214,42 @@ def test_presets_and_threads_reach_the_reconstructor(tmp_path, checkpoint, run_c
     with pytest.raises(SystemExit) as refused:
         run_cli(["reconstruct", str(photo), "-o", str(tmp_path / "out"), "--preset", "fastest"])
     assert refused.value.code == 2 and "--preset" in capsys.readouterr().err
+
+
+def test_framing_is_automatic_and_said_in_the_json(tmp_path, checkpoint, run_cli, capsys):
+    pytest.importorskip("dlib", reason="the optional detector needs: pip install 'lsqface[detect]'")
+    import matplotlib.cbook
+
+    face = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+    # A portrait as a phone takes it: the face a small part of a wide frame.
+    wide = Image.new("RGB", (400, 300), (90, 110, 70))
+    wide.paste(face.resize((100, 117)), (250, 150))
+    wide.save(tmp_path / "phone.jpg")
+    group = Image.new("RGB", (340, 200), (40, 60, 80))
+    group.paste(face.resize((160, 187)), (5, 5))
+    group.paste(face.resize((90, 105)), (220, 40))
+    group.save(tmp_path / "group.jpg")
+    _photo(tmp_path / "noise.png")
+    out = tmp_path / "out"
+    code = run_cli(["reconstruct", str(tmp_path / "phone.jpg"), str(tmp_path / "group.jpg"), str(tmp_path / "noise.png"),
+                    "-o", str(out), "--checkpoint", str(checkpoint), "--save", "json", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    framing = {path.stem: json.loads(path.read_text())["framing"] for path in out.glob("*.json")}
+    assert set(framing) == {"phone", "group_face0", "group_face1", "noise"}
+    assert framing["phone"]["method"] == "detector" and framing["phone"]["faces"] == 1
+    x, y, width, height = framing["phone"]["box"]
+    assert 250 < x + width / 2 < 350 and 150 < y + height / 2 < 267  # in the photo's own pixels
+    assert [framing[f"group_face{k}"]["face"] for k in (0, 1)] == [0, 1]
+    assert framing["group_face0"]["box"][2] > framing["group_face1"]["box"][2]  # largest first
+    assert framing["noise"] == {"method": "whole_photo", "face": 0, "faces": 1, "box": None,
+                                "reason": "the detector found no face"}
+    for parameters in (json.loads(path.read_text()) for path in out.glob("*.json")):
+        jsonschema.validate(parameters, SCHEMA)
+    largest = tmp_path / "largest"
+    assert run_cli(["reconstruct", str(tmp_path / "group.jpg"), "-o", str(largest), "--checkpoint", str(checkpoint),
+                    "--save", "json", "--quiet", "--largest-face"]) == 0
+    assert json.loads((largest / "group.json").read_text())["framing"]["faces"] == 1
+    whole = tmp_path / "whole"
+    assert run_cli(["reconstruct", str(tmp_path / "phone.jpg"), "-o", str(whole), "--checkpoint", str(checkpoint),
+                    "--save", "json", "--quiet", "--no-detect"]) == 0
+    assert json.loads((whole / "phone.json").read_text())["framing"]["method"] == "whole_photo"

@@ -54,7 +54,7 @@ def status_sentence(status: str, reason: str, framed: bool = False) -> str:
     """
     meaning = ("the network found little or no face" if status == "low_confidence"
                else "the fitted mesh is not shaped or placed like a face")
-    advice = "" if framed else "; try --detect or --bbox x,y,width,height"
+    advice = "" if framed else "; try --bbox x,y,width,height"
     return f"{status} ({reason}): {meaning}, so the files are marked and the mesh is not one to use{advice}"
 
 
@@ -252,10 +252,11 @@ def reconstruct_files(
     kinds: Iterable[str] = SAVE_KINDS,
     batch_size: int = 8,
     box: Sequence[float] | None = None,
-    detect: bool = False,
+    detect: bool | None = False,
     progress: bool = True,
     picture_side: int | None = None,
     redo: bool = False,
+    largest_face: bool = False,
 ) -> BatchReport:
     """Reconstruct every input image and write its files under ``output``.
 
@@ -269,12 +270,17 @@ def reconstruct_files(
         kinds: which files to write (``SAVE_KINDS``).
         batch_size: faces per forward pass.
         box: optional face box (x, y, width, height) applied to every image.
-        detect: find the faces with :func:`lsqface.detect.detect_faces` and reconstruct each
-            (files ``STEM_face0``, ``STEM_face1``, ... largest face first).
+        detect: True: find the faces with :func:`lsqface.detect.detect_faces` and reconstruct each
+            (files ``STEM_face0``, ``STEM_face1``, ... largest face first; a photo without a face
+            fails). None (automatic framing, the command line's default): the same where the
+            detector is installed, except that one face is written as ``STEM`` and a photo where
+            none is found is reconstructed whole. False: the whole photo (or ``box``). The JSON's
+            ``framing`` says which was done.
         progress: show a tqdm progress bar.
         picture_side: longest side of the pictures drawn over the photo, pixels (None: 1024, 0: the
             photo's own size; :func:`lsqface.outputs.save.save_reconstruction`).
         redo: reconstruct again the inputs whose outputs are complete (default: skip them).
+        largest_face: with detection, reconstruct the largest face only.
     """
     kinds = list(dict.fromkeys(kinds))
     unknown = sorted(set(kinds) - set(SAVE_KINDS))
@@ -304,29 +310,37 @@ def reconstruct_files(
     for path in sorted(todo, key=lambda path: counts[path.stem] > 1):
         # A rerun writes an input under the stem it claimed before (replacing its own files only).
         previous = folder.claimed_stems.get(owners[path], [])
-        base = previous[0] if previous and not detect else path.stem
-        stems[path] = folder.allocate(owners[path], base, () if detect else kinds)
+        base = previous[0] if previous else path.stem
+        stems[path] = folder.allocate(owners[path], base, kinds)
     scales: dict[Path, tuple[float, float]] = {}
     # Counted when a batch's files are written, so the rate is photos reconstructed and written per second.
     bar = tqdm(total=len(todo), unit="photo", disable=not progress, desc="reconstruct")
     for start in range(0, len(todo), batch_size):
-        # One item per face: (path, photo, box, stem, face number, face count).
-        items: list[tuple[Path, np.ndarray, Sequence[float] | None, str, int, int]] = []
+        # One item per face: (path, photo, box, stem, face number, face count, framing).
+        items: list[tuple[Path, np.ndarray, Sequence[float] | None, str, int, int, dict]] = []
         for path in todo[start:start + batch_size]:
             try:
                 photo, scales[path] = read_photo(path, max_pixels=images.MAX_PIXELS)
-                if detect:
-                    from lsqface.detect import detect_faces
-
-                    boxes = detect_faces(photo)
-                    if not boxes:
-                        raise ImageError(f"No face was found in {path.name}; pass its box with --bbox x,y,width,height.")
-                    items += [(path, photo, face, folder.allocate(owners[path], f"{stems[path]}_face{k}", kinds), k,
-                               len(boxes)) for k, face in enumerate(boxes)]
+                boxes, reason = _find_faces(photo, path.name, detect if box is None else False)
+                if boxes:
+                    boxes = boxes[:1] if largest_face else boxes
+                    several = len(boxes) > 1 or detect is True
+                    for k, face in enumerate(boxes):
+                        stem = folder.allocate(owners[path], f"{stems[path]}_face{k}", kinds) if several else stems[path]
+                        scale_x, scale_y = scales[path]
+                        framing = {"method": "detector", "face": k, "faces": len(boxes),
+                                   "box": [face[0] * scale_x, face[1] * scale_y, face[2] * scale_x, face[3] * scale_y]}
+                        items.append((path, photo, face, stem, k, len(boxes), framing))
                 else:
-                    items.append((path, photo, check_box(box, photo, scales[path], path.name), stems[path], 0, 1))
+                    framing = ({"method": "box", "face": 0, "faces": 1, "box": [float(value) for value in box]}
+                               if box is not None else {"method": "whole_photo", "face": 0, "faces": 1, "box": None})
+                    if reason:
+                        framing["reason"] = reason
+                    items.append((path, photo, check_box(box, photo, scales[path], path.name), stems[path], 0, 1,
+                                  framing))
             except LsqfaceError as error:
                 report.failed[str(path)] = str(error)
+            bar.update(1)
         groups = [items[k:k + batch_size] for k in range(0, len(items), batch_size)]
         while groups:
             group = groups.pop(0)
@@ -336,20 +350,20 @@ def reconstruct_files(
                 if len(group) > 1:
                     groups = [[item] for item in group] + groups
                     continue
-                report.failed[f"{group[0][0]} ({group[0][3]})" if detect else str(group[0][0])] = str(error)
+                report.failed[f"{group[0][0]} ({group[0][3]})" if group[0][5] > 1 else str(group[0][0])] = str(error)
                 continue
-            for index, (path, photo, _, stem, face, faces) in enumerate(group):
-                name = f"{path} ({stem})" if detect else str(path)
+            for index, (path, photo, _, stem, face, faces, framing) in enumerate(group):
+                name = f"{path} ({stem})" if faces > 1 else str(path)
                 try:
                     report.written.setdefault(str(path), []).extend(
                         _save_face(folder, result, index, photo, owners[path], stem, kinds, path.name, picture_side,
-                                   face, faces, scales[path]))
+                                   face, faces, scales[path], framing))
                 except LsqfaceError as error:
                     report.failed[name] = str(error)
                     continue
                 if result.status[index] != "ok":
                     report.doubtful[name] = status_sentence(
-                        result.status[index], result.status_reason[index], framed=detect or box is not None)
+                        result.status[index], result.status_reason[index], framed=framing["method"] != "whole_photo")
         bar.update(len(todo[start:start + batch_size]))
     bar.close()
     for path in report.failed:
@@ -357,9 +371,29 @@ def reconstruct_files(
     return report
 
 
+def _find_faces(photo: np.ndarray, name: str, detect: bool | None) -> tuple[list, str]:
+    """The detected face boxes (photo pixels of ``photo``, largest first) and, when there are none, why.
+
+    ``detect`` as in :func:`reconstruct_files`: True requires a face, None looks where it can, False never looks.
+    """
+    if detect is False:
+        return [], ""
+    from lsqface.detect import DetectorError, detect_faces
+
+    try:
+        boxes = detect_faces(photo)
+    except DetectorError:
+        if detect:
+            raise
+        return [], "no face detector is installed (pip install 'lsqface[detect]')"
+    if not boxes and detect:
+        raise ImageError(f"No face was found in {name}; pass its box with --bbox x,y,width,height.")
+    return boxes, "" if boxes else "the detector found no face"
+
+
 def _save_face(folder: OutputFolder, result, index: int, photo: np.ndarray, owner: str, stem: str, kinds: list[str],
                image_name: str, picture_side: int | None, face: int, faces: int,
-               photo_scale: tuple[float, float]) -> list[Path]:
+               photo_scale: tuple[float, float], framing: dict) -> list[Path]:
     """Claim the face's names in the manifest, write its files, and record them as done.
 
     A write error (disk full, name too long, folder turned read-only) removes the files of this
@@ -370,7 +404,7 @@ def _save_face(folder: OutputFolder, result, index: int, photo: np.ndarray, owne
     try:
         folder.record(claim)
         written = save_reconstruction(result, index, photo, folder.path, stem, kinds, image_name=image_name,
-                                      picture_side=picture_side, photo_scale=photo_scale)
+                                      picture_side=picture_side, photo_scale=photo_scale, extra={"framing": framing})
         folder.record({**claim, "done": True, "face": face, "faces": faces, "kinds": kinds,
                        "status": result.status[index] if result.status else "ok"})
     except OSError as error:

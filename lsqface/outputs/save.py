@@ -110,6 +110,7 @@ def save_reconstruction(
     image_name: str = "",
     picture_side: int | None = None,
     photo_scale: tuple[float, float] = (1.0, 1.0),
+    extra: dict | None = None,
 ) -> list[Path]:
     """Write the files of face ``index`` (see the module docstring); returns the paths written.
 
@@ -123,6 +124,7 @@ def save_reconstruction(
             ``lsqface.outputs.pictures.PICTURE_SIDE`` (1024), 0 for the photo's own size.
         photo_scale: the file's pixels per pixel of ``photo`` along x and y, when the file was decoded
             smaller (:func:`lsqface.data.images.read_photo`): the JSON and NPZ give the file's pixels.
+        extra: more top-level JSON fields (``framing``: how the face was found, see the schema).
     """
     folder = Path(folder)
     kinds = set(kinds)
@@ -143,7 +145,7 @@ def save_reconstruction(
     if "ply" in kinds:
         written.append(write_ply(folder / f"{stem}.ply", vertices, triangles, colours))
     if "json" in kinds:
-        written.append(write_json(folder / f"{stem}.json", reconstruction_parameters(r, index, image_name, photo_scale)))
+        written.append(write_json(folder / f"{stem}.json", {**reconstruction_parameters(r, index, image_name, photo_scale), **(extra or {})}))
     if "npz" in kinds:
         written.append(write_npz(folder / f"{stem}.npz", {
             "correspondence": _array(r.correspondence[index]).astype(np.float32),
