@@ -400,7 +400,7 @@ def _command_train_stage(args: argparse.Namespace) -> int:
     try:
         summary = run_stage(
             config, args.command, args.run_dir, resume=args.resume or False, init=args.init,
-            source=args.source, region=args.region, context=context, progress=not args.quiet,
+            source=args.source, region=args.region, context=context, progress=not args.quiet, until=args.until,
         )
     finally:
         finish(context)
@@ -431,6 +431,9 @@ def _add_train_options(parser: argparse.ArgumentParser, default_run_dir: str) ->
     _add_run_options(parser, "training TOML file, e.g. configs/cpu.toml", default_run_dir)
     parser.add_argument("--init", default=None, metavar="CHECKPOINT", help="start the network from this checkpoint's weights")
     parser.add_argument("--steps", type=int, default=None, help="override the config's step count")
+    parser.add_argument("--until", type=int, default=None, metavar="STEP",
+                        help="stop after this step; the learning-rate schedule still spans the config's steps "
+                             "and --resume continues the run")
     parser.add_argument("--seed", type=int, default=None,
                         help="override the config's seed (network initialisation, data and pixel sampling)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available); under torchrun cuda:LOCAL_RANK")

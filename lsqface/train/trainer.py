@@ -619,7 +619,7 @@ def training_pictures(images, maps, rendered, residual, count: int = 4) -> torch
 def run_stage(config: TrainConfig, stage: Stage, run_dir: str | Path, *, resume: bool | str | Path = False,
               init: str | Path | None = None, source: str | None = None, region: str | None = None,
               context: DistributedContext = DistributedContext(), progress: bool = True,
-              uv_model: UVMorphableModel | None = None) -> RunSummary:
+              uv_model: UVMorphableModel | None = None, until: int | None = None) -> RunSummary:
     """Run one stage end to end: load the UV-3DMM, build or resume the trainer, train, evaluate.
 
     Args:
@@ -632,6 +632,8 @@ def run_stage(config: TrainConfig, stage: Stage, run_dir: str | Path, *, resume:
         context: this process's place in a distributed run.
         progress: show a progress bar.
         uv_model: use this UV-3DMM instead of loading one.
+        until: stop after this step (the schedule still spans the config's steps; resuming continues);
+            the end-of-run evaluation is written only when the stage's last step is done.
 
     Raises:
         CheckpointError: --resume or --init names a missing, damaged or foreign checkpoint.
@@ -656,8 +658,9 @@ def run_stage(config: TrainConfig, stage: Stage, run_dir: str | Path, *, resume:
     if resume:
         trainer.resume(None if resume is True else resume)
     try:
-        summary = trainer.run(progress=progress)
-        if config.evaluate_count > 0 and context.is_main and not summary.interrupted:
+        summary = trainer.run(until=until, progress=progress)
+        finished = trainer.step >= trainer.section.steps
+        if config.evaluate_count > 0 and context.is_main and not summary.interrupted and finished:
             from lsqface.train.evaluate import synthetic_landmark_error
 
             result = synthetic_landmark_error(trainer.network, trainer.uv_model, config, config.evaluate_count)

@@ -356,3 +356,19 @@ def test_mixed_supervision_needs_photos(ict_uv_model, tiny, tmp_path):
     config = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, supervision="mixed"))
     with pytest.raises(ConfigError, match="data.photos"):
         Trainer(config, "train", tmp_path, ict_uv_model)
+
+
+def test_a_stage_stopped_early_keeps_its_schedule_and_evaluates_only_at_its_end(ict_uv_model, tiny, tmp_path):
+    from lsqface.train.trainer import run_stage
+
+    config = dataclasses.replace(tiny, evaluate_count=2, checkpoint_every=100)
+    early = run_stage(config, "train", tmp_path / "run", uv_model=ict_uv_model, progress=False, until=2)
+    assert early.step == 2 and not (tmp_path / "run" / "evaluation.json").exists()
+    finished = run_stage(config, "train", tmp_path / "run", uv_model=ict_uv_model, progress=False, resume=True)
+    assert finished.step == config.train.steps and (tmp_path / "run" / "evaluation.json").exists()
+    straight = run_stage(config, "train", tmp_path / "straight", uv_model=ict_uv_model, progress=False)
+    from lsqface.nets.checkpoint import load_checkpoint
+
+    first = load_checkpoint(tmp_path / "run" / "last.pt")["network_state"]
+    second = load_checkpoint(tmp_path / "straight" / "last.pt")["network_state"]
+    assert straight.step == finished.step and all(torch.equal(first[name], second[name]) for name in first)
