@@ -207,8 +207,8 @@ def _command_reconstruct(args: argparse.Namespace) -> int:
     box = _parse_box(args.bbox)
     if box is not None and args.detect is not None:
         raise LsqfaceError("--bbox frames the face itself; give it without --detect or --no-detect.")
-    if not kinds:
-        raise LsqfaceError("--save names nothing to write; pass one or more of obj,ply,json,npz,pictures.")
+    if not kinds or set(kinds) - {"obj", "ply", "json", "npz", "pictures"}:
+        raise LsqfaceError(f"--save takes one or more of obj,ply,json,npz,pictures, not '{args.save}'.")
     inputs = expand_inputs(args.inputs or [demo_photo()], exclude=_own_outputs(args.output))
     open_output_folder(args.output, inputs)  # refuse an unusable folder before loading the network
     reconstructor = _reconstructor(args)
@@ -319,7 +319,8 @@ def _command_export(args: argparse.Namespace) -> int:
     import json
 
     from lsqface.errors import ConfigError
-    from lsqface.nets.checkpoint import inference_checkpoint, load_checkpoint, network_from_checkpoint, save_checkpoint
+    from lsqface.nets.checkpoint import (check_settings, inference_checkpoint, load_checkpoint, network_from_checkpoint,
+                                         save_checkpoint)
 
     payload = load_checkpoint(args.checkpoint)
     network_from_checkpoint(payload, args.checkpoint)  # refuse a damaged file before writing anything
@@ -352,6 +353,7 @@ def _command_export(args: argparse.Namespace) -> int:
         settings = {**(shipped.get("reconstruct_config") or {}), **changes}
         ReconstructConfig(**settings)  # refuses an ensemble other than 1, 2 or 4, negative passes, a bad fraction
         shipped["reconstruct_config"] = settings
+    check_settings({**payload, **shipped}, args.output)  # refuse settings reconstruct would refuse to load
     path = save_checkpoint(args.output, shipped)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
