@@ -62,6 +62,23 @@ def test_mixed_precision_gives_the_float64_fit(image_scene_factory):
         assert _relative(getattr(mixed, name), getattr(double, name)) < 1e-5, name
 
 
+@pytest.mark.parametrize("precision", ["float64", "mixed"])
+def test_inference_solves_image_by_image_as_the_batch_does(image_scene_factory, precision):
+    """Without autograd the layer solves one image at a time (its basis stays in cache, fit._per_image):
+    the batched solve's results within rounding (float32's in the products of "mixed"), robust passes included."""
+    scene = image_scene_factory(seed=4)
+    tolerance = 1e-9 if precision == "float64" else 1e-4
+    config = SolverConfig(sample_count=500, robust_iterations=3, precision=precision)
+    maps = (scene.image, scene.correspondence, scene.depth, scene.confidence)
+    batched = fit(scene.uv_model, *maps, config, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        single = fit(scene.uv_model, *maps, config, torch.Generator().manual_seed(5))
+    assert scene.image.shape[0] > 1
+    for name in ("inverse_camera", "camera_centre", "rotation", "translation", "shape_coefficients", "inverse_lighting",
+                 "albedo_coefficients", "geometric_residuals", "geometric_weights", "photometric_residuals"):
+        torch.testing.assert_close(getattr(single, name), getattr(batched, name), rtol=tolerance, atol=tolerance, msg=name)
+
+
 def test_gradients_reach_every_map(image_scene_factory):
     scene = image_scene_factory(seed=2, uv_offset=0.25)
     maps = [t.clone().requires_grad_() for t in (scene.image, scene.correspondence, scene.depth, scene.confidence)]
