@@ -340,7 +340,6 @@ def reconstruct_files(
                                   framing))
             except LsqfaceError as error:
                 report.failed[str(path)] = str(error)
-            bar.update(1)
         groups = [items[k:k + batch_size] for k in range(0, len(items), batch_size)]
         while groups:
             group = groups.pop(0)
