@@ -103,6 +103,12 @@ def uv_texels(vertex_uv: np.ndarray, triangles: torch.Tensor, size: int) -> tupl
         covered (S, S) bool; corners (N, 3) int64 vertex indices of each covered texel's triangle;
         weights (N, 3) float64 its barycentric coordinates (N covered texels, row-major order).
     """
+    return _uv_layout(vertex_uv, triangles, size)[:3]
+
+
+def _uv_layout(vertex_uv: np.ndarray, triangles: torch.Tensor, size: int) -> tuple:
+    """:func:`uv_texels` and, for every texel, the covered texel nearest to it (its fill source, (S, S) rows
+    and columns), cached together."""
     uv = np.ascontiguousarray(np.asarray(vertex_uv, dtype=np.float64))
     triangles = torch.as_tensor(triangles, dtype=torch.int64).cpu()
     key = (hash(uv.tobytes()), hash(triangles.numpy().tobytes()), uv.shape, tuple(triangles.shape), int(size))
@@ -111,18 +117,25 @@ def uv_texels(vertex_uv: np.ndarray, triangles: torch.Tensor, size: int) -> tupl
         fragments = rasterize(uv_vertices(uv, size), triangles, size, size)
         covered = fragments.mask[0]
         corners = triangles.index_select(0, fragments.triangle_id[0][covered])
-        cached = (covered, corners, fragments.barycentrics[0][covered].to(torch.float64))
+        known = covered.numpy()
+        _, nearest = ndimage.distance_transform_edt(~known, return_indices=True) if not known.all() else (None, None)
+        cached = (covered, corners, fragments.barycentrics[0][covered].to(torch.float64), nearest)
         if len(_UV_TEXELS) >= 8:
             _UV_TEXELS.clear()
         _UV_TEXELS[key] = cached
     return cached
 
 
-def _fill_outside(image: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Copy each unknown pixel from its nearest known pixel; image (S, S, C), known (S, S) bool."""
+def _fill_outside(image: np.ndarray, known: np.ndarray, nearest: np.ndarray | None = None) -> np.ndarray:
+    """Copy each unknown pixel from its nearest known pixel; image (S, S, C), known (S, S) bool.
+
+    ``nearest``: the (2, S, S) rows and columns of each pixel's nearest known pixel, if known already.
+    """
     if known.all() or not known.any():
         return image
-    _, (rows, columns) = ndimage.distance_transform_edt(~known, return_indices=True)
+    if nearest is None:
+        _, nearest = ndimage.distance_transform_edt(~known, return_indices=True)
+    rows, columns = nearest
     return image[rows, columns]
 
 
@@ -162,15 +175,15 @@ def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256
     colour = reconstruction.colour[index:index + 1].detach().cpu().to(dtype)
     intrinsics = reconstruction.intrinsics[index].detach().cpu().to(dtype)
 
-    covered, corners, weights = uv_texels(reconstruction.vertex_uv, triangles, size)
+    covered, corners, weights, nearest = _uv_layout(reconstruction.vertex_uv, triangles, size)
     attributes = torch.cat([vertices, normals, colour], -1)[0]  # (V, 9)
-    values = (attributes[corners] * weights[..., None]).sum(1)  # (N, 9) at the covered texels
+    values = sum(weights[:, k, None] * attributes.index_select(0, corners[:, k]) for k in range(3))  # (N, 9)
     points, texel_normals, fitted = values[:, 0:3], values[:, 3:6], values[:, 6:9]
     if not from_photo:
         texture = np.zeros((size, size, 3), np.float32)
         mask = covered.numpy()
         texture[mask] = fitted.clamp(0, 1).nan_to_num(0.5).numpy()
-        return _fill_outside(texture, mask), np.zeros((size, size), bool)
+        return _fill_outside(texture, mask, nearest), np.zeros((size, size), bool)
 
     projected = points @ intrinsics.T
     image_points = projected[:, :2] / projected[:, 2:3]
@@ -197,4 +210,4 @@ def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256
     texture[mask] = texel_colour.clamp(0, 1).numpy()
     visible_image = np.zeros((size, size), bool)
     visible_image[mask] = visible.numpy()
-    return _fill_outside(texture, mask), visible_image
+    return _fill_outside(texture, mask, nearest), visible_image
