@@ -29,21 +29,23 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 # The default model from nothing by its model card's recipe (lsqface/weights/README.md), exported with
-# the shipped inference settings to $(RUNS)/default.pt: 107 CPU minutes of one core at the reference
-# speed (docs/training.md, "Training cost"; a slower machine takes longer). Run it again
-# after an interruption: a finished stage (its evaluation.json) is skipped, an interrupted one resumed.
+# the shipped inference settings to $(RUNS)/default.pt: stages 1-3 take 107 CPU minutes of one core at the
+# reference speed (docs/training.md, "Training cost"), the whole-head stage about 1.5 hours more (a slower
+# machine takes longer). Run it again after an interruption: a finished stage (its evaluation.json) is
+# skipped, an interrupted one resumed; the whole-head stage stops at the step the model card names (--until).
 RUNS ?= runs
-EXPORT_SETTINGS := --solver robust_iterations=5 robust_scale=2.0 precision=float64 --ensemble 4 --refine 1 --refine-fraction 0.75
-# stage NAME CONFIG [INIT]
+EXPORT_SETTINGS := --solver robust_iterations=5 robust_scale=2.0 precision=float64 --ensemble 4 --refine 0
+# stage NAME CONFIG [INIT] [MORE FLAGS]
 stage = test -f $(RUNS)/$(1)/evaluation.json || $(BIN)/lsqface train --config $(2) --run-dir $(RUNS)/$(1) \
-	$(if $(3),--init $(3)) $$(test -f $(RUNS)/$(1)/last.pt && echo --resume)
+	$(if $(3),--init $(3)) $(4) $$(test -f $(RUNS)/$(1)/last.pt && echo --resume)
 
 default-model: venv
 	$(BIN)/lsqface model build
 	$(call stage,default,configs/default.toml)
 	$(call stage,continue,configs/continue-true-maps.toml,$(RUNS)/default/last.pt)
 	$(call stage,finetune-fit-long,configs/finetune-fit-long.toml,$(RUNS)/continue/last.pt)
-	$(BIN)/lsqface export $(RUNS)/finetune-fit-long/last.pt -o $(RUNS)/default.pt $(EXPORT_SETTINGS)
+	$(call stage,photo,configs/photo.toml,$(RUNS)/finetune-fit-long/last.pt,--until 3500)
+	$(BIN)/lsqface export $(RUNS)/photo/last.pt -o $(RUNS)/default.pt $(EXPORT_SETTINGS)
 
 bench: venv
 	$(BIN)/python benchmarks/bench_model.py

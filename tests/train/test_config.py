@@ -74,13 +74,13 @@ def test_the_long_fine_tune_is_the_shipped_one_run_longer_on_new_faces():
 
 
 def test_the_shipped_model_was_trained_by_its_committed_config():
-    # The model card's recipe names configs/finetune-fit-long.toml as the last stage: the config stored in
+    # The model card's recipe names configs/photo.toml as the last stage: the config stored in
     # the shipped checkpoint must be that file's.
     from lsqface.nets.checkpoint import load_checkpoint
 
     payload = load_checkpoint(REPOSITORY_ROOT / "lsqface" / "weights" / "default.pt")
     stored = from_dict(TrainConfig, payload["metadata"]["training_config"])
-    assert stored == load_train_config(REPOSITORY_ROOT / "configs" / "finetune-fit-long.toml")
+    assert stored == load_train_config(REPOSITORY_ROOT / "configs" / "photo.toml")
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
