@@ -184,8 +184,8 @@ def test_smoothing_is_an_exponential_moving_average(oracle):
                     reason="no default network in this checkout")
 def test_tracking_frames_a_small_moving_face_like_a_photo(ict_uv_model, tmp_path):
     """A face at 45 % of the frame's width (the small end of what the network was trained on),
-    drifting across it: the shipped model follows it (one re-framed pass when it moves) and its
-    landmarks are better than with whole frames."""
+    drifting across it: the shipped network with one re-framing pass follows it and its landmarks are
+    better than with whole frames."""
     from lsqface.evaluate.benchmark import evaluation_seeds
     from lsqface.evaluate.metrics import landmark_error
 
@@ -203,14 +203,14 @@ def test_tracking_frames_a_small_moving_face_like_a_photo(ict_uv_model, tmp_path
     truth = torch.as_tensor(np.stack(truth), dtype=torch.float64)
     shipped = Reconstructor.from_checkpoint(uv_model=ict_uv_model)
     errors = {}
-    for name, passes in (("tracked", shipped.config.refine_passes), ("whole frames", 0)):
+    # The shipped settings re-frame photos no more (chosen on real photos); a video re-frames with --refine 1.
+    for name, passes in (("tracked", max(1, shipped.config.refine_passes)), ("whole frames", 0)):
         reconstructor = Reconstructor(shipped.network, ict_uv_model, dataclasses.replace(shipped.config, refine_passes=passes))
         reconstruct_video(reconstructor, tmp_path / "drift.mp4", tmp_path / f"{name}.mp4", batch_size=4, progress=False)
         lines = read_lines(tmp_path / f"{name}.jsonl")
         assert len(lines) == 8 and not any("error" in line for line in lines)
         predicted = torch.tensor([line["landmarks_5"] for line in lines], dtype=torch.float64)
         errors[name] = landmark_error(predicted, truth)
-    assert shipped.config.refine_passes > 0
     assert float(errors["tracked"].median()) < float(errors["whole frames"].median()), errors
 
 
