@@ -19,11 +19,12 @@ solves, the path before the speed-ups; ``accurate`` the default; ``fast`` a sing
 - MediaPipe: BlazeFace and the 468-point face mesh (lsqface.evaluate.peers.mediapipe_peer) on each
   photo, one at a time (it has no batch), skipped with a line saying what to install where it is missing.
 
-Every time is the best of ``--repeats`` wall-clock runs (the least disturbed: this is a 2-core machine
-whose other core is usually busy) and is printed also as a ratio to MediaPipe's time per photo
-measured in the same run, so figures from different runs can be compared through their ratios.
-The load average before and after the run is printed with the machine. ``--out DIR`` also writes
-the table as ``inference.md`` and the figures as ``inference.json``.
+Every time is the best of ``--repeats`` runs on the wall clock and, separately, in this process's CPU
+time (the least disturbed: this is a 2-core machine whose other core is usually busy); batch 1 is each
+photo on its own, averaged. Each is printed also as a multiple of MediaPipe's CPU time per photo,
+measured at the start and at the end of the same run (the best of both), so figures from different
+runs compare through their ratios. The load average before and after the run is printed with the
+machine. ``--out DIR`` also writes the table as ``inference.md`` and the figures as ``inference.json``.
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ def best_clocks(first: Time | None, second: Time | None) -> Time | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2, the machine's cores)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1, as lsqface's commands: docs/performance.md)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure; the best is kept (default 5)")
     parser.add_argument("--batch", type=int, default=16, help="the larger batch (default 16)")
     parser.add_argument("--checkpoint", default=None, help="checkpoint (default: the shipped lsqface/weights/default.pt)")
@@ -210,9 +212,12 @@ def main() -> None:
     for preset in args.presets.split(","):
         reconstructor = Reconstructor.from_checkpoint(checkpoint, uv_model=uv_model, preset=preset)
         rows = {}
-        for batch in (1, args.batch):
-            stages = stage_times(reconstructor, batch_of(images, batch), args.repeats)
-            rows[batch] = {name: seconds / batch for name, seconds in stages.items()}
+        # Batch 1: every photo on its own, averaged (their re-framing differs: a fit without a usable frame stops).
+        singles = [stage_times(reconstructor, [image], args.repeats) for image in images]
+        rows[1] = {name: sum((single[name] for single in singles), Time(wall=0.0, cpu=0.0)) / len(singles)
+                   for name in singles[0]}
+        stages = stage_times(reconstructor, batch_of(images, args.batch), args.repeats)
+        rows[args.batch] = {name: seconds / args.batch for name, seconds in stages.items()}
         config = reconstructor.config
         figures["presets"][preset] = {
             "settings": f"{config.rotation_ensemble} turned copies, {config.solver.robust_iterations} robust passes, "

@@ -180,7 +180,7 @@ def _reconstructor(args: argparse.Namespace, uv_model=None):
 
 
 def _set_threads(args: argparse.Namespace) -> None:
-    """``--threads N``: the CPU threads torch uses (default: its own choice, one per core)."""
+    """``--threads N``: the CPU threads torch uses (default 1, see its help)."""
     if getattr(args, "threads", None):
         import torch
 
@@ -480,8 +480,9 @@ def _add_network_options(parser: argparse.ArgumentParser, checkpoint: bool = Tru
             help="accurate (default): the checkpoint's passes (turned copies, robust passes, re-framing) with "
             "mixed-precision solves; fast: one network pass and one solve, about 4x faster and less accurate "
             "(docs/performance.md); reference: the checkpoint's settings as stored, float64 solves (slowest)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads (default: one per core)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="CPU threads (default 1: the fit is thousands of small operations, each of which waits "
+                        "for a second thread; on 2 cores with one busy, 1 thread is 2-5x faster, docs/performance.md)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--batch-size", type=int, default=8, help=f"{unit} per forward pass (default 8)")
     _add_face_model_options(parser)
