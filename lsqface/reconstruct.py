@@ -384,7 +384,6 @@ def frame_image(image: np.ndarray, size: int, box: Sequence[float] | None = None
     """
     from lsqface.data.images import fit_to_square, to_tensor
 
-    tensor = to_tensor(image)
     to_framed = torch.eye(3, dtype=torch.float64)
     if box is not None:
         x, y, box_width, box_height = (float(value) for value in box)
@@ -394,15 +393,18 @@ def frame_image(image: np.ndarray, size: int, box: Sequence[float] | None = None
         left, top = x + 0.5 * box_width - 0.5 * side, y + 0.5 * box_height - 0.5 * side
         # Crop the square (padding with black outside the image) at integer pixel bounds.
         left_px, top_px, side_px = int(np.floor(left)), int(np.floor(top)), max(1, int(np.ceil(side)))
-        height, width = tensor.shape[-2:]
-        crop = tensor.new_zeros(3, side_px, side_px)
+        height, width = image.shape[:2]
         src_top, src_left = max(0, top_px), max(0, left_px)
         src_bottom, src_right = min(height, top_px + side_px), min(width, left_px + side_px)
         if src_bottom <= src_top or src_right <= src_left:
             raise ImageError(f"The face box {tuple(box)} lies outside the {width}x{height} image.")
-        crop[:, src_top - top_px:src_bottom - top_px, src_left - left_px:src_right - left_px] = tensor[:, src_top:src_bottom, src_left:src_right]
-        tensor = crop
+        # Only the part of the photo inside the square is converted (not the whole photo, then cropped).
+        inside = to_tensor(image[src_top:src_bottom, src_left:src_right])
+        tensor = inside.new_zeros(3, side_px, side_px)
+        tensor[:, src_top - top_px:src_bottom - top_px, src_left - left_px:src_right - left_px] = inside
         to_framed = torch.tensor([[1.0, 0.0, -left_px], [0.0, 1.0, -top_px], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    else:
+        tensor = to_tensor(image)
     framed, matrix = fit_to_square(tensor, size, mode="pad")
     to_network = torch.cat([matrix, torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)]) @ to_framed
     return framed, to_network
@@ -552,14 +554,18 @@ class Reconstructor:
             config = preset_config(config, preset)
         return cls(network, uv_model, config, device)
 
-    def prepare(self, images: Sequence, boxes: Sequence[Sequence[float] | None] | None = None):
-        """Read and frame images: ((B, 3, S, S) tensor, (B, 3, 3) to-network matrices, sizes)."""
+    def prepare(self, images: Sequence, boxes: Sequence[Sequence[float] | None] | None = None, *, read: bool = True):
+        """Read and frame images: ((B, 3, S, S) tensor, (B, 3, 3) to-network matrices, sizes).
+
+        ``read=False``: the images are already what ``read_image`` gives ((H, W, 3) float32 in [0, 1]), as
+        in a call's later passes, which then skip reading (a copy and a clip of every photo) again.
+        """
         from lsqface.data.images import read_image
 
         framed, matrices, sizes = [], [], []
         boxes = boxes if boxes is not None else [None] * len(images)
         for image, box in zip(images, boxes):
-            array = read_image(image)
+            array = read_image(image) if read else image
             sizes.append(tuple(array.shape[:2]))
             tensor, matrix = frame_image(array, self.config.input_size, box, self.config.face_margin)
             framed.append(tensor)
@@ -623,7 +629,7 @@ class Reconstructor:
         return refine_boxes(result, self.uv_model.model, self.config.refine_fraction, self.config.face_margin)
 
     def _reconstruct(self, arrays: list[np.ndarray], boxes: list) -> Reconstruction:
-        network_image, to_network, sizes = self.prepare(arrays, boxes)
+        network_image, to_network, sizes = self.prepare(arrays, boxes, read=False)
         maps = self.predict_maps(network_image)
         with torch.no_grad():
             return reconstruct_from_maps(

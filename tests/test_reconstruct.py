@@ -296,3 +296,20 @@ def test_presets_change_only_what_they_say():
     assert fast.solver.precision == "mixed" and fast.solver.sample_count == 2000 and fast.input_size == 64
     with pytest.raises(ConfigError, match="preset"):
         preset_config(stored, "fastest")
+
+
+def test_a_box_frames_only_the_part_of_the_photo_it_covers():
+    """frame_image converts only the photo's part inside the square: the result is the padded crop of the
+    whole converted photo, bit for bit, for a box inside the photo and one over its corner."""
+    from lsqface.data.images import fit_to_square, to_tensor
+
+    image = np.random.default_rng(5).random((90, 120, 3)).astype(np.float32)
+    for box in ((30.0, 20.0, 40.0, 40.0), (-20.0, 60.0, 50.0, 50.0)):
+        framed, to_network = frame_image(image, 32, box=box, margin=1.6)
+        side = 1.6 * 50.0 if box[2] == 50.0 else 1.6 * 40.0
+        left, top = int(np.floor(box[0] + box[2] / 2 - side / 2)), int(np.floor(box[1] + box[3] / 2 - side / 2))
+        size = int(np.ceil(side))
+        padded = torch.zeros(3, size + 200, size + 200)
+        padded[:, 100 - top:100 - top + 90, 100 - left:100 - left + 120] = to_tensor(image)
+        expected, _ = fit_to_square(padded[:, 100:100 + size, 100:100 + size], 32)
+        assert torch.equal(framed, expected)
