@@ -627,7 +627,9 @@ def run_stage(config: TrainConfig, stage: Stage, run_dir: str | Path, *, resume:
         stage: "pretrain" or "train".
         run_dir: checkpoints (last.pt), TensorBoard logs and evaluation.json go here.
         resume: True continues from RUN_DIR/last.pt, a path from that checkpoint.
-        init: a checkpoint (e.g. the pretraining's last.pt) whose network weights start this stage.
+        init: a checkpoint (e.g. the pretraining's last.pt) whose network weights start this stage;
+            its network must be the config's, its input size may differ (the U-Net is fully
+            convolutional), unlike --resume, which continues the same run.
         source, region: the face model (lsqface.morphable.cache.load_uv_model).
         context: this process's place in a distributed run.
         progress: show a progress bar.
@@ -648,11 +650,14 @@ def run_stage(config: TrainConfig, stage: Stage, run_dir: str | Path, *, resume:
     if init is not None and not resume:
         payload = load_checkpoint(init)
         check_face_model(payload, uv_model, init)
-        if payload.get("network_config") != dataclasses.asdict(config.network) or int(payload["input_size"]) != config.input_size:
+        if payload.get("network_config") != dataclasses.asdict(config.network):
             raise CheckpointError(
-                f"Checkpoint {init} is of another model (network {payload.get('network_config')}, input "
-                f"{payload.get('input_size')} px) than the config; use the config it was trained with."
+                f"Checkpoint {init} is of another network ({payload.get('network_config')}) than the config "
+                f"({dataclasses.asdict(config.network)}); use the network it was trained with."
             )
+        if int(payload["input_size"]) != config.input_size:
+            # The U-Net is fully convolutional: its weights start a stage at another input size.
+            logger.info("Starting from %s, trained at %s px, at %d px.", init, payload["input_size"], config.input_size)
         initial = network_from_checkpoint(payload, init).state_dict()
     trainer = Trainer(config, stage, run_dir, uv_model, context, initial_network=initial)
     if resume:

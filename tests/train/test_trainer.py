@@ -372,3 +372,22 @@ def test_a_stage_stopped_early_keeps_its_schedule_and_evaluates_only_at_its_end(
     first = load_checkpoint(tmp_path / "run" / "last.pt")["network_state"]
     second = load_checkpoint(tmp_path / "straight" / "last.pt")["network_state"]
     assert straight.step == finished.step and all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_init_starts_a_stage_at_another_input_size_but_not_another_network(ict_uv_model, tiny, tmp_path):
+    from lsqface.nets.checkpoint import load_checkpoint
+    from lsqface.train.trainer import run_stage
+
+    config = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, steps=1), checkpoint_every=1)
+    run_stage(config, "train", tmp_path / "small", uv_model=ict_uv_model, progress=False)
+    start = tmp_path / "small" / "last.pt"
+    larger = dataclasses.replace(config, input_size=config.input_size + 16)
+    # The U-Net is fully convolutional: the same weights start a stage at a larger input.
+    weights = load_checkpoint(start)["network_state"]
+    trainer = Trainer(larger, "train", tmp_path / "unused", ict_uv_model, initial_network=weights)
+    assert all(torch.equal(value, trainer.network.state_dict()[name]) for name, value in weights.items())
+    summary = run_stage(larger, "train", tmp_path / "large", uv_model=ict_uv_model, progress=False, init=start)
+    assert summary.step == 1 and load_checkpoint(tmp_path / "large" / "last.pt")["input_size"] == larger.input_size
+    other = dataclasses.replace(config, network=UNetConfig(variant="narrow", width=0.25))
+    with pytest.raises(CheckpointError, match="another network"):
+        run_stage(other, "train", tmp_path / "other", uv_model=ict_uv_model, progress=False, init=start)
