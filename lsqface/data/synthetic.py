@@ -17,7 +17,6 @@ of its seed.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -29,7 +28,7 @@ from lsqface.morphable.model import basis_products
 from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.render.interpolate import interpolate, vertex_normals
 from lsqface.render.rasterize import rasterize
-from lsqface.solver.pose import rotation_from_pose
+from lsqface.synthetic.camera import sample_camera
 
 
 @dataclass(frozen=True)
@@ -106,36 +105,12 @@ class SyntheticFaces:
     seeds: list[int] = field(default_factory=list)
 
 
-def _uniform(generator: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
-
-
 def _detail_texture(generator: torch.Generator, amplitude: float) -> torch.Tensor:
     """A (1, 3, 64, 64) zero-mean random albedo texture in UV space (freckles and blotches)."""
     fine = torch.randn(1, 1, 64, 64, generator=generator)
     medium = F.interpolate(torch.randn(1, 1, 16, 16, generator=generator), size=(64, 64), mode="bilinear", align_corners=False)
     tint = 1.0 + 0.2 * torch.randn(1, 3, 1, 1, generator=generator)
     return amplitude * (0.5 * fine + medium) * tint
-
-
-def _camera(generator: torch.Generator, config: SyntheticConfig, face_width: float, centre_depth: float):
-    """Intrinsics (3, 3), rotation (3, 3), translation (3,) and pose (3,) in degrees for one face."""
-    size = config.size
-    fov = math.radians(_uniform(generator, *config.field_of_view))
-    focal = 0.5 * size / math.tan(0.5 * fov)
-    fraction = _uniform(generator, *config.face_fraction)
-    distance = focal * face_width / (fraction * size) + centre_depth
-    pose = torch.tensor(
-        [_uniform(generator, -config.yaw_range, config.yaw_range),
-         _uniform(generator, -config.pitch_range, config.pitch_range),
-         _uniform(generator, -config.roll_range, config.roll_range)],
-        dtype=torch.float64,
-    )
-    rotation = rotation_from_pose(*torch.deg2rad(pose)[:, None])[0]
-    shift = torch.tensor([_uniform(generator, -config.shift, config.shift) for _ in range(2)], dtype=torch.float64)
-    intrinsics = torch.tensor([[focal, 0.0, 0.5 * size], [0.0, focal, 0.5 * size], [0.0, 0.0, 1.0]], dtype=torch.float64)
-    translation = torch.cat([shift * size * distance / focal, torch.tensor([distance], dtype=torch.float64)])
-    return intrinsics, rotation, translation, pose
 
 
 def generate_faces(uv_model: UVMorphableModel, seeds: list[int], config: SyntheticConfig = SyntheticConfig()) -> SyntheticFaces:
@@ -166,7 +141,9 @@ def generate_faces(uv_model: UVMorphableModel, seeds: list[int], config: Synthet
         identity = config.identity_std * torch.randn(model.n_identity, generator=generator, dtype=dtype)
         expression = config.expression_std * torch.randn(model.n_expression, generator=generator, dtype=dtype)
         albedo = config.albedo_std * torch.randn(model.n_albedo, generator=generator, dtype=dtype)
-        intrinsics, rotation, translation, pose = _camera(generator, config, face_width, centre_depth)
+        intrinsics, rotation, translation, pose = sample_camera(
+            generator, config.size, face_width, centre_depth, config.field_of_view, config.face_fraction,
+            config.yaw_range, config.pitch_range, config.roll_range, config.shift)
         lighting = constant_lighting(config.lighting_ambient) + config.lighting_std * torch.randn(9, generator=generator, dtype=dtype)
         colour_scale = 1.0 + config.colour_lighting_std * torch.randn(3, 1, generator=generator, dtype=dtype)
         parts["identity"].append(identity)
