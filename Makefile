@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 OUT ?= lsqface-demo
 
-.PHONY: venv demo test bench bench-inference default-model real-benchmark clean
+.PHONY: venv demo test bench bench-inference default-model backgrounds real-benchmark clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,15 @@ default-model: venv
 	$(call stage,finetune-fit-long,configs/finetune-fit-long.toml,$(RUNS)/continue/last.pt)
 	$(call stage,photo,configs/photo.toml,$(RUNS)/finetune-fit-long/last.pt,--until 3500)
 	$(BIN)/lsqface export $(RUNS)/photo/last.pt -o $(RUNS)/default.pt $(EXPORT_SETTINGS)
+
+# Face-free training backgrounds (lsqface backgrounds): the wallpapers of Debian's MATE, GNOME and KDE Plasma
+# packages (about 180 MB of downloads, on a Debian or Ubuntu machine; nothing is installed) and the photographs
+# Python packages ship, scaled to 1024 px, pictures with a face left out: $(RUNS)/backgrounds (90 pictures).
+WALLPAPERS := mate-backgrounds gnome-backgrounds plasma-workspace-wallpapers
+backgrounds: venv
+	mkdir -p $(RUNS)/wallpapers
+	cd $(RUNS)/wallpapers && apt-get download $(WALLPAPERS)
+	$(BIN)/lsqface backgrounds $(RUNS)/wallpapers -o $(RUNS)/backgrounds
 
 bench: venv
 	$(BIN)/python benchmarks/bench_model.py

@@ -86,6 +86,7 @@ OPTION_BOUNDS = {
     "steps": (0, 100_000_000),
     "ensemble": (1, 4),
     "threads": (1, 256),
+    "max_side": (64, 8192),
 }
 #: --size: the UV image of ``model`` (pixels), and the synthetic faces of ``evaluate`` and ``compare`` (pixels).
 SIZE_BOUNDS = {"model": (16, 2048), "evaluate": (16, 1024), "compare": (16, 1024)}
@@ -314,6 +315,17 @@ def _command_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_backgrounds(args: argparse.Namespace) -> int:
+    import logging
+
+    from lsqface.data.backgrounds import collect_backgrounds
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    found = collect_backgrounds(args.sources, args.output, max_side=args.max_side, reject_faces=not args.keep_faces)
+    print(f"{len(found)} background pictures in {args.output}")
+    return 0
+
+
 def _command_export(args: argparse.Namespace) -> int:
     import dataclasses
     import json
@@ -398,6 +410,15 @@ def _command_train_stage(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, photos=str(args.photos)))
         if config.train.supervision != "mixed":
             config = dataclasses.replace(config, train=dataclasses.replace(config.train, supervision="mixed"))
+    if getattr(args, "backgrounds", None):
+        from pathlib import Path
+
+        from lsqface.errors import ConfigError
+
+        if not Path(args.backgrounds).is_dir():
+            raise ConfigError(f"--backgrounds {args.backgrounds} is not a folder; make one with lsqface backgrounds.")
+        config = dataclasses.replace(config, data=dataclasses.replace(
+            config.data, background="natural", background_root=str(args.backgrounds)))
     context = context_from_environment(args.device)
     try:
         summary = run_stage(
@@ -442,6 +463,9 @@ def _add_train_options(parser: argparse.ArgumentParser, default_run_dir: str) ->
     parser.add_argument("--photos", default=None, metavar="DIR",
                         help="a folder of your own unlabelled face photos for train.supervision = 'mixed' "
                              "(configs/finetune-photos.toml; overrides data.photos)")
+    parser.add_argument("--backgrounds", default=None, metavar="DIR",
+                        help="a folder of face-free pictures behind the synthetic faces (lsqface backgrounds makes one; "
+                             "overrides data.background_root)")
 
 
 def _add_model_source_options(parser: argparse.ArgumentParser) -> None:
@@ -661,6 +685,20 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("-o", "--output", required=True, help="folder for the report")
     _add_network_options(compare, checkpoint=False)
     compare.set_defaults(handler=_command_compare)
+
+    backgrounds = commands.add_parser(
+        "backgrounds", help="gather face-free background pictures for training into one folder",
+        description="Collect pictures from folders, picture files and Debian wallpaper packages (.deb files as "
+        "apt-get download leaves them; make backgrounds fetches MATE's, GNOME's and KDE Plasma's) into OUTPUT, each "
+        "scaled down once, leaving out small ones and any in which dlib finds a face; the photographs installed "
+        "packages ship are added. Train on them with lsqface train --backgrounds OUTPUT.",
+    )
+    backgrounds.add_argument("sources", nargs="+", help="folders, pictures or .deb files")
+    backgrounds.add_argument("-o", "--output", required=True, help="the folder to write (added to if it exists)")
+    backgrounds.add_argument("--max-side", type=int, default=1024, help="longest side kept, pixels (default 1024)")
+    backgrounds.add_argument("--keep-faces", action="store_true",
+                             help="do not search the pictures for faces (no dlib needed; only for pictures you know)")
+    backgrounds.set_defaults(handler=_command_backgrounds)
 
     export = commands.add_parser(
         "export", help="write a checkpoint without its training state (smaller; what reconstruct needs)",

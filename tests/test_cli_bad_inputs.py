@@ -6,6 +6,7 @@ tests/outputs/test_batch.py and tests/test_cli_reconstruct.py.
 """
 
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +22,7 @@ COMMANDS = {
     "video": lambda tmp: ["video", str(tmp / "clip.mp4"), "-o", str(tmp / "out" / "video.mp4")],
     "evaluate": lambda tmp: ["evaluate", "--oracle", "--synthetic", "1", "-o", str(tmp / "out")],
     "compare": lambda tmp: ["compare", "--checkpoints", str(tmp / "a.pt"), "-o", str(tmp / "out")],
+    "backgrounds": lambda tmp: ["backgrounds", str(tmp / "photo.png"), "-o", str(tmp / "out")],
 }
 #: Integer options and the commands that take them.
 INTEGER_OPTIONS = {
@@ -29,6 +31,7 @@ INTEGER_OPTIONS = {
     "--picture-size": ("reconstruct",),
     "--size": ("evaluate", "compare"),
     "--synthetic": ("evaluate", "compare"),
+    "--max-side": ("backgrounds",),
 }
 
 
@@ -140,6 +143,9 @@ def test_devices_unknown_or_absent(folder, capsys, command, device):
     ["validate-lighting", "--points", "0"],
     ["validate-lighting", "--examples", "-1"],
     ["model", "build", "--size", "100000"],
+    ["backgrounds", "missing", "-o", "out"],
+    ["backgrounds", "clip.mp4", "-o", "out"],
+    ["train", "--config", str(Path(__file__).parents[1] / "configs" / "photo.toml"), "--backgrounds", "missing"],
     ["nonsense"],
 ])
 def test_other_bad_command_lines(folder, capsys, monkeypatch, args):

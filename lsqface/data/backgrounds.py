@@ -16,21 +16,36 @@ random images from ImageNet").
   ``camera.png``, matplotlib's ``grace_hopper.jpg``): a second face in the
   background would teach the network the wrong thing. matplotlib ships no
   other photographs, so it adds none.
+- :func:`collect_backgrounds`: a training folder of many more, from any folders
+  of pictures or Debian's wallpaper packages as downloaded (``.deb`` files:
+  ``make backgrounds`` fetches MATE's, GNOME's and KDE Plasma's, about 60
+  pictures, photographs and abstract art), each scaled down once and any
+  picture in which dlib finds a face left out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import io
+import logging
 import os
+import re
+import tarfile
+import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lsqface.data.images import list_image_files, read_image, to_tensor
+from lsqface.data.images import IMAGE_EXTENSIONS, list_image_files, read_image, to_tensor
 from lsqface.errors import ImageError
+from lsqface.files import write_bytes_atomic
+
+logger = logging.getLogger("lsqface.data")
 
 #: Natural, face-free photographs bundled with packages, by package and folder inside it.
 _PACKAGED = {
@@ -182,3 +197,136 @@ class BackgroundSampler:
                         raise
             images.append(random_crop_resize(image, height, width, generator))
         return torch.stack(images)
+
+
+#: A file named like "1920x1080.jpg": one size of a wallpaper shipped at several (KDE's layout).
+_SIZE_NAME = re.compile(r"^(\d+)x(\d+)$")
+
+
+def _deb_members(path: Path) -> dict[str, bytes]:
+    """The members of a Debian package (an ``ar`` archive) by name."""
+    data = path.read_bytes()
+    if not data.startswith(b"!<arch>\n"):
+        raise ImageError(f"{path} is not a Debian package (.deb).")
+    members, offset = {}, 8
+    while offset + 60 <= len(data):
+        header = data[offset:offset + 60]
+        name = header[:16].decode("ascii", "replace").strip().rstrip("/")
+        try:
+            size = int(header[48:58].decode("ascii").strip())
+        except ValueError:
+            raise ImageError(f"{path} is a damaged Debian package.") from None
+        members[name] = data[offset + 60:offset + 60 + size]
+        offset += 60 + size + (size % 2)
+    return members
+
+
+def _extract_deb(path: Path, into: Path) -> None:
+    """Unpack the pictures of a Debian package's data archive into ``into`` (nothing else is written)."""
+    members = _deb_members(path)
+    payload = next((members[name] for name in members if name.startswith("data.tar")), None)
+    if payload is None:
+        raise ImageError(f"{path} holds no data archive; is it a Debian package?")
+    with tarfile.open(fileobj=io.BytesIO(payload)) as archive:
+        pictures = [member for member in archive.getmembers()
+                    if member.isfile() and Path(member.name).suffix.lower() in IMAGE_EXTENSIONS]
+        archive.extractall(into, members=pictures, filter="data")
+
+
+def _distinct_pictures(files: Sequence[Path]) -> list[Path]:
+    """``files`` with each wallpaper shipped at several sizes ("WxH.jpg" files of one folder) kept once, largest."""
+    largest: dict[Path, tuple[int, Path]] = {}
+    kept = []
+    for path in files:
+        match = _SIZE_NAME.match(path.stem)
+        if match is None:
+            kept.append(path)
+            continue
+        area = int(match.group(1)) * int(match.group(2))
+        if path.parent not in largest or area > largest[path.parent][0]:
+            largest[path.parent] = (area, path)
+    return sorted(kept + [path for _, path in largest.values()])
+
+
+def collect_backgrounds(sources: Sequence[str | os.PathLike], out: str | os.PathLike, max_side: int = 1024,
+                        min_side: int = 256, reject_faces: bool = True, packaged: bool = True) -> list[Path]:
+    """Gather face-free background pictures for training into one folder.
+
+    Args:
+        sources: folders of pictures (searched recursively), picture files and Debian packages
+            (``.deb``, e.g. mate-backgrounds, gnome-backgrounds, plasma-workspace-wallpapers as
+            ``apt-get download`` leaves them, named or in a named folder).
+        out: the folder to write to; each picture becomes OUT/<hash of its content>.jpg, so running
+            again adds only what is new.
+        max_side: pictures are scaled down to at most this longer side (a crop of a background is
+            resized to the network's input anyway; this bounds the sampler's memory).
+        min_side: pictures with a shorter side below this are skipped (icons, logos, spinners).
+        reject_faces: skip every picture in which dlib's detector (the detect extra) finds a face:
+            a face in the background would be taught as not-face.
+        packaged: add the face-free photographs installed packages ship (:func:`packaged_natural_images`).
+
+    Returns:
+        The files of OUT that the pictures found map to (written now or already there), sorted.
+
+    Raises:
+        ImageError: a source does not exist or is not a picture folder or Debian package.
+        lsqface.detect.DetectorError: ``reject_faces`` and dlib is not installed.
+    """
+    from PIL import Image
+
+    detect = None
+    if reject_faces:
+        from lsqface.detect import detect_faces
+
+        detect = detect_faces
+    sources = [Path(source) for source in sources]
+    for source in sources:
+        if not (source.is_dir() or (source.is_file() and source.suffix.lower() in (*IMAGE_EXTENSIONS, ".deb"))):
+            raise ImageError(f"Background source {source} is neither a folder of pictures, a picture nor a Debian package (.deb).")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: set[Path] = set()
+    with tempfile.TemporaryDirectory() as scratch:
+        files: list[Path] = []
+        packages = []
+        for source in sources:
+            if source.is_dir():
+                files += list_image_files(source)
+                packages += sorted(source.glob("*.deb"))
+            elif source.suffix.lower() == ".deb":
+                packages.append(source)
+            else:
+                files.append(source)
+        for number, package in enumerate(packages):
+            into = Path(scratch) / str(number)
+            _extract_deb(package, into)
+            files += list_image_files(into) if into.is_dir() else []
+        known = set(packaged_natural_images()) if packaged else set()
+        files += sorted(known)
+        faces = small = unreadable = 0
+        for path in _distinct_pictures(files):
+            try:
+                image = read_image(path)
+            except ImageError:
+                unreadable += 1
+                continue
+            height, width = image.shape[:2]
+            if min(height, width) < min_side:
+                small += 1
+                continue
+            picture = Image.fromarray((image * 255.0 + 0.5).astype(np.uint8))
+            scale = min(1.0, max_side / max(height, width))
+            if scale < 1.0:
+                picture = picture.resize((round(width * scale), round(height * scale)), Image.LANCZOS)
+            if detect is not None and path not in known and detect(np.asarray(picture, dtype=np.float32) / 255.0):
+                faces += 1
+                continue
+            buffer = io.BytesIO()
+            picture.save(buffer, format="JPEG", quality=92)
+            target = out / f"{hashlib.sha256(buffer.getvalue()).hexdigest()[:16]}.jpg"
+            if not target.exists():
+                write_bytes_atomic(target, buffer.getvalue())
+            written.add(target)
+    logger.info("Backgrounds: %d pictures in %s; left out %d with a face, %d smaller than %d px, %d unreadable.",
+                len(written), out, faces, small, min_side, unreadable)
+    return sorted(written)

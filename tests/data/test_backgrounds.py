@@ -103,3 +103,94 @@ def test_packaged_images_from_a_package_layout(tmp_path, monkeypatch):
     assert folder / "china.jpg" in found
     assert all(path.is_file() for path in found)
     assert not any(path.name in ("astronaut.png", "grace_hopper.jpg") for path in found)
+
+
+def _deb(path, pictures):
+    """A Debian package (ar archive: debian-binary, control.tar.xz, data.tar.xz) holding ``pictures`` {name: array}."""
+    import io
+    import tarfile
+
+    def tar(entries):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:xz") as archive:
+            for name, data in entries.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        return buffer.getvalue()
+
+    def encoded(array):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    members = {"debian-binary": b"2.0\n", "control.tar.xz": tar({"./control": b"Package: test\n"}),
+               "data.tar.xz": tar({name: encoded(array) for name, array in pictures.items()} | {"./usr/share/doc/README": b"text"})}
+    data = b"!<arch>\n"
+    for name, payload in members.items():
+        header = f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(payload):<10}`\n".encode("ascii")
+        data += header + payload + (b"\n" if len(payload) % 2 else b"")
+    path.write_bytes(data)
+
+
+def _picture(seed, height, width):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_collect_backgrounds_from_debian_packages_folders_and_files(tmp_path):
+    from lsqface.data.backgrounds import collect_backgrounds
+
+    wallpaper = "./usr/share/wallpapers/Autumn/contents/images/"
+    (tmp_path / "debs").mkdir()
+    _deb(tmp_path / "debs" / "wallpapers.deb", {
+        wallpaper + "640x480.png": _picture(1, 480, 640),  # one wallpaper at three sizes: kept once, largest
+        wallpaper + "1600x1200.png": _picture(2, 1200, 1600),
+        wallpaper + "800x600.png": _picture(3, 600, 800),
+        "./usr/share/backgrounds/field.png": _picture(4, 300, 400),
+        "./usr/share/icons/logo.png": _picture(5, 64, 64),  # an icon: too small
+    })
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    Image.fromarray(_picture(6, 400, 300)).save(folder / "beach.png")
+    single = tmp_path / "single.png"
+    Image.fromarray(_picture(7, 256, 256)).save(single)
+    out = tmp_path / "backgrounds"
+    found = collect_backgrounds([tmp_path / "debs" / "wallpapers.deb", folder, single], out, max_side=512,
+                                reject_faces=False, packaged=False)
+    assert found == sorted(out.iterdir()) and len(found) == 4
+    sizes = sorted(Image.open(path).size for path in found)
+    assert sizes == [(256, 256), (300, 400), (400, 300), (512, 384)]  # 1600x1200 scaled to 512, nothing enlarged
+    assert not (tmp_path / "usr").exists()  # the package is unpacked out of sight
+    again = collect_backgrounds([tmp_path / "debs"], out, max_side=512, reject_faces=False, packaged=False)  # a folder of .deb files
+    assert set(again) <= set(found) and len(list(out.iterdir())) == 4  # a second run adds nothing twice
+    with pytest.raises(ImageError, match="neither"):
+        collect_backgrounds([tmp_path / "missing"], out, reject_faces=False)
+    (tmp_path / "broken.deb").write_bytes(b"not an archive")
+    with pytest.raises(ImageError, match="not a Debian package"):
+        collect_backgrounds([tmp_path / "broken.deb"], out, reject_faces=False)
+
+
+def test_collect_backgrounds_leaves_out_pictures_with_a_face(tmp_path):
+    pytest.importorskip("dlib")
+    from lsqface.data.backgrounds import collect_backgrounds
+    from lsqface.outputs.batch import demo_photo
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.open(demo_photo()).convert("RGB").save(folder / "portrait.png")
+    Image.fromarray(_picture(8, 300, 300)).save(folder / "noise.png")
+    found = collect_backgrounds([folder], tmp_path / "out", packaged=False)
+    assert len(found) == 1 and Image.open(found[0]).size == (300, 300)
+
+
+def test_backgrounds_command_writes_the_folder_train_reads(tmp_path, capsys):
+    from lsqface.cli import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(_picture(9, 300, 400)).save(folder / "sky.png")
+    assert main(["backgrounds", str(folder), "-o", str(tmp_path / "out"), "--keep-faces", "--max-side", "200"]) == 0
+    assert "background pictures in" in capsys.readouterr().out
+    written = list((tmp_path / "out").iterdir())
+    assert (200, 150) in [Image.open(path).size for path in written]
+    assert BackgroundSampler(tmp_path / "out").sample(2, 16, 16, torch.Generator().manual_seed(0)).shape == (2, 3, 16, 16)
