@@ -1,14 +1,15 @@
 """Peak memory of `lsqface reconstruct` on large photos, with every output (not a test: a measurement).
 
-For each size (12 and 50 megapixels by default, 4000x3000 and 8660x5774) a JPEG and a PNG are
-written: matplotlib's grace_hopper.jpg portrait pasted on a textured background, the face about
-a fifth of the frame, as a phone takes it. Each is reconstructed by ``lsqface reconstruct PHOTO
+For each size (12 and 50 megapixels by default: 4000x3000, and 8660x5773, just under the
+50,000,000-pixel limit, so that the PNG is decoded in full) a JPEG and a PNG are written:
+matplotlib's grace_hopper.jpg portrait pasted on a textured background, the face about a fifth of
+the frame, as a phone takes it. Each is reconstructed by ``lsqface reconstruct PHOTO
 -o OUT --quiet`` (obj, ply, json, npz, pictures; automatic framing) in its own process, and the
 peak resident memory of that process (``ru_maxrss`` of the child) and its time are printed,
 with the JSON's ``image_size`` (the photo's own pixels, also where a JPEG is decoded smaller).
 The goal: at most 3 GB at 50 megapixels.
 
-Run:  python benchmarks/bench_memory.py [--sizes 4000x3000,8660x5774] [--formats jpg,png] [--timeout 1200]
+Run:  python benchmarks/bench_memory.py [--sizes 4000x3000,8660x5773] [--formats jpg,png] [--timeout 1200]
       [-- extra reconstruct options]
 """
 
@@ -59,7 +60,7 @@ def _measure(photo: Path, extra: list[str], timeout: float) -> tuple[float, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="4000x3000,8660x5774")
+    parser.add_argument("--sizes", default="4000x3000,8660x5773")
     parser.add_argument("--formats", default="jpg,png")
     parser.add_argument("--timeout", type=float, default=1200.0)
     parser.add_argument("extra", nargs="*", help="more reconstruct options, after --")

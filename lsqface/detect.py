@@ -70,7 +70,7 @@ def _merge(boxes: list[tuple[float, float, float, float, float]], overlap: float
 
 
 def detect_faces(image: np.ndarray, max_side: int = 640, threshold: float = 0.3) -> list[tuple[float, float, float, float]]:
-    """Face boxes (x, y, width, height) in pixels of ``image`` (H, W, 3) float in [0, 1], largest first.
+    """Face boxes (x, y, width, height) in pixels of ``image`` (H, W, 3) float in [0, 1] or uint8, largest first.
 
     Args:
         max_side: the photo is searched at most this large (longer side), for speed.
@@ -85,7 +85,9 @@ def detect_faces(image: np.ndarray, max_side: int = 640, threshold: float = 0.3)
     detector = _detector()
     height, width = image.shape[:2]
     scale = min(1.0, max_side / max(height, width))
-    picture = Image.fromarray((np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8))
+    # A uint8 photo is searched as it is: converting a 50-megapixel photo to float and back costs gigabytes.
+    pixels = image if image.dtype == np.uint8 else (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    picture = Image.fromarray(np.ascontiguousarray(pixels))
     if scale < 1.0:
         picture = picture.resize((round(width * scale), round(height * scale)), Image.BILINEAR)
     centre = np.array([picture.width / 2.0, picture.height / 2.0])

@@ -373,8 +373,13 @@ def reconstruct_from_maps(
 def frame_image(image: np.ndarray, size: int, box: Sequence[float] | None = None, margin: float = 1.6) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame an image for the network: the whole image letterboxed, or a square around a face box.
 
+    Only the part of the photo inside the frame is converted to float (:func:`lsqface.data.images.photo_region`);
+    a part over ``FULL_FLOAT_PIXELS`` (the whole of a photo over 16 megapixels, say) is first box-averaged
+    by an integer factor k, and the matrix says so: the frame's point (x, y) is (x / k, y / k) before
+    the resize to ``size``.
+
     Args:
-        image: (H, W, 3) float32 in [0, 1].
+        image: (H, W, 3) float32 in [0, 1], or uint8 (0..255, converted part by part).
         size: the network's input side, pixels.
         box: optional face box (x, y, width, height) in original pixels.
         margin: the square crop's side is ``margin`` times the box's larger side.
@@ -382,9 +387,9 @@ def frame_image(image: np.ndarray, size: int, box: Sequence[float] | None = None
     Returns:
         (3, size, size) framed image and the (3, 3) matrix mapping original pixels to framed pixels.
     """
-    from lsqface.data.images import fit_to_square, to_tensor
+    from lsqface.data.images import fit_to_square, photo_region, reduction_factor
 
-    to_framed = torch.eye(3, dtype=torch.float64)
+    height, width = image.shape[:2]
     if box is not None:
         x, y, box_width, box_height = (float(value) for value in box)
         if box_width <= 0 or box_height <= 0:
@@ -393,18 +398,33 @@ def frame_image(image: np.ndarray, size: int, box: Sequence[float] | None = None
         left, top = x + 0.5 * box_width - 0.5 * side, y + 0.5 * box_height - 0.5 * side
         # Crop the square (padding with black outside the image) at integer pixel bounds.
         left_px, top_px, side_px = int(np.floor(left)), int(np.floor(top)), max(1, int(np.ceil(side)))
-        height, width = image.shape[:2]
-        src_top, src_left = max(0, top_px), max(0, left_px)
-        src_bottom, src_right = min(height, top_px + side_px), min(width, left_px + side_px)
-        if src_bottom <= src_top or src_right <= src_left:
-            raise ImageError(f"The face box {tuple(box)} lies outside the {width}x{height} image.")
-        # Only the part of the photo inside the square is converted (not the whole photo, then cropped).
-        inside = to_tensor(image[src_top:src_bottom, src_left:src_right])
-        tensor = inside.new_zeros(3, side_px, side_px)
-        tensor[:, src_top - top_px:src_bottom - top_px, src_left - left_px:src_right - left_px] = inside
-        to_framed = torch.tensor([[1.0, 0.0, -left_px], [0.0, 1.0, -top_px], [0.0, 0.0, 1.0]], dtype=torch.float64)
+        frame_height = frame_width = side_px
     else:
-        tensor = to_tensor(image)
+        left_px = top_px = 0
+        frame_height, frame_width = height, width
+    src_top, src_left = max(0, top_px), max(0, left_px)
+    src_bottom, src_right = min(height, top_px + frame_height), min(width, left_px + frame_width)
+    if src_bottom <= src_top or src_right <= src_left:
+        raise ImageError(f"The face box {tuple(box)} lies outside the {width}x{height} image.")
+    factor = reduction_factor((src_bottom - src_top) * (src_right - src_left))
+    if factor > 1:
+        # Blocks of factor x factor pixels counted from the frame's corner: the part inside the photo
+        # keeps its place on the reduced frame's pixel grid (a strip under factor pixels at the
+        # photo's top or left edge is left out).
+        src_top = top_px + -(-(src_top - top_px) // factor) * factor
+        src_left = left_px + -(-(src_left - left_px) // factor) * factor
+    # Only the part of the photo inside the frame is converted (not the whole photo, then cropped).
+    inside = photo_region(image, src_top, src_left, src_bottom, src_right, factor)
+    if (src_top, src_left, src_bottom, src_right) == (0, 0, height, width) and box is None:
+        tensor = inside
+    else:
+        tensor = inside.new_zeros(3, frame_height // factor, frame_width // factor)
+        row, column = (src_top - top_px) // factor, (src_left - left_px) // factor
+        rows, columns = min(inside.shape[1], tensor.shape[1] - row), min(inside.shape[2], tensor.shape[2] - column)
+        tensor[:, row:row + rows, column:column + columns] = inside[:, :rows, :columns]
+    to_framed = torch.tensor([[1.0 / factor, 0.0, (0.0 - left_px) / factor],
+                              [0.0, 1.0 / factor, (0.0 - top_px) / factor],
+                              [0.0, 0.0, 1.0]], dtype=torch.float64)
     framed, matrix = fit_to_square(tensor, size, mode="pad")
     to_network = torch.cat([matrix, torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)]) @ to_framed
     return framed, to_network
@@ -557,15 +577,15 @@ class Reconstructor:
     def prepare(self, images: Sequence, boxes: Sequence[Sequence[float] | None] | None = None, *, read: bool = True):
         """Read and frame images: ((B, 3, S, S) tensor, (B, 3, 3) to-network matrices, sizes).
 
-        ``read=False``: the images are already what ``read_image`` gives ((H, W, 3) float32 in [0, 1]), as
-        in a call's later passes, which then skip reading (a copy and a clip of every photo) again.
+        ``read=False``: the images are already what ``photo_array`` gives ((H, W, 3) float32 in [0, 1], or
+        uint8), as in a call's later passes, which then skip reading (a copy and a clip of every photo) again.
         """
-        from lsqface.data.images import read_image
+        from lsqface.data.images import photo_array
 
         framed, matrices, sizes = [], [], []
         boxes = boxes if boxes is not None else [None] * len(images)
         for image, box in zip(images, boxes):
-            array = read_image(image) if read else image
+            array = photo_array(image) if read else image
             sizes.append(tuple(array.shape[:2]))
             tensor, matrix = frame_image(array, self.config.input_size, box, self.config.face_margin)
             framed.append(tensor)
@@ -595,11 +615,13 @@ class Reconstructor:
     def __call__(self, images: Sequence, boxes: Sequence[Sequence[float] | None] | None = None) -> Reconstruction:
         """Reconstruct a batch of images (paths, (H, W, 3) arrays or PIL images).
 
-        One forward pass, then ``config.refine_passes`` more on the photos framed by the fit.
+        One forward pass, then ``config.refine_passes`` more on the photos framed by the fit. A uint8
+        (H, W, 3) array is kept as it is and only the parts the network sees are converted to float
+        (:func:`lsqface.data.images.photo_array`): the same results as its float copy, without the copy.
         """
-        from lsqface.data.images import read_image
+        from lsqface.data.images import photo_array
 
-        arrays = [read_image(image) for image in images]
+        arrays = [photo_array(image) for image in images]
         boxes = list(boxes) if boxes is not None else [None] * len(arrays)
         result = self._reconstruct(arrays, boxes)
         for _ in range(self.config.refine_passes):

@@ -313,3 +313,29 @@ def test_a_box_frames_only_the_part_of_the_photo_it_covers():
         padded[:, 100 - top:100 - top + 90, 100 - left:100 - left + 120] = to_tensor(image)
         expected, _ = fit_to_square(padded[:, 100:100 + size, 100:100 + size], 32)
         assert torch.equal(framed, expected)
+
+
+
+def test_a_uint8_photo_frames_as_its_float_copy_and_a_large_part_is_reduced_first(monkeypatch):
+    """A uint8 photo (read_photo keeps 8-bit files so) frames bit for bit as read_image's float copy; a part over
+    FULL_FLOAT_PIXELS is box-averaged by an integer factor first, the matrix still in the photo's own pixels."""
+    import lsqface.data.images as images
+
+    photo = np.random.default_rng(6).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    photo[30:50, 70:90] = 255  # a bright square, the "face"
+    floats = images.read_image(photo)
+    for box in (None, (70.0, 30.0, 20.0, 20.0), (-20.0, 60.0, 50.0, 50.0)):
+        framed, to_network = frame_image(photo, 32, box=box)
+        expected, expected_matrix = frame_image(floats, 32, box=box)
+        assert torch.equal(framed, expected) and torch.equal(to_network, expected_matrix)
+    monkeypatch.setattr(images, "FULL_FLOAT_PIXELS", 1000)
+    for box in (None, (20.0, -10.0, 60.0, 60.0)):
+        framed, to_network = frame_image(photo, 32, box=box)
+        expected, expected_matrix = frame_image(floats, 32, box=box)
+        # Reduced 4 (whole photo) or 3 times (the box's part): the same picture, the square where the matrix says.
+        assert framed.shape == (3, 32, 32) and (framed - expected).abs().mean() < 0.03
+        corners = to_network.numpy() @ np.array([[70.0, 30.0, 1.0], [90.0, 50.0, 1.0]]).T
+        expected_corners = expected_matrix.numpy() @ np.array([[70.0, 30.0, 1.0], [90.0, 50.0, 1.0]]).T
+        np.testing.assert_allclose(corners, expected_corners, atol=0.5)
+        (left, right), (top, bottom) = np.round(corners[:2]).astype(int)
+        assert framed[:, top + 1:bottom - 1, left + 1:right - 1].mean() > 0.9

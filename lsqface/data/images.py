@@ -19,6 +19,11 @@ same pixels:
   refused. Images beyond Pillow's own decompression-bomb limit (about 179
   Mpixel) are refused before decoding.
 
+``read_photo`` (the command line's reader) keeps an 8-bit photo as uint8, a
+quarter of float32's memory: the reconstruct path converts to float only the
+part it uses (:func:`photo_region`), so a 50-megapixel photo never has a float
+copy of the whole of it.
+
 Pixel coordinate convention used by every dataset and transform in
 ``lsqface.data``, the project's (:mod:`lsqface.render.rasterize`,
 :mod:`lsqface.solver.sampling`): x to the right, y down, in pixels, continuous;
@@ -47,6 +52,10 @@ from lsqface.errors import DatasetError  # noqa: F401  (moved to lsqface.errors;
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 MIN_SIZE = 16
 MAX_PIXELS = 50_000_000
+#: The largest part of a photo converted to float at its full resolution (a float32 copy of 192 MB):
+#: a larger part (the whole of a larger photo, or a box filling it) is box-averaged by an integer
+#: factor first (:func:`photo_region`). Photos up to this size go through exactly as before.
+FULL_FLOAT_PIXELS = 16_000_000
 
 ImageSource = Union[str, os.PathLike, np.ndarray, Image.Image]
 
@@ -85,15 +94,18 @@ def read_image(source: ImageSource, min_size: int = MIN_SIZE, max_pixels: int = 
 
 def read_photo(path: str | os.PathLike, min_size: int = MIN_SIZE,
                max_pixels: int | None = None) -> tuple[np.ndarray, tuple[float, float]]:
-    """Read an image file like :func:`read_image`, with the scale it was decoded at.
+    """Read an image file like :func:`read_image`, with the scale it was decoded at, 8-bit pixels kept as uint8.
 
     Returns:
         the (h, w, 3) image and ``(scale_x, scale_y)``: the file's pixels per decoded pixel along x
         and y (1, 1 unless a JPEG over ``max_pixels`` was decoded at a reduced scale). A point
-        (x, y) in the decoded image is (scale_x x, scale_y y) in the photo's own pixels.
+        (x, y) in the decoded image is (scale_x x, scale_y y) in the photo's own pixels. The image
+        is uint8 (0..255) when the file has 8 bits per channel and no alpha (RGB, grey, palette),
+        else float32 in [0, 1] as :func:`read_image` gives it; ``pixel / 255`` in float32 is
+        exactly what :func:`read_image` gives for the same file.
     """
     scale: list[float] = [1.0, 1.0]
-    array = _read_file(Path(path), MAX_PIXELS if max_pixels is None else max_pixels, scale)
+    array = _read_file(Path(path), MAX_PIXELS if max_pixels is None else max_pixels, scale, keep_uint8=True)
     height, width = array.shape[:2]
     if min(height, width) < min_size:
         raise ImageError(
@@ -120,7 +132,7 @@ def _check_regular_file(path: Path) -> None:
         raise ImageError(f"Image {path} cannot be read: permission denied; check its permissions (chmod +r).")
 
 
-def _read_file(path: Path, max_pixels: int, scale: list[float] | None = None) -> np.ndarray:
+def _read_file(path: Path, max_pixels: int, scale: list[float] | None = None, keep_uint8: bool = False) -> np.ndarray:
     _check_regular_file(path)
     try:
         with warnings.catch_warnings():
@@ -139,10 +151,11 @@ def _read_file(path: Path, max_pixels: int, scale: list[float] | None = None) ->
                 decoded = (width / image.size[0], height / image.size[1])
                 swapped = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
                 image.load()
-                image = ImageOps.exif_transpose(image)
+                # In place: a copy of a 50-megapixel photo is 200 MB more for as long as it is decoded.
+                ImageOps.exif_transpose(image, in_place=True)
                 if scale is not None:
                     scale[:] = decoded[::-1] if swapped else decoded
-                return _pil_to_rgb(image)
+                return _pil_to_rgb(image, keep_uint8)
     except Image.DecompressionBombError:
         raise ImageError(
             f"Image {path} has more pixels than Pillow decodes safely (a possible decompression bomb); "
@@ -168,7 +181,8 @@ def _check_pixel_count(size: tuple[int, int], max_pixels: int, name: str) -> Non
         )
 
 
-def _pil_to_rgb(image: Image.Image) -> np.ndarray:
+def _pil_to_rgb(image: Image.Image, keep_uint8: bool = False) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1]; with ``keep_uint8``, uint8 where the image has 8 bits per channel and no alpha."""
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # 16-bit grey (PNG, TIFF); Pillow reports 16-bit PNGs as "I" or "I;16".
@@ -182,6 +196,8 @@ def _pil_to_rgb(image: Image.Image) -> np.ndarray:
         return np.ascontiguousarray(rgba[..., :3] * rgba[..., 3:4])
     if mode != "RGB":
         image = image.convert("RGB")
+    if keep_uint8:
+        return np.asarray(image)
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
@@ -214,6 +230,80 @@ def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.float32)
 
 
+def photo_array(source: ImageSource, min_size: int = MIN_SIZE) -> np.ndarray:
+    """An image as the reconstruct path holds it: an (H, W, 3) uint8 array as it is, anything else as
+    :func:`read_image` gives it ((H, W, 3) float32 in [0, 1]).
+
+    A uint8 photo is converted where a part of it is used (:func:`photo_region`), to the very values
+    :func:`read_image` would give, so the results do not depend on which of the two is passed.
+    """
+    if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim == 3 and source.shape[2] == 3:
+        height, width = source.shape[:2]
+        if min(height, width) < min_size:
+            raise ImageError(f"Image the array is {width}x{height} pixels, smaller than the minimum of {min_size} "
+                             "pixels per side; use a larger image.")
+        return source
+    return read_image(source, min_size)
+
+
+def photo_float(photo: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 or float photo -> float32 in [0, 1] (uint8 / 255, the values :func:`read_image` gives).
+
+    Converts the whole array: for a part of a large photo use :func:`photo_region`.
+    """
+    if photo.dtype == np.uint8:
+        values = photo.astype(np.float32)
+        values /= 255.0
+        return values
+    return np.asarray(photo, dtype=np.float32)
+
+
+def reduction_factor(pixels: int, max_pixels: int | None = None) -> int:
+    """The smallest integer k >= 1 with ``pixels`` / k^2 at most ``max_pixels`` (default ``FULL_FLOAT_PIXELS``)."""
+    limit = max(1, FULL_FLOAT_PIXELS if max_pixels is None else int(max_pixels))
+    factor = max(1, int(np.ceil(np.sqrt(pixels / limit))))
+    while pixels > limit * factor * factor:
+        factor += 1
+    return factor
+
+
+def photo_region(photo: np.ndarray, top: int, left: int, bottom: int, right: int, factor: int = 1) -> torch.Tensor:
+    """Rows ``top:bottom`` and columns ``left:right`` of a photo as a (3, h, w) float32 tensor in [0, 1].
+
+    With ``factor`` 1 the region is converted as it is: the values :func:`read_image` gives those
+    pixels, bit for bit. With k > 1 (:func:`reduction_factor`) it is box-averaged: each k x k block
+    of pixels becomes one, averaged in float64 from the photo's own values a band of rows at a time,
+    so no float copy of the whole region is made. The last ``(bottom - top) % k`` rows and
+    ``(right - left) % k`` columns, which fill no block, are left out.
+
+    Args:
+        photo: (H, W, 3) uint8 (0..255) or float in [0, 1]; the bounds must lie inside it.
+
+    Returns:
+        (3, h, w) with h = (bottom - top) // k, w = (right - left) // k: the region's point (x, y)
+        (pixels from its top-left corner) is (x / k, y / k) in the tensor.
+    """
+    region = photo[top:bottom, left:right]
+    if factor == 1:
+        values = np.ascontiguousarray(region.transpose(2, 0, 1), dtype=np.float32)
+        if photo.dtype == np.uint8:
+            values /= 255.0
+        return torch.from_numpy(values)
+    height, width = (bottom - top) // factor, (right - left) // factor
+    if height < 1 or width < 1:
+        raise ImageError(f"A {right - left}x{bottom - top} part of the photo is too thin to reduce {factor} times; "
+                         "downscale the photo first.")
+    values = np.empty((3, height, width), np.float32)
+    divisor = factor * factor * (255.0 if photo.dtype == np.uint8 else 1.0)
+    # The k x k blocks as axes of a view, summed a band of about a million output pixels at a time.
+    band = max(1, (1 << 20) // width)
+    for start in range(0, height, band):
+        stop = min(height, start + band)
+        blocks = region[start * factor:stop * factor, :width * factor].reshape(stop - start, factor, width, factor, 3)
+        values[:, start:stop] = (blocks.sum(axis=(1, 3), dtype=np.float64) / divisor).transpose(2, 0, 1)
+    return torch.from_numpy(values)
+
+
 def list_image_files(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """Image files under ``root`` (extensions in ``IMAGE_EXTENSIONS``, any case), sorted by relative path.
 
@@ -232,7 +322,9 @@ def list_image_files(root: str | os.PathLike, recursive: bool = True) -> list[Pa
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) float array -> (3, H, W) float32 tensor."""
+    """(H, W, 3) float array in [0, 1], or uint8 (divided by 255 as :func:`read_image` does) -> (3, H, W) float32."""
+    if image.dtype == np.uint8:
+        return photo_region(image, 0, 0, image.shape[0], image.shape[1])
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
 
 

@@ -47,6 +47,7 @@ import torch  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
+from lsqface.data.images import photo_float  # noqa: E402
 from lsqface.errors import ImageError  # noqa: E402
 from lsqface.outputs.export import write_png  # noqa: E402
 from lsqface.outputs.texture import photo_texture  # noqa: E402
@@ -87,15 +88,17 @@ FIT_PICTURES = ("overlay", "reconstruction", "geometry", "uv_photo", "landmarks"
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float in [0, 1] -> uint8 (rounded)."""
+    """(H, W, 3) float in [0, 1] -> uint8 (rounded); a uint8 image is returned as it is."""
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8:
+        return image
     return (np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def _check_photo(reconstruction, index: int, photo: np.ndarray) -> np.ndarray:
+    """The photo as an array, uint8 or float32 as it came (a large photo is not converted whole here)."""
     photo = np.asarray(photo)
-    if photo.dtype == np.uint8:
-        photo = photo.astype(np.float32) / 255.0
-    photo = photo.astype(np.float32)
+    if photo.dtype != np.uint8:
+        photo = photo.astype(np.float32, copy=False)
     height, width = reconstruction.image_sizes[index]
     if photo.ndim != 3 or photo.shape[2] != 3 or photo.shape[:2] != (height, width):
         raise ImageError(
@@ -128,7 +131,8 @@ def picture_frame(reconstruction, index: int, photo: np.ndarray, max_side: int |
         max_side: the bound; None keeps the photo's size.
 
     Returns:
-        (a Reconstruction of that one face in the scaled frame, the (h, w, 3) float32 photo).
+        (a Reconstruction of that one face in the scaled frame, the (h, w, 3) float32 photo). Only the
+        scaled photo is ever in float: a uint8 photo is resized as it is.
     """
     photo = _check_photo(reconstruction, index, photo)
     height, width = photo.shape[:2]
@@ -146,9 +150,9 @@ def picture_frame(reconstruction, index: int, photo: np.ndarray, max_side: int |
         measures=None, status=r.status[index:index + 1], status_reason=r.status_reason[index:index + 1],
         face_like=r.face_like[index:index + 1])
     if size != (height, width):
-        resized = Image.fromarray(to_uint8(photo)).resize((size[1], size[0]), Image.BILINEAR)
-        photo = np.asarray(resized).astype(np.float32) / 255.0
-    return single, photo
+        resized = Image.fromarray(np.ascontiguousarray(to_uint8(photo))).resize((size[1], size[0]), Image.BILINEAR)
+        photo = np.asarray(resized)
+    return single, photo_float(photo)
 
 
 def _face_like(reconstruction, index: int) -> bool:
@@ -170,9 +174,11 @@ def mesh_pictures(reconstruction, index: int, photo: np.ndarray) -> dict[str, np
     photo = _check_photo(reconstruction, index, photo)
     height, width = photo.shape[:2]
     if not _face_like(reconstruction, index):
-        plain = np.empty_like(photo)
+        plain = np.empty(photo.shape, np.float32)
         plain[:] = BACKGROUND
-        return {"overlay": to_uint8(photo), "reconstruction": to_uint8(photo), "geometry": to_uint8(plain)}
+        return {"overlay": np.array(to_uint8(photo)), "reconstruction": np.array(to_uint8(photo)),
+                "geometry": to_uint8(plain)}
+    photo = np.require(photo_float(photo), requirements=["C", "W"])
     vertices = reconstruction.image_vertices()[index:index + 1].detach().cpu().float()
     triangles = reconstruction.triangles.cpu()
     grey = _shaded_grey(reconstruction, index)

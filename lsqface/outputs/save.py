@@ -119,7 +119,8 @@ def save_reconstruction(
     mesh that is not a face) and its pictures are marked and not rendered (lsqface.outputs.pictures).
 
     Args:
-        photo: (H, W, 3) float in [0, 1], the original image (for the texture and the pictures).
+        photo: (H, W, 3) float in [0, 1] or uint8 (as :func:`lsqface.data.images.read_photo` keeps an 8-bit
+            file), the original image (for the texture and the pictures).
         picture_side: longest side of the pictures drawn over the photo, pixels; None for
             ``lsqface.outputs.pictures.PICTURE_SIDE`` (1024), 0 for the photo's own size.
         photo_scale: the file's pixels per pixel of ``photo`` along x and y, when the file was decoded

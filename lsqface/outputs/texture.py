@@ -147,7 +147,8 @@ def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256
     Args:
         reconstruction: a :class:`lsqface.reconstruct.Reconstruction`.
         index: which face of the batch.
-        photo: (H, W, 3) float in [0, 1] (or uint8), the ORIGINAL image of that face (H, W = its image size).
+        photo: (H, W, 3) float in [0, 1] (or uint8), the ORIGINAL image of that face (H, W = its image size);
+            only the part the face covers is converted to float when the photo is large (:func:`_sample_photo`).
         size: texture side S, texels.
         from_photo: False gives the fitted colour everywhere (nothing visible) without looking at the
             photo: for a fit that is not a face (``Reconstruction.face_like``), whose mesh over the
@@ -161,7 +162,6 @@ def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256
         ImageError: the photo's size is not the reconstruction's image size.
     """
     photo = np.asarray(photo)
-    photo = photo.astype(np.float32) / 255.0 if photo.dtype == np.uint8 else photo.astype(np.float32)
     height, width = reconstruction.image_sizes[index]
     if photo.ndim != 3 or photo.shape[2] != 3 or photo.shape[:2] != (height, width):
         raise ImageError(
@@ -197,12 +197,7 @@ def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256
     photo_fragments = rasterize(image_vertices, triangles, depth_height, depth_width, near=NEAR_PLANE_MM)
     visible = visible_in_photo(points, texel_normals, image_points * factors, photo_fragments.depth[0])
 
-    # grid_sample with align_corners=False puts pixel centres at (j + 0.5) / W * 2 - 1: our convention.
-    grid = torch.stack([image_points[:, 0] / width, image_points[:, 1] / height], -1) * 2 - 1
-    # Sampled in float32 (the photo's own precision): a 12-megapixel photo in float64 is 290 MB.
-    photo_tensor = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1)[None]
-    sampled = F.grid_sample(photo_tensor, grid.nan_to_num(0).float()[None, None], mode="bilinear",
-                            padding_mode="border", align_corners=False)[0, :, 0].T.to(dtype)  # (N, 3)
+    sampled = _sample_photo(photo, image_points, visible).to(dtype)
     texel_colour = torch.where(visible[:, None], sampled, fitted)
 
     texture = np.zeros((size, size, 3), np.float32)
@@ -211,3 +206,37 @@ def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256
     visible_image = np.zeros((size, size), bool)
     visible_image[mask] = visible.numpy()
     return _fill_outside(texture, mask, nearest), visible_image
+
+
+def _sample_photo(photo: np.ndarray, image_points: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """(N, 3) float32: the photo, bilinear, at ``image_points`` (N, 2) pixels; only the ``visible`` ones matter.
+
+    A photo up to ``FULL_FLOAT_PIXELS`` is sampled whole in float32, as it always was. A larger one
+    is converted only inside the box the visible points reach (plus a pixel for the bilinear
+    neighbours), box-averaged too where that box is itself over the bound
+    (:func:`lsqface.data.images.photo_region`): a 50-megapixel photo is never copied to float whole.
+    """
+    from lsqface.data.images import FULL_FLOAT_PIXELS, photo_float, photo_region, reduction_factor
+
+    height, width = photo.shape[:2]
+    if height * width <= FULL_FLOAT_PIXELS:
+        top, left, factor = 0, 0, 1
+        region = torch.from_numpy(np.require(photo_float(photo), requirements=["C", "W"])).permute(2, 0, 1)
+    else:
+        points = image_points[visible]
+        if points.shape[0] == 0:
+            return torch.zeros(image_points.shape[0], 3)
+        low, high = points.min(0).values, points.max(0).values
+        left, top = max(0, int(np.floor(float(low[0]))) - 1), max(0, int(np.floor(float(low[1]))) - 1)
+        right, bottom = min(width, int(np.floor(float(high[0]))) + 2), min(height, int(np.floor(float(high[1]))) + 2)
+        factor = reduction_factor((bottom - top) * (right - left))
+        region = photo_region(photo, top, left, bottom, right, factor)
+    region_height, region_width = region.shape[1:]
+    # grid_sample with align_corners=False puts pixel centres at (j + 0.5) / W * 2 - 1: our convention
+    # (the region's point (x, y) is (x / factor, y / factor) in its tensor).
+    x = (image_points[:, 0] - left) / (factor * region_width)
+    y = (image_points[:, 1] - top) / (factor * region_height)
+    grid = torch.stack([x, y], -1) * 2 - 1
+    # Sampled in float32 (the photo's own precision): a 12-megapixel photo in float64 is 290 MB.
+    return F.grid_sample(region[None], grid.nan_to_num(0).float()[None, None], mode="bilinear",
+                         padding_mode="border", align_corners=False)[0, :, 0].T  # (N, 3)

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lsqface.data.images import ImageFolder, fit_to_square, list_image_files, read_image, to_tensor
+from lsqface.data.images import (ImageFolder, fit_to_square, list_image_files, photo_region, read_image, read_photo,
+                                 reduction_factor, to_tensor)
 from lsqface.errors import ConfigError, ImageError
 
 
@@ -233,3 +234,36 @@ def test_to_tensor_layout():
     tensor = to_tensor(array)
     assert tensor.shape == (3, 16, 17)
     assert tensor[2, 5, 7] == array[5, 7, 2]
+
+
+def test_read_photo_keeps_8_bit_pixels_as_read_image_converts_them(tmp_path):
+    """read_photo keeps an 8-bit photo as uint8 (a quarter of the memory); / 255 in float32 gives read_image's
+    value, bit for bit, and so does photo_region on a part of it."""
+    pixels = gradient_rgb(24, 40)
+    Image.fromarray(pixels).save(tmp_path / "rgb.png")
+    Image.fromarray(pixels[..., 0]).save(tmp_path / "grey.png")
+    Image.fromarray(pixels).convert("P", palette=Image.ADAPTIVE).save(tmp_path / "palette.png")
+    Image.fromarray(pixels).save(tmp_path / "photo.jpg", quality=90)
+    for name in ("rgb.png", "grey.png", "palette.png", "photo.jpg"):
+        photo, scale = read_photo(tmp_path / name)
+        assert photo.dtype == np.uint8 and photo.shape == (24, 40, 3) and scale == (1.0, 1.0)
+        assert np.array_equal(photo.astype(np.float32) / 255.0, read_image(tmp_path / name))
+        assert torch.equal(photo_region(photo, 3, 5, 20, 31), to_tensor(read_image(tmp_path / name)[3:20, 5:31]))
+    # 16 bits and alpha keep read_image's float32.
+    Image.fromarray((pixels[..., 0].astype(np.uint16) * 257)).save(tmp_path / "deep.png")
+    Image.fromarray(np.dstack([pixels, pixels[..., :1]]), "RGBA").save(tmp_path / "alpha.png")
+    for name in ("deep.png", "alpha.png"):
+        photo, _ = read_photo(tmp_path / name)
+        assert photo.dtype == np.float32 and np.array_equal(photo, read_image(tmp_path / name))
+
+
+def test_a_region_over_the_bound_is_box_averaged():
+    assert [reduction_factor(pixels, 100) for pixels in (100, 101, 400, 401, 10_000)] == [1, 2, 2, 3, 10]
+    photo = np.random.default_rng(2).integers(0, 256, (31, 45, 3), dtype=np.uint8)
+    reduced = photo_region(photo, 1, 2, 30, 43, factor=3)
+    # 29 x 41 pixels in 3 x 3 blocks: 9 x 13, the last 2 rows and 2 columns in no block.
+    assert reduced.shape == (3, 9, 13) and reduced.dtype == torch.float32
+    blocks = photo[1:28, 2:41].reshape(9, 3, 13, 3, 3).astype(np.float64).mean(axis=(1, 3)) / 255.0
+    np.testing.assert_allclose(reduced.permute(1, 2, 0).numpy(), blocks, rtol=1e-6)
+    floats = photo.astype(np.float32) / 255.0
+    np.testing.assert_allclose(photo_region(floats, 1, 2, 30, 43, factor=3), reduced, rtol=1e-6)

@@ -217,3 +217,30 @@ def test_coordinates_are_in_the_photos_own_pixels_when_it_is_decoded_smaller(tmp
         assert 0.85 < np.median(ratio) < 1.15
     focal = [np.array(record["camera"]["intrinsics"])[[0, 1], [0, 1]] for record in (reduced, whole)]
     assert np.all(np.abs(focal[0] / focal[1] - 1) < 0.15)
+
+
+@pytest.mark.parametrize("framing", [[], ["--bbox", "0,0,1900,1400"]])
+def test_a_large_photo_is_never_converted_to_float_whole(tmp_path, tiny_checkpoint, run_cli, monkeypatch, framing):
+    """The big-photo path (FULL_FLOAT_PIXELS lowered so a 3-megapixel photo takes it) keeps the photo as uint8 and
+    converts only bounded parts: with every output, numpy never holds the 36 MB of a float32 copy of the whole photo
+    (tracemalloc sees numpy's memory; the photo itself is 9 MB, its decoding as many again)."""
+    import tracemalloc
+
+    import lsqface.data.images as images
+
+    monkeypatch.setattr(images, "FULL_FLOAT_PIXELS", 200_000)
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "big.png"
+    Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).resize((2000, 1500)).save(photo)
+    options = ["--checkpoint", str(tiny_checkpoint), "--quiet", "--refine", "0", "--picture-size", "256"]
+    # Caches (the texture layout, the model's tensors) are filled by a first, small photo.
+    assert run_cli(["reconstruct", str(_photo(tmp_path / "small.png")), "-o", str(tmp_path / "warm"), *options]) == 0
+    tracemalloc.start()
+    try:
+        code = run_cli(["reconstruct", str(photo), "-o", str(tmp_path / "out"), *options, *framing])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code in (0, 1) and (tmp_path / "out" / "big_texture.png").is_file()
+    assert json.loads((tmp_path / "out" / "big.json").read_text())["image_size"] == {"height": 1500, "width": 2000}
+    assert peak < 4 * 2000 * 1500 * 3, peak / 1e6

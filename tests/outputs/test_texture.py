@@ -104,3 +104,31 @@ def test_cached_texels_interpolate_as_the_rasteriser_does(ict_uv_model, yawed_fa
     expected = interpolate(attributes, fragments, None, triangles)[0][fragments.mask[0]]
     assert torch.equal(covered, fragments.mask[0])
     torch.testing.assert_close((attributes[0][corners] * weights[..., None]).sum(1), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_a_large_photo_is_sampled_only_where_the_face_is(yawed_faces, monkeypatch):
+    """Over FULL_FLOAT_PIXELS the photo is converted only inside the box its visible texels reach (from uint8
+    as it is, box-averaged too where that box is over the bound): the texture is the whole photo's."""
+    import lsqface.data.images as images
+
+    faces, reconstruction = yawed_faces
+    photo = (faces.image[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    whole, visible = photo_texture(reconstruction, 0, photo, size=64)
+    regions = []
+    convert = images.photo_region
+
+    def photo_region(*args):
+        regions.append(args[1:])
+        return convert(*args)
+
+    monkeypatch.setattr(images, "photo_region", photo_region)
+    monkeypatch.setattr(images, "FULL_FLOAT_PIXELS", 128 * 128 - 1)
+    cropped, cropped_visible = photo_texture(reconstruction, 0, photo, size=64)
+    (top, left, bottom, right, factor), = regions
+    assert factor == 1 and (bottom - top) * (right - left) < 0.8 * 128 * 128
+    assert np.array_equal(cropped_visible, visible)
+    np.testing.assert_allclose(cropped, whole, atol=1e-5)
+    monkeypatch.setattr(images, "FULL_FLOAT_PIXELS", 1000)
+    reduced, _ = photo_texture(reconstruction, 0, photo, size=64)
+    # Three times coarser (a 128-pixel face in blocks of 3 x 3): blurred, not moved.
+    assert regions[-1][-1] == 3 and np.abs(reduced - whole)[visible].mean() < 0.05
