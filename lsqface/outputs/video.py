@@ -26,6 +26,7 @@ a tenth of the crop or changed size by a fifth, :func:`lsqface.reconstruct.frame
 the batch is fitted again in the frame it asks for, which is kept if the refit
 agrees, and the smoothing restarts. So a small face in a wide shot is seen as
 the network was trained to see it, at one extra pass only when the face moves.
+Each JSON line's ``framing`` gives the frame it was fitted in (:func:`framing_record`).
 
 Temporal smoothing (off by default): with ``smoothing = a`` in [0, 1), every
 fitted parameter p (rotation, translation, camera intrinsics, identity,
@@ -273,6 +274,18 @@ def frame_record(reconstruction, index: int, frame: int, seconds: float) -> dict
     }
 
 
+def framing_record(method: str, box: Sequence[float] | None) -> dict:
+    """The ``framing`` of a frame's JSON line: how the frame was framed for the network.
+
+    Args:
+        method: ``whole_frame`` (no box), ``box`` (``--bbox``, for every frame until tracking moves it) or
+            ``tracking`` (the square the earlier fits asked for, see the module docstring).
+        box: the face box (x, y, width, height) in the frame's pixels that was framed (the network saw
+            ``face_margin`` times its larger side, as for a photo), or None for the whole frame.
+    """
+    return {"method": method, "box": None if box is None else [round(float(value), 3) for value in box]}
+
+
 def _fit_in_panel(picture: np.ndarray, height: int, width: int) -> np.ndarray:
     """Scale a picture to fit (height, width) keeping its aspect, centred on black."""
     picture_height, picture_width = picture.shape[:2]
@@ -417,6 +430,7 @@ def reconstruct_video(reconstructor, input_path: str | Path, output_path: str | 
     writer = None
     video_size = (0, 0)
     current = None if box is None else tuple(float(value) for value in box)
+    method = "whole_frame" if box is None else "box"
     track = reconstructor.config.refine_passes > 0
     # Written straight to OUTPUT.partial.mp4 and .partial.jsonl, renamed when done: the video is a
     # fragmented MP4 (a fragment a second) and each parameter line is flushed, so an interrupt, a
@@ -439,18 +453,20 @@ def reconstruct_video(reconstructor, input_path: str | Path, output_path: str | 
                         current, maps, results, moved = _track(reconstructor, batch, current, maps, results)
                         if moved:
                             state = None  # the average is kept in the network's frame, which has just changed
+                            method = "tracking"
+                    framing = framing_record(method, current)
                     if smoothing > 0:
                         results, state = _smooth_results(reconstructor, results, smoothing, state)
                     for row, (frame, result) in enumerate(zip(batch, results)):
                         panel_size = _panel_size(*frame.shape[:2])
                         seconds = count / fps
                         if isinstance(result, str):
-                            record = {"frame": count, "time": round(seconds, 6), "error": result}
+                            record = {"frame": count, "time": round(seconds, 6), "error": result, "framing": framing}
                             panels = _frame_panels(frame, panel_size, maps, row)
                             failed += 1
                         else:
                             reconstruction, index = result
-                            record = frame_record(reconstruction, index, count, seconds)
+                            record = {**frame_record(reconstruction, index, count, seconds), "framing": framing}
                             panels = _frame_panels(frame, panel_size, maps, row, reconstruction, index)
                         picture = _compose(panels)
                         if writer is None:

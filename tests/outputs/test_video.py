@@ -74,6 +74,8 @@ def test_video_command_writes_a_playable_mp4_and_one_json_line_per_frame(ict_uv_
     assert [line["frame"] for line in lines] == list(range(FRAME_COUNT))
     np.testing.assert_allclose([line["time"] for line in lines], np.arange(FRAME_COUNT) / FPS)
     for line in lines:
+        # The tiny checkpoint does not re-frame, so every frame is framed whole.
+        assert line["framing"] == {"method": "whole_frame", "box": None}
         if "error" in line:
             assert isinstance(line["error"], str) and line["error"]
             continue
@@ -110,6 +112,17 @@ def test_failed_frames_are_drawn_and_recorded_with_an_error(ict_uv_model, tmp_pa
     assert ["error" in line for line in lines] == [False, True, False, True]
     assert summary.frames == 4 and summary.failed == 2
     assert count_frames(tmp_path / "out.mp4")[0] == 4
+    assert all(line["framing"] == {"method": "whole_frame", "box": None} for line in lines)
+
+
+def test_each_json_line_says_how_its_frame_was_framed(ict_uv_model, checkpoint, tmp_path, monkeypatch, capsys):
+    """Every line has a ``framing``, as a photo's JSON has: here the --bbox given, in the frame's pixels."""
+    monkeypatch.setattr("lsqface.morphable.cache.load_uv_model", lambda *args, **kwargs: ict_uv_model)
+    clip = write_clip(tmp_path / "clip.mp4", count=3)
+    assert main(["video", str(clip), "-o", str(tmp_path / "out.mp4"), "--checkpoint", str(checkpoint), "--quiet",
+                 "--bbox", "8,10.5,40,36"]) == 0, capsys.readouterr().err
+    lines = read_lines(tmp_path / "out.jsonl")
+    assert [line["framing"] for line in lines] == [{"method": "box", "box": [8.0, 10.5, 40.0, 36.0]}] * 3
 
 
 def test_unreadable_video_exits_2_with_one_line(checkpoint, tmp_path, capsys):
@@ -209,6 +222,11 @@ def test_tracking_frames_a_small_moving_face_like_a_photo(ict_uv_model, tmp_path
         reconstruct_video(reconstructor, tmp_path / "drift.mp4", tmp_path / f"{name}.mp4", batch_size=4, progress=False)
         lines = read_lines(tmp_path / f"{name}.jsonl")
         assert len(lines) == 8 and not any("error" in line for line in lines)
+        # The framing each line gives: the whole frame until tracking moves to the square the fits ask for.
+        methods = [line["framing"]["method"] for line in lines]
+        first = methods.index("tracking") if passes else len(methods)
+        assert methods == ["whole_frame"] * first + ["tracking"] * (len(methods) - first), methods
+        assert all((line["framing"]["box"] is None) == (line["framing"]["method"] == "whole_frame") for line in lines)
         predicted = torch.tensor([line["landmarks_5"] for line in lines], dtype=torch.float64)
         errors[name] = landmark_error(predicted, truth)
     assert float(errors["tracked"].median()) < float(errors["whole frames"].median()), errors
