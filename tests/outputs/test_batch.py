@@ -2,6 +2,7 @@
 
 import errno
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,13 +168,42 @@ def test_special_files_given_as_inputs_are_refused_not_waited_on(tmp_path, tiny_
     assert len(failures) == 2 and all("not a regular file" in line for line in failures)
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
-                    reason="root reads every file")
-def test_permission_denied_is_said_as_such(tmp_path, tiny_checkpoint, run_cli, capsys):
-    locked = _photo(tmp_path / "locked.png")
-    locked.chmod(0)
-    assert _run(run_cli, tiny_checkpoint, locked, "-o", tmp_path / "out") == 1
-    assert "permission denied" in capsys.readouterr().err
+@pytest.mark.parametrize("where", ["chmod", "before opening", "on opening"])
+def test_permission_denied_is_said_as_such(tmp_path, tiny_checkpoint, run_cli, monkeypatch, capsys, where):
+    """A photo lsqface may not read is one line saying "permission denied", not "corrupt", and the batch goes on.
+
+    Root reads every file whatever its mode (CI runs as root), so the refusal is also made to happen where
+    lsqface meets it: the check before the file is opened (os.access), and the open itself (an ACL, or a mode
+    changed in between)."""
+    import os
+
+    import lsqface.data.images as images
+
+    locked, good = _photo(tmp_path / "locked.png"), _photo(tmp_path / "good.png", seed=1)
+    if where == "chmod":
+        if not hasattr(os, "geteuid") or os.geteuid() == 0:
+            pytest.skip("root reads every file whatever its mode")
+        locked.chmod(0)
+    elif where == "before opening":
+        access = os.access
+        monkeypatch.setattr(images.os, "access", lambda path, mode, **kwargs:
+                            Path(path) != locked and access(path, mode, **kwargs))
+    else:
+        open_image = images.Image.open
+
+        def refuse(path, *args, **kwargs):
+            if Path(path) == locked:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return open_image(path, *args, **kwargs)
+
+        monkeypatch.setattr(images.Image, "open", refuse)
+    # A photo that cannot be read fails alone: it is listed, the others are written, the exit status is 1.
+    assert _run(run_cli, tiny_checkpoint, locked, good, "-o", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    failures = [line for line in err.splitlines() if line.startswith("lsqface: failed:")]
+    assert failures == [f"lsqface: failed: {locked}: Image {locked} cannot be read: permission denied; check its "
+                        "permissions (chmod +r)."], err
+    assert "Traceback" not in err and (tmp_path / "out" / "good.json").is_file()
 
 
 def test_a_box_beyond_the_photo_is_refused_before_anything_is_allocated(tmp_path, tiny_checkpoint, run_cli, capsys):
