@@ -1,11 +1,12 @@
 """lsqface alone on the real-photo validation split, several checkpoints in one run: choose models quickly.
 
-    python docs/scripts/real_validation.py [--similarity 20] CHECKPOINT [CHECKPOINT ...]
+    python docs/scripts/real_validation.py [--similarity 20] [--per-face] CHECKPOINT [CHECKPOINT ...]
 
 The pictures are those of ``lsqface evaluate --real validation`` with 20 random similarities per
 face (144 pictures) instead of 10; dlib runs once, for the reference, and the peers not at all.
 Each line: per roll and for the similarities, median / mean (capped at 100) / failures over 10 %,
-then over all pictures the median, the failure rate and the median confident fraction.
+then over all pictures the median, the failure rate and the median confident fraction; with
+--per-face, a second line of each face's median over its pictures.
 """
 
 import argparse
@@ -23,6 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--similarity", type=int, default=20)
+    parser.add_argument("--per-face", action="store_true", help="also each face's median error over its pictures")
     args = parser.parse_args()
     torch.set_num_threads(1)
     _, variants, _ = assemble("validation", similarity=args.similarity)
@@ -40,6 +42,10 @@ def main() -> None:
         cells.append(f"all: median {np.median(errors):.1f}, failures {100 * np.mean(errors > 10):.0f}%, "
                      f"confident {np.nanmedian(confident):.2f}")
         print("  ".join(cells), flush=True)
+        if args.per_face:
+            faces = np.array([variant.face for variant in variants])
+            print("    per face: " + "  ".join(f"{face} {np.median(errors[faces == face]):.1f}"
+                                                for face in dict.fromkeys(faces)), flush=True)
 
 
 if __name__ == "__main__":
