@@ -32,7 +32,8 @@ from torch.profiler import record_function
 
 from lsqface.morphable.uv_model import UVMorphableModel, sample_albedo, sample_mask, sample_normal, sample_shape
 from lsqface.solver.camera import Camera, decompose_camera
-from lsqface.solver.geometry import GeometryFit, GeometryRegularisation, solve_geometry
+from lsqface.solver.geometry import (GeometryFit, GeometryRegularisation, geometry_design, solve_geometry,
+                                     solve_geometry_design)
 from lsqface.solver.photometry import PhotometryFit, PhotometryRegularisation, solve_photometry
 from lsqface.solver.preprocess import softplus_preprocess
 from lsqface.solver.sampling import PixelSamples, gather_map, sample_pixels
@@ -194,17 +195,17 @@ def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
 
 
 def _per_image(uv: torch.Tensor, *weights: torch.Tensor | None) -> bool:
-    """Whether to solve image by image: without autograd on the CPU, for a batch of several images.
+    """Whether to solve image by image on rows built once (:func:`lsqface.solver.geometry.geometry_design`):
+    without autograd on the CPU, with the regularisation weights of the config.
 
-    Every solve is per image anyway; taken one image at a time, an image's sampled basis (2,000 samples x
-    3 x 153 float32: 3.7 MB) stays in the processor's cache through its sampling, its Gram product, the
-    products that are bound by memory (the right-hand side, the residuals) and every robust pass, where
-    the batch's (16 images: 59 MB) goes through memory several times per pass: 1.5-2x faster at batch 16.
-    The results equal the batched solve's within rounding (tests/solver/test_fit.py). Regularisation
-    weights given as tensors (adaptive or per image) keep the batched path.
+    Every solve is per image anyway; taken one image at a time, an image's rows (2,000 samples x 3 x 166
+    float32: 4 MB) stay in the processor's cache through its robust passes, where the batch's (16 images:
+    64 MB) would go through memory several times per pass. Each pass is then one weighted Gram matrix of
+    the rows and a few small products. The results equal the batched solve's within rounding
+    (tests/solver/test_fit.py). Regularisation weights given as tensors (adaptive or per image) keep the
+    batched path.
     """
-    return (uv.shape[0] > 1 and uv.device.type == "cpu" and not torch.is_grad_enabled()
-            and all(weight is None for weight in weights))
+    return uv.device.type == "cpu" and not torch.is_grad_enabled() and all(weight is None for weight in weights)
 
 
 def _concatenate_geometry(parts: list[GeometryFit]) -> GeometryFit:
@@ -243,29 +244,39 @@ def _geometric_stage(uv_model: UVMorphableModel, image: torch.Tensor, correspond
             shape=config.shape_weight if shape_weights is None else shape_weights.to(dtype),
         )
 
-        def solve(rows: slice) -> tuple[GeometryFit, torch.Tensor]:
+        def solve(rows: slice, inference: bool) -> tuple[GeometryFit, torch.Tensor]:
             mean, basis = sample_shape(uv_model, uv[rows])
             mean = mean.to(dtype)
-            # One pass: cast and (B, P, 3, N) layout (``to`` keeps a view of the right dtype as it is, hence contiguous()).
-            basis = basis.to(dtype=basis_dtype, memory_format=torch.contiguous_format).contiguous()
+            if inference:
+                # The rows are built once (the basis copied into them in one pass) for every robust pass.
+                design = geometry_design(pixels[rows], depth_samples[rows], mean, basis.to(basis_dtype), regularisation,
+                                         (height, width))
+
+                def solve_pass(confidence: torch.Tensor) -> GeometryFit:
+                    return solve_geometry_design(design, confidence)
+            else:
+                # One pass: cast and (B, P, 3, N) layout (``to`` keeps a view of the right dtype as it is, hence contiguous()).
+                basis = basis.to(dtype=basis_dtype, memory_format=torch.contiguous_format).contiguous()
+
+                def solve_pass(confidence: torch.Tensor) -> GeometryFit:
+                    return solve_geometry(pixels[rows], depth_samples[rows], confidence, mean, basis, regularisation,
+                                          (height, width))
             confidence_weights = final = weights[rows]
-            geometry = solve_geometry(pixels[rows], depth_samples[rows], final[..., 0], mean, basis, regularisation,
-                                      (height, width))
+            geometry = solve_pass(final[..., 0])
             for _ in range(config.robust_iterations):
                 # Each pass reweights the confidence weights afresh (not the previous pass's product,
                 # which would shrink every weight towards the regularisation and the jitter).
                 factor = robust_factor(geometry.residuals, confidence_weights[..., 0], config.robust_scale)
                 final = confidence_weights * factor[..., None]
-                geometry = solve_geometry(pixels[rows], depth_samples[rows], final[..., 0], mean, basis, regularisation,
-                                          (height, width))
+                geometry = solve_pass(final[..., 0])
             return geometry, final
 
         if _per_image(uv, shape_weights):
-            parts = [solve(slice(index, index + 1)) for index in range(uv.shape[0])]
+            parts = [solve(slice(index, index + 1), True) for index in range(uv.shape[0])]
             geometry = _concatenate_geometry([part[0] for part in parts])
             weights = torch.cat([part[1] for part in parts])
         else:
-            geometry, weights = solve(slice(None))
+            geometry, weights = solve(slice(None), False)
         camera = decompose_camera(geometry.inverse_camera, geometry.camera_centre)
 
     return _GeometryStage(geometry, camera, uv, weights, correspondence_samples, samples)

@@ -64,8 +64,12 @@ def test_mixed_precision_gives_the_float64_fit(image_scene_factory):
 
 @pytest.mark.parametrize("precision", ["float64", "mixed"])
 def test_inference_solves_image_by_image_as_the_batch_does(image_scene_factory, precision):
-    """Without autograd the layer solves one image at a time (its basis stays in cache, fit._per_image):
-    the batched solve's results within rounding (float32's in the products of "mixed"), robust passes included."""
+    """Without autograd the layer solves one image at a time on rows built once (fit._per_image,
+    geometry.solve_geometry_design): the batched solve's results within rounding, robust passes included.
+
+    In "mixed" the two sum their float32 products in different orders: the fit agrees within 1e-4; this
+    scene's residuals are only 0.03 model units, so a float32 rounding of 6e-6 in one moves its robust
+    weight by 3e-4 (measured), hence 1e-3 on the weights. Against float64 both are equally far."""
     scene = image_scene_factory(seed=4)
     tolerance = 1e-9 if precision == "float64" else 1e-4
     config = SolverConfig(sample_count=500, robust_iterations=3, precision=precision)
@@ -76,7 +80,14 @@ def test_inference_solves_image_by_image_as_the_batch_does(image_scene_factory, 
     assert scene.image.shape[0] > 1
     for name in ("inverse_camera", "camera_centre", "rotation", "translation", "shape_coefficients", "inverse_lighting",
                  "albedo_coefficients", "geometric_residuals", "geometric_weights", "photometric_residuals"):
-        torch.testing.assert_close(getattr(single, name), getattr(batched, name), rtol=tolerance, atol=tolerance, msg=name)
+        limit = 1e-3 if name == "geometric_weights" and precision == "mixed" else tolerance
+        torch.testing.assert_close(getattr(single, name), getattr(batched, name), rtol=limit, atol=limit, msg=name)
+    if precision == "mixed":
+        double = fit(scene.uv_model, *maps, dataclasses.replace(config, precision="float64"), torch.Generator().manual_seed(5))
+        for name in ("inverse_camera", "camera_centre", "shape_coefficients", "geometric_weights"):
+            inference_error = (getattr(single, name) - getattr(double, name)).abs().max()
+            batched_error = (getattr(batched, name) - getattr(double, name)).abs().max()
+            assert float(inference_error) < 3 * float(batched_error) + 1e-12, name
 
 
 def test_gradients_reach_every_map(image_scene_factory):

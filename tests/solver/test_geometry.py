@@ -188,3 +188,35 @@ def test_inference_gram_leaves_out_only_rows_that_do_not_count(dtype):
         assert gram.dtype == dtype
         torch.testing.assert_close(gram.double(), expected, rtol=tolerance, atol=tolerance * expected.abs().max().item())
     assert float(expected[2].abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("with_target", [False, True])
+def test_solve_on_design_rows_equals_the_solve(scene_factory, with_target):
+    """The inference solve on rows built once (one Gram matrix per pass) gives solve_geometry's fit: within
+    1e-10 relative in float64; with the rows in float32 (SolverConfig "mixed") within 1e-5 of the float64
+    fit, as solve_geometry with a float32 basis is."""
+    from lsqface.solver.geometry import geometry_design, solve_geometry_design
+
+    scene = scene_factory(batch=3, points=400, count=7, seed=6)
+    generator = torch.Generator().manual_seed(2)
+    confidence = scene.confidence * (torch.rand(3, 400, generator=generator, dtype=torch.float64) > 0.2)
+    target = torch.tensor([1.0, -2.0, 40.0], dtype=torch.float64) if with_target else None
+    regularisation = GeometryRegularisation(inverse_camera=1e-3, camera_centre=0.05, camera_centre_target=target,
+                                            shape=torch.rand(7, generator=generator, dtype=torch.float64))
+    pixels, depth = scene.pixels, scene.depth * (1 + 0.01 * torch.randn(3, 400, generator=generator, dtype=torch.float64))
+    expected = solve_geometry(pixels, depth, confidence, scene.mean, scene.basis, regularisation, scene.image_size)
+    # The basis as the UV sampling gives it (a transposed view), not contiguous.
+    strided = scene.basis.transpose(2, 3).contiguous().transpose(2, 3)
+    for basis_dtype, tolerance in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
+        design = geometry_design(pixels, depth, scene.mean, strided.to(basis_dtype), regularisation, scene.image_size)
+        fit = solve_geometry_design(design, confidence)
+        reference = expected if basis_dtype == torch.float64 else solve_geometry(
+            pixels, depth, confidence, scene.mean, scene.basis.float(), regularisation, scene.image_size)
+        for name in ("inverse_camera", "camera_centre", "shape_coefficients", "residuals", "normalised_inverse_camera",
+                     "depth_scale"):
+            actual, wanted = getattr(fit, name), getattr(expected, name)
+            assert actual.dtype == torch.float64
+            scale = float(wanted.abs().max())
+            torch.testing.assert_close(actual, wanted, rtol=tolerance, atol=tolerance * scale, msg=name)
+            # As far from float64 as solve_geometry with the same float32 basis is, within a factor 3.
+            assert float((actual - wanted).abs().max()) <= 3 * float((getattr(reference, name) - wanted).abs().max()) + 1e-12 * scale, name
