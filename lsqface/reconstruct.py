@@ -373,10 +373,11 @@ def reconstruct_from_maps(
 def frame_image(image: np.ndarray, size: int, box: Sequence[float] | None = None, margin: float = 1.6) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame an image for the network: the whole image letterboxed, or a square around a face box.
 
-    Only the part of the photo inside the frame is converted to float (:func:`lsqface.data.images.photo_region`);
-    a part over ``FULL_FLOAT_PIXELS`` (the whole of a photo over 16 megapixels, say) is first box-averaged
-    by an integer factor k, and the matrix says so: the frame's point (x, y) is (x / k, y / k) before
-    the resize to ``size``.
+    Only the part of the photo inside the frame is read, a band of rows at a time, and never converted to
+    float whole (:func:`lsqface.data.images.fit_region_to_square`); a part over ``FULL_FLOAT_PIXELS`` (the
+    whole of a photo over 16 megapixels, say) is first box-averaged by an integer factor k
+    (:func:`lsqface.data.images.photo_region`), and the matrix says so: the frame's point (x, y) is
+    (x / k, y / k) before the resize to ``size``.
 
     Args:
         image: (H, W, 3) float32 in [0, 1], or uint8 (0..255, converted part by part).
@@ -387,7 +388,7 @@ def frame_image(image: np.ndarray, size: int, box: Sequence[float] | None = None
     Returns:
         (3, size, size) framed image and the (3, 3) matrix mapping original pixels to framed pixels.
     """
-    from lsqface.data.images import fit_to_square, photo_region, reduction_factor
+    from lsqface.data.images import fit_region_to_square, fit_to_square, photo_region, reduction_factor
 
     height, width = image.shape[:2]
     if box is not None:
@@ -413,19 +414,21 @@ def frame_image(image: np.ndarray, size: int, box: Sequence[float] | None = None
         # photo's top or left edge is left out).
         src_top = top_px + -(-(src_top - top_px) // factor) * factor
         src_left = left_px + -(-(src_left - left_px) // factor) * factor
-    # Only the part of the photo inside the frame is converted (not the whole photo, then cropped).
-    inside = photo_region(image, src_top, src_left, src_bottom, src_right, factor)
-    if (src_top, src_left, src_bottom, src_right) == (0, 0, height, width) and box is None:
-        tensor = inside
+    to_framed = torch.tensor([[1.0 / factor, 0.0, (0.0 - left_px) / factor],
+                              [0.0, 1.0 / factor, (0.0 - top_px) / factor],
+                              [0.0, 0.0, 1.0]], dtype=torch.float64)
+    if factor == 1:
+        # The part inside the frame is resized a band of rows at a time, never converted to float whole.
+        framed, matrix = fit_region_to_square(image, src_top, src_left, src_bottom, src_right,
+                                              (frame_height, frame_width), (src_top - top_px, src_left - left_px), size)
     else:
+        # Only the part of the photo inside the frame is converted (not the whole photo, then cropped).
+        inside = photo_region(image, src_top, src_left, src_bottom, src_right, factor)
         tensor = inside.new_zeros(3, frame_height // factor, frame_width // factor)
         row, column = (src_top - top_px) // factor, (src_left - left_px) // factor
         rows, columns = min(inside.shape[1], tensor.shape[1] - row), min(inside.shape[2], tensor.shape[2] - column)
         tensor[:, row:row + rows, column:column + columns] = inside[:, :rows, :columns]
-    to_framed = torch.tensor([[1.0 / factor, 0.0, (0.0 - left_px) / factor],
-                              [0.0, 1.0 / factor, (0.0 - top_px) / factor],
-                              [0.0, 0.0, 1.0]], dtype=torch.float64)
-    framed, matrix = fit_to_square(tensor, size, mode="pad")
+        framed, matrix = fit_to_square(tensor, size, mode="pad")
     to_network = torch.cat([matrix, torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)]) @ to_framed
     return framed, to_network
 

@@ -205,6 +205,65 @@ def test_fit_to_square_identity_is_exact():
         assert torch.equal(matrix, torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64))
 
 
+
+@pytest.mark.parametrize("in_size, out_size", [(2333, 64), (100, 64), (500, 37), (65, 64), (64, 64), (7, 3)])
+def test_antialias_weights_are_torchs_resize(in_size, out_size):
+    from lsqface.data.images import antialias_weights
+
+    weights = antialias_weights(in_size, out_size)
+    assert weights.shape == (out_size, in_size)
+    torch.testing.assert_close(weights.sum(1), torch.ones(out_size, dtype=torch.float64))
+    image = torch.rand(1, 2, in_size, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expected = torch.nn.functional.interpolate(image, size=(out_size, 5), mode="bilinear", align_corners=False,
+                                               antialias=True)
+    torch.testing.assert_close(torch.einsum("oi,bciw->bcow", weights, image), expected, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_a_region_resized_band_by_band_is_the_resized_frame(dtype):
+    """fit_region_to_square (the photo's part resized a band of rows at a time, never converted whole) gives
+    fit_to_square of the frame built from photo_region within 1e-6, for the whole photo, a part inside it
+    and a part over its corner, shrunk and enlarged; a uint8 photo gives its float copy's result bit for bit."""
+    from lsqface.data.images import _BAND_VALUES, fit_region_to_square
+
+    generator = np.random.default_rng(3)
+    height, width = 3 * _BAND_VALUES // (3 * 500) + 7, 500  # several bands
+    photo = generator.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    if dtype == np.float32:
+        photo = photo.astype(np.float32) / 255.0
+    cases = [  # (top, left, bottom, right, frame, offset)
+        (0, 0, height, width, (height, width), (0, 0)),
+        (100, 50, 400, 350, (300, 300), (0, 0)),
+        (0, 0, 150, 130, (200, 200), (50, 70)),
+        (10, 20, 30, 40, (20, 20), (0, 0)),  # enlarged: torch's bilinear resize as before
+    ]
+    for top, left, bottom, right, frame, offset in cases:
+        framed, matrix = fit_region_to_square(photo, top, left, bottom, right, frame, offset, 64)
+        whole = torch.zeros(3, *frame)
+        whole[:, offset[0]:offset[0] + bottom - top, offset[1]:offset[1] + right - left] = photo_region(photo, top, left, bottom, right)
+        expected, expected_matrix = fit_to_square(whole, 64)
+        assert framed.dtype == torch.float32 and torch.equal(matrix, expected_matrix)
+        torch.testing.assert_close(framed, expected, rtol=0, atol=1e-6)
+        if dtype == np.uint8:
+            as_float = fit_region_to_square(photo.astype(np.float32) / 255.0, top, left, bottom, right, frame, offset, 64)
+            assert torch.equal(framed, as_float[0])
+
+
+def test_a_float_photo_in_range_is_kept_as_it_is():
+    from lsqface.data.images import photo_array
+
+    photo = np.random.default_rng(2).random((40, 30, 3)).astype(np.float32)
+    assert photo_array(photo) is photo
+    for bad in (np.nan, np.inf, 1.5):
+        spoiled = photo.copy()
+        spoiled[3, 4, 1] = bad
+        with pytest.raises(ImageError):
+            photo_array(spoiled)
+    slightly_over = photo.copy()
+    slightly_over[0, 0, 0] = 1.0005  # within read_image's tolerance: clipped in a copy
+    kept = photo_array(slightly_over)
+    assert kept is not slightly_over and kept[0, 0, 0] == 1.0
+
 def test_image_folder(tmp_path):
     (tmp_path / "b" / "deep").mkdir(parents=True)
     (tmp_path / ".hidden").mkdir()
