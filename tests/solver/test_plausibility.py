@@ -96,3 +96,13 @@ def test_thresholds_load_from_a_toml_table():
 
     thresholds = from_dict(StatusThresholds, {"face_size": [0.1, 2.0], "max_residual_mm": 5})
     assert thresholds.face_size == (0.1, 2.0) and thresholds.max_residual_mm == 5.0
+
+
+@pytest.mark.parametrize("count", [1, 2, 101, 20000])
+def test_upper_quantile_is_torch_quantile(count):
+    from lsqface.solver.plausibility import upper_quantile
+
+    values = torch.rand(4, count, generator=torch.Generator().manual_seed(count), dtype=torch.float64)
+    values[1, : max(1, count // 50)] = float("inf")  # a fit whose edges overflowed
+    for q in (0.99, 0.5, 1.0):
+        assert torch.equal(upper_quantile(values, q).nan_to_num(-1.0), torch.quantile(values, q, dim=1).nan_to_num(-1.0))
