@@ -55,21 +55,25 @@ def uv_vertices(vertex_uv: np.ndarray | torch.Tensor, size: int, dtype: torch.dt
 
 
 def visible_in_photo(points: torch.Tensor, normals: torch.Tensor, image_points: torch.Tensor,
-                     photo_depth: torch.Tensor, tolerance: float = DEPTH_TOLERANCE) -> torch.Tensor:
+                     photo_depth: torch.Tensor, tolerance: float = DEPTH_TOLERANCE,
+                     origin: tuple[int, int] = (0, 0), photo_size: tuple[int, int] | None = None) -> torch.Tensor:
     """Which surface points the photo shows: facing the camera, inside the photo, not occluded.
 
     Args:
         points: (N, 3) camera-space positions, millimetres.
         normals: (N, 3) outward normals there (need not be unit).
         image_points: (N, 2) their projections (x, y) in photo pixels.
-        photo_depth: (H, W) the mesh's camera z rendered at the photo's size, ``inf`` off the mesh.
+        photo_depth: (h, w) the mesh's camera z rendered at the photo's size, ``inf`` off the mesh: the
+            whole photo, or a window of it whose top-left pixel is column, row = ``origin`` (every pixel
+            outside the window is off the mesh).
         tolerance: a point is hidden when the rendered surface is nearer by more than
             ``tolerance`` times the point's depth.
+        photo_size: (H, W) of the photo, pixels; None when ``photo_depth`` is the whole photo.
 
     Returns:
         (N,) bool.
     """
-    height, width = photo_depth.shape
+    height, width = photo_depth.shape if photo_size is None else photo_size
     # The camera sits at the origin: the point faces it when n . (0 - X) > 0.
     facing = (normals * -points).sum(-1) > 0
     x, y = image_points[:, 0], image_points[:, 1]
@@ -79,12 +83,14 @@ def visible_in_photo(points: torch.Tensor, normals: torch.Tensor, image_points: 
     # hidden behind the nose sees the nose in all four.
     column = torch.floor(x - 0.5).clamp(-1, width - 1).nan_to_num(0).long()
     row = torch.floor(y - 0.5).clamp(-1, height - 1).nan_to_num(0).long()
+    # The window, with a border of pixels off the mesh around it.
+    window = torch.nn.functional.pad(photo_depth, (1, 1, 1, 1), value=float("inf"))
     farthest = torch.full_like(x, -float("inf"))
     for row_offset in (0, 1):
         for column_offset in (0, 1):
-            r = (row + row_offset).clamp(0, height - 1)
-            c = (column + column_offset).clamp(0, width - 1)
-            farthest = torch.maximum(farthest, photo_depth[r, c])
+            r = (row + row_offset).clamp(0, height - 1) - origin[1] + 1
+            c = (column + column_offset).clamp(0, width - 1) - origin[0] + 1
+            farthest = torch.maximum(farthest, window[r.clamp(0, window.shape[0] - 1), c.clamp(0, window.shape[1] - 1)])
     unoccluded = points[:, 2] <= farthest + tolerance * points[:, 2].abs()
     return facing & inside & unoccluded
 
@@ -148,7 +154,7 @@ def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256
         reconstruction: a :class:`lsqface.reconstruct.Reconstruction`.
         index: which face of the batch.
         photo: (H, W, 3) float in [0, 1] (or uint8), the ORIGINAL image of that face (H, W = its image size);
-            only the part the face covers is converted to float when the photo is large (:func:`_sample_photo`).
+            only the part the face covers is converted to float (:func:`_sample_photo`).
         size: texture side S, texels.
         from_photo: False gives the fitted colour everywhere (nothing visible) without looking at the
             photo: for a fit that is not a face (``Reconstruction.face_like``), whose mesh over the
@@ -194,8 +200,15 @@ def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256
     factors = torch.tensor([depth_width / width, depth_height / height], dtype=dtype)
     image_vertices = reconstruction.image_vertices()[index:index + 1].detach().cpu().to(dtype)
     image_vertices = torch.cat([image_vertices[..., :2] * factors, image_vertices[..., 2:]], dim=-1)
-    photo_fragments = rasterize(image_vertices, triangles, depth_height, depth_width, near=NEAR_PLANE_MM)
-    visible = visible_in_photo(points, texel_normals, image_points * factors, photo_fragments.depth[0])
+    # Only the window around the drawn vertices is rendered (off it the depth is inf anyway): shifting
+    # by whole pixels leaves every edge function, hence every depth, exactly as in the whole photo.
+    (left, top), (right, bottom) = _drawn_window(image_vertices[0], depth_height, depth_width)
+    shift = torch.tensor([left, top, 0.0], dtype=dtype)
+    photo_fragments = rasterize(image_vertices - shift, triangles, max(1, bottom - top), max(1, right - left),
+                                near=NEAR_PLANE_MM)
+    window_depth = photo_fragments.depth[0] if right > left and bottom > top else photo_fragments.depth[0, :0, :0]
+    visible = visible_in_photo(points, texel_normals, image_points * factors, window_depth,
+                               origin=(left, top), photo_size=(depth_height, depth_width))
 
     sampled = _sample_photo(photo, image_points, visible).to(dtype)
     texel_colour = torch.where(visible[:, None], sampled, fitted)
@@ -208,35 +221,51 @@ def photo_texture(reconstruction, index: int, photo: np.ndarray, size: int = 256
     return _fill_outside(texture, mask, nearest), visible_image
 
 
+def _drawn_window(image_vertices: torch.Tensor, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(left, top), (right, bottom): the pixels of an H x W image whose centres the mesh can cover.
+
+    ``image_vertices`` (V, 3): x, y in pixels and camera z (mm). Only vertices that the rasteriser may draw
+    count (finite, not nearer than ``NEAR_PLANE_MM``); no such vertex gives an empty window.
+    """
+    drawable = torch.isfinite(image_vertices).all(dim=-1) & (image_vertices[:, 2] >= NEAR_PLANE_MM)
+    if not bool(drawable.any()):
+        return (0, 0), (0, 0)
+    xy = image_vertices[drawable, :2]
+    low, high = xy.amin(dim=0), xy.amax(dim=0)
+    # Pixel j is a candidate when low <= j + 0.5 <= high (the rasteriser's boxes).
+    left, top = (max(0, min(limit, int(np.ceil(float(value) - 0.5)))) for value, limit in zip(low, (width, height)))
+    right, bottom = (max(0, min(limit, int(np.floor(float(value) - 0.5)) + 1)) for value, limit in zip(high, (width, height)))
+    return (left, top), (max(left, right), max(top, bottom))
+
+
 def _sample_photo(photo: np.ndarray, image_points: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
     """(N, 3) float32: the photo, bilinear, at ``image_points`` (N, 2) pixels; only the ``visible`` ones matter.
 
-    A photo up to ``FULL_FLOAT_PIXELS`` is sampled whole in float32, as it always was. A larger one
-    is converted only inside the box the visible points reach (plus a pixel for the bilinear
-    neighbours), box-averaged too where that box is itself over the bound
-    (:func:`lsqface.data.images.photo_region`): a 50-megapixel photo is never copied to float whole.
+    Only the box the visible points reach (plus a pixel for the bilinear neighbours) is converted to
+    float (:func:`lsqface.data.images.photo_region`), box-averaged where that box is over
+    ``FULL_FLOAT_PIXELS``: the face's part of a multi-megapixel photo, not the photo, is copied.
     """
-    from lsqface.data.images import FULL_FLOAT_PIXELS, photo_float, photo_region, reduction_factor
+    from lsqface.data.images import photo_region, reduction_factor
 
     height, width = photo.shape[:2]
-    if height * width <= FULL_FLOAT_PIXELS:
-        top, left, factor = 0, 0, 1
-        region = torch.from_numpy(np.require(photo_float(photo), requirements=["C", "W"])).permute(2, 0, 1)
-    else:
-        points = image_points[visible]
-        if points.shape[0] == 0:
-            return torch.zeros(image_points.shape[0], 3)
-        low, high = points.min(0).values, points.max(0).values
-        left, top = max(0, int(np.floor(float(low[0]))) - 1), max(0, int(np.floor(float(low[1]))) - 1)
-        right, bottom = min(width, int(np.floor(float(high[0]))) + 2), min(height, int(np.floor(float(high[1]))) + 2)
-        factor = reduction_factor((bottom - top) * (right - left))
-        region = photo_region(photo, top, left, bottom, right, factor)
+    points = image_points[visible]
+    finite = torch.isfinite(points).all(dim=1)
+    points = points[finite]
+    if points.shape[0] == 0:
+        return torch.zeros(image_points.shape[0], 3)
+    low, high = points.min(0).values, points.max(0).values
+    left, top = max(0, int(np.floor(float(low[0]))) - 1), max(0, int(np.floor(float(low[1]))) - 1)
+    right, bottom = min(width, int(np.floor(float(high[0]))) + 2), min(height, int(np.floor(float(high[1]))) + 2)
+    if right <= left or bottom <= top:
+        return torch.zeros(image_points.shape[0], 3)
+    factor = reduction_factor((bottom - top) * (right - left))
+    region = photo_region(photo, top, left, bottom, right, factor)
     region_height, region_width = region.shape[1:]
     # grid_sample with align_corners=False puts pixel centres at (j + 0.5) / W * 2 - 1: our convention
     # (the region's point (x, y) is (x / factor, y / factor) in its tensor).
     x = (image_points[:, 0] - left) / (factor * region_width)
     y = (image_points[:, 1] - top) / (factor * region_height)
     grid = torch.stack([x, y], -1) * 2 - 1
-    # Sampled in float32 (the photo's own precision): a 12-megapixel photo in float64 is 290 MB.
+    # Sampled in float32 (the photo's own precision).
     return F.grid_sample(region[None], grid.nan_to_num(0).float()[None, None], mode="bilinear",
                          padding_mode="border", align_corners=False)[0, :, 0].T  # (N, 3)

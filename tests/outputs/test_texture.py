@@ -132,3 +132,47 @@ def test_a_large_photo_is_sampled_only_where_the_face_is(yawed_faces, monkeypatc
     reduced, _ = photo_texture(reconstruction, 0, photo, size=64)
     # Three times coarser (a 128-pixel face in blocks of 3 x 3): blurred, not moved.
     assert regions[-1][-1] == 3 and np.abs(reduced - whole)[visible].mean() < 0.05
+
+
+def test_the_depth_rendered_around_the_face_is_the_whole_photos(yawed_faces, monkeypatch):
+    """The visibility test renders only the window the mesh can cover, shifted by whole pixels: the same
+    visible texels and texture, bit for bit, as rendering the whole photo; and the photo is sampled only
+    inside the box of the visible texels, within 1e-6 of sampling the whole photo (float32 grid)."""
+    import torch.nn.functional as F
+
+    import lsqface.outputs.texture as texture_module
+
+    faces, reconstruction = yawed_faces
+    photo = np.zeros((300, 400, 3), np.float32)  # the face's 128 pixels inside a larger photo
+    photo[100:228, 150:278] = faces.image[0].permute(1, 2, 0).numpy()
+    placed = dataclasses_replace_frame(reconstruction, (300, 400), shift=(150.0, 100.0))
+    windowed = photo_texture(placed, 0, photo, size=64)
+    windows = []
+    drawn_window = texture_module._drawn_window
+
+    def whole_photo(image_vertices, height, width):
+        windows.append(drawn_window(image_vertices, height, width))
+        return (0, 0), (width, height)
+
+    monkeypatch.setattr(texture_module, "_drawn_window", whole_photo)
+    whole = photo_texture(placed, 0, photo, size=64)
+    (left, top), (right, bottom) = windows[0]
+    assert (right - left) * (bottom - top) < 0.2 * 300 * 400  # the window is the face's
+    assert np.array_equal(windowed[1], whole[1]) and windowed[1].any()
+    np.testing.assert_array_equal(windowed[0], whole[0])
+
+    points = torch.tensor([[160.2, 110.7], [270.5, 220.25], [200.0, 150.0]], dtype=torch.float64)
+    sampled = texture_module._sample_photo(photo, points, torch.tensor([True, True, False]))
+    grid = (points / torch.tensor([400.0, 300.0], dtype=torch.float64) * 2 - 1).float()
+    expected = F.grid_sample(torch.from_numpy(photo).permute(2, 0, 1)[None], grid[None, None], mode="bilinear",
+                             padding_mode="border", align_corners=False)[0, :, 0].T
+    torch.testing.assert_close(sampled[:2], expected[:2], rtol=0, atol=1e-6)
+
+
+def dataclasses_replace_frame(reconstruction, image_size, shift):
+    """The reconstruction as if its photo were ``image_size`` with the original picture at ``shift`` (x, y)."""
+    import dataclasses
+
+    translate = torch.tensor([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    return dataclasses.replace(reconstruction, intrinsics=translate @ reconstruction.intrinsics.double(),
+                               image_sizes=[image_size] * len(reconstruction))
