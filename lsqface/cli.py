@@ -208,8 +208,10 @@ def _command_reconstruct(args: argparse.Namespace) -> int:
     box = _parse_box(args.bbox)
     if box is not None and args.detect is not None:
         raise LsqfaceError("--bbox frames the face itself; give it without --detect or --no-detect.")
-    if not kinds or set(kinds) - {"obj", "ply", "json", "npz", "pictures"}:
-        raise LsqfaceError(f"--save takes one or more of obj,ply,json,npz,pictures, not '{args.save}'.")
+    from lsqface.outputs.save import SAVE_KINDS
+
+    if not kinds or set(kinds) - set(SAVE_KINDS):
+        raise LsqfaceError(f"--save takes one or more of {','.join(SAVE_KINDS)}, not '{args.save}'.")
     inputs = expand_inputs(args.inputs or [demo_photo()], exclude=_own_outputs(args.output))
     open_output_folder(args.output, inputs)  # refuse an unusable folder before loading the network
     reconstructor = _reconstructor(args)
@@ -569,7 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reconstruct.add_argument("-o", "--output", required=True, help="folder for the results")
     reconstruct.add_argument(
-        "--save", default="obj,ply,json,npz,pictures", help="comma-separated outputs: obj,ply,json,npz,pictures (default: all)"
+        "--save", default="obj,texture,ply,json,npz,pictures",
+        help="comma-separated outputs: obj,texture,ply,json,npz,pictures (default: all; the photo texture of the "
+        "OBJ is 'texture')"
     )
     _add_network_options(reconstruct)
     reconstruct.add_argument("--bbox", default=None, help="face box x,y,width,height in pixels, for photos where the face is small")

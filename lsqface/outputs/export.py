@@ -25,6 +25,11 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+#: zlib level of the OBJ's texture PNG: 1 encodes a 256-texel texture several times faster than PIL's 6,
+#: for a file about a third larger with the same pixels.
+TEXTURE_COMPRESS_LEVEL = 1
+
+
 def write_png(path: str | Path, image: np.ndarray, compress_level: int = 6) -> Path:
     """Write an (H, W, 3) or (H, W) image (uint8, or float in [0, 1]) as PNG, atomically.
 
@@ -47,9 +52,76 @@ def _rows(keyword: str, field: str, values: np.ndarray) -> str:
     values = np.asarray(values)
     if values.size == 0:
         return ""
+    if field == "%.6f":
+        return _fixed_rows(keyword, values)
     per_row = values.shape[1] // field.count("%")
     line = keyword + (" " + field) * per_row + "\n"
     return (line * values.shape[0]) % tuple(values.ravel().tolist())
+
+
+# "ddd" for 0..999 packed in a uint32 each (bytes d d d 0): three digits per np.take.
+_THREE_DIGITS = np.frombuffer(b"".join(f"{number:03d}\0".encode() for number in range(1000)), np.uint32)
+
+
+def _fixed_rows(keyword: str, values: np.ndarray) -> str:
+    """:func:`_rows` with ``"%.6f"``: the same text as Python's formatting, built by numpy (1.6x faster).
+
+    Each value's digits come from its rounding to millionths, computed exactly: the magnitude is split
+    into two halves of 26 and 27 bits, whose products with 10^6 (15625 x 2^6) are exact, and the integer
+    nearest to their sum is checked against them. A value within 1e-9 of a tie between two roundings,
+    not finite, or of 10^12 or more (no exact integer of millionths in int64 arithmetic here) has its
+    row formatted by Python instead; so every row is the text of ``f"{value:.6f}"`` per value
+    (tests/outputs/test_export.py), negative zero and values that round to it keeping their sign.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    rows, columns = values.shape
+    flat = values.ravel()
+    magnitude = np.abs(flat)
+    plain = np.isfinite(flat) & (magnitude < 1e12)
+    magnitude[~plain] = 0.0
+    split = 134217729.0 * magnitude  # Veltkamp's split: 2^27 + 1
+    high = split - (split - magnitude)
+    low = magnitude - high
+    high *= 1e6
+    low *= 1e6
+    rounded = np.rint(high + low)
+    plain &= np.abs((high - rounded) + low) < 0.5 - 1e-9  # the exact product is nearer to it than to any other
+    integer, fraction = np.divmod(rounded.astype(np.int64), 1_000_000)
+    chunks = max(1, -(-len(str(int(integer.max()))) // 3))  # groups of three digits of the integer part
+    width = 2 + 3 * chunks + 1 + 6  # " -ddd.dddddd" before leaving out the absent sign and leading zeros
+    point = 2 + 3 * chunks
+    prefix = len(keyword)
+    chars = np.empty((rows, prefix + columns * width + 1), np.uint8)
+    kept = np.ones(chars.shape, bool)
+    chars[:, :prefix] = np.frombuffer(keyword.encode(), np.uint8)
+    chars[:, -1] = ord("\n")
+    fields = chars[:, prefix:-1].reshape(rows, columns, width)
+    kept_fields = kept[:, prefix:-1].reshape(rows, columns, width)
+    fields[..., 0] = ord(" ")
+    fields[..., 1] = ord("-")
+    kept_fields[..., 1] = np.signbit(flat).reshape(rows, columns)
+    fields[..., point] = ord(".")
+
+    def put(start: int, numbers: np.ndarray) -> None:
+        fields[..., start:start + 3] = np.take(_THREE_DIGITS, numbers).view(np.uint8).reshape(rows, columns, 4)[..., :3]
+
+    rest = integer
+    for chunk in range(chunks - 1, -1, -1):
+        rest, part = np.divmod(rest, 1000)
+        put(2 + 3 * chunk, part)
+    integer = integer.reshape(rows, columns)
+    for digit in range(3 * chunks - 1):  # leading zeros of the integer part are left out, not its last digit
+        kept_fields[..., 2 + digit] = integer >= 10 ** (3 * chunks - 1 - digit)
+    thousandths, millionths = np.divmod(fraction, 1000)
+    put(point + 1, thousandths)
+    put(point + 4, millionths)
+    text = chars[kept].tobytes().decode("ascii")
+    if plain.all():
+        return text
+    lines = text.splitlines(keepends=True)
+    for row in np.unique(np.nonzero(~plain)[0] // columns):
+        lines[row] = keyword + "".join(f" {value:.6f}" for value in values[row]) + "\n"
+    return "".join(lines)
 
 
 _MODEL_LINES: dict = {}
@@ -118,7 +190,7 @@ def write_obj(
     write_text_atomic(path, "".join(lines))
     written.append(path)
     if textured:
-        write_png(texture_path, texture, compress_level=1)
+        write_png(texture_path, texture, compress_level=TEXTURE_COMPRESS_LEVEL)
         material = (
             "newmtl face\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\n"
             f"illum 1\nmap_Kd {texture_path.name}\n"

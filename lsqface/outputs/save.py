@@ -2,7 +2,8 @@
 
 Files for a face named ``STEM`` in folder ``OUT`` (each written atomically):
 
-    STEM.obj, STEM.mtl, STEM_texture.png   textured mesh with vertex colours (obj)
+    STEM.obj                               mesh with vertex colours (obj)
+    STEM_texture.png (+ STEM.mtl)          the photo in the mesh's UV space; with obj, the OBJ's texture (texture)
     STEM.ply                               mesh with vertex colours (ply)
     STEM.json                              every parameter, schema ``lsqface-reconstruction/1`` (json)
     STEM.npz                               the network's maps and the framing (npz)
@@ -17,11 +18,13 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from lsqface.outputs.export import write_json, write_npz, write_obj, write_ply
+from lsqface.outputs.export import TEXTURE_COMPRESS_LEVEL, write_json, write_npz, write_obj, write_ply, write_png
 from lsqface.reconstruct import Reconstruction
 
-#: What ``lsqface reconstruct --save`` accepts.
-SAVE_KINDS = ("obj", "ply", "json", "npz", "pictures")
+#: What ``lsqface reconstruct --save`` accepts (all of them by default). The photo texture is its own kind:
+#: mapping the photo onto the mesh (a z-buffer of the mesh over the photo) costs several times the OBJ's text,
+#: so ``--save json,obj`` leaves it out (docs/performance.md).
+SAVE_KINDS = ("obj", "texture", "ply", "json", "npz", "pictures")
 JSON_SCHEMA_NAME = "lsqface-reconstruction/1"
 
 
@@ -93,7 +96,11 @@ def output_names(stem: str, kinds: Iterable[str] = SAVE_KINDS) -> list[str]:
     kinds = set(kinds)
     names: list[str] = []
     if "obj" in kinds:
-        names += [f"{stem}.obj", f"{stem}.mtl", f"{stem}_texture.png"]
+        names.append(f"{stem}.obj")
+    if "obj" in kinds and "texture" in kinds:
+        names.append(f"{stem}.mtl")
+    if "texture" in kinds:
+        names.append(f"{stem}_texture.png")
     names += [f"{stem}.{kind}" for kind in ("ply", "json", "npz") if kind in kinds]
     if "pictures" in kinds:
         names += [f"{stem}_{name}.png" for name in (*PICTURE_NAMES, "sheet")]
@@ -135,14 +142,17 @@ def save_reconstruction(
     triangles = r.triangles.cpu().numpy()
     colours = _array(r.colour[index])
     texture = None
-    if "obj" in kinds or "pictures" in kinds:
+    if "texture" in kinds or "pictures" in kinds:
         from lsqface.outputs.texture import photo_texture
 
         # One texture serves the OBJ and the "uv_photo" picture.
         texture = photo_texture(r, index, photo, from_photo=not r.face_like or bool(r.face_like[index]))
     if "obj" in kinds:
-        written += write_obj(folder / f"{stem}.obj", vertices, triangles, texture_coords=r.vertex_uv,
-                             texture=texture[0], vertex_colours=colours)
+        textured = "texture" in kinds
+        written += write_obj(folder / f"{stem}.obj", vertices, triangles, texture_coords=r.vertex_uv if textured else None,
+                             texture=texture[0] if textured else None, vertex_colours=colours)
+    elif "texture" in kinds:
+        written.append(write_png(folder / f"{stem}_texture.png", texture[0], compress_level=TEXTURE_COMPRESS_LEVEL))
     if "ply" in kinds:
         written.append(write_ply(folder / f"{stem}.ply", vertices, triangles, colours))
     if "json" in kinds:

@@ -33,6 +33,26 @@ def test_output_names_are_those_written():
     assert len(names) == len(set(names))
 
 
+
+@pytest.mark.parametrize("save, expected", [
+    ("json,obj", {"photo.json", "photo.obj"}),
+    ("obj,texture", {"photo.obj", "photo.mtl", "photo_texture.png"}),
+    ("texture", {"photo_texture.png"}),
+])
+def test_the_photo_texture_is_written_when_asked(tmp_path, tiny_checkpoint, run_cli, save, expected):
+    """The OBJ carries the photo as its texture (MTL + PNG) only with the kind "texture", which the default
+    --save holds; without it the OBJ has its vertex colours and no texture lines."""
+    _photo(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    assert run_cli(["reconstruct", str(tmp_path / "photo.png"), "-o", str(out), "--checkpoint", str(tiny_checkpoint),
+                    "--save", save, "--quiet", "--refine", "0"]) in (0, 1)
+    written = {path.name for path in out.iterdir() if path.name != MANIFEST_NAME}
+    assert written == expected and set(output_names("photo", save.split(","))) == expected
+    if "obj" in expected:
+        text = (out / "photo.obj").read_text()
+        assert ("mtllib photo.mtl" in text) == ("texture" in save) and ("\nvt " in text) == ("texture" in save)
+        assert text.count("\nv ") > 0 and len(text.split("\nv ", 2)[1].split("\n")[0].split()) == 6  # x y z r g b
+
 def test_shared_stems_and_the_numbering_scheme_never_collide(tmp_path, tiny_checkpoint, run_cli, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()

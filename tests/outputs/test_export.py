@@ -72,3 +72,22 @@ def test_obj_text_is_the_text_of_one_format_per_value(tmp_path):
     plain = ["# written by lsqface"] + ["v " + " ".join(f"{value:.6f}" for value in row) for row in vertices]
     plain += [f"f {a} {b} {c}" for a, b, c in triangles + 1]
     assert (tmp_path / "plain.obj").read_text() == "\n".join(plain) + "\n"
+
+
+def test_fixed_point_text_is_pythons_for_every_kind_of_value():
+    """The numpy formatting of "%.6f" gives Python's text: ties of millionths (half to even on the exact
+    binary value), values a hair from a tie, signed zeros, magnitudes from 1e-7 to 1e11, and the values it
+    hands to Python (non-finite, 1e12 and over)."""
+    from lsqface.outputs.export import _rows
+
+    generator = np.random.default_rng(8)
+    ties = (np.arange(-3000, 3000) + 0.5) / 2**7  # exact ties: 1/128 = 0.0078125
+    near = np.arange(-3000, 3000) * 1e-6 + 5e-7  # the nearest doubles to ties
+    spread = np.concatenate([generator.normal(scale=scale, size=3000) for scale in (1e-7, 1e-3, 1.0, 1e3, 1e6, 1e9, 1e11)])
+    special = np.array([0.0, -0.0, -1e-9, 4e-7, -4e-7, 0.9999995, 999.9999996, 1e12, -3.5e13, np.nan, np.inf, -np.inf,
+                        np.nextafter(1e12, 0), 5e-324])
+    for values in (ties, near, spread, special):
+        values = np.resize(values, (len(values) // 3 * 3 or 3,)).reshape(-1, 3)
+        expected = "".join("v" + "".join(f" {value:.6f}" for value in row) + "\n" for row in values)
+        assert _rows("v", "%.6f", values) == expected
+    assert _rows("vt", "%.6f", np.zeros((0, 2))) == ""
