@@ -139,3 +139,19 @@ def test_batch_mismatch_raises_render_error():
     fragments = rasterize(vertices, triangles, 9, 10)
     with pytest.raises(RenderError):
         interpolate(torch.rand(2, 7, 3), fragments, None, triangles)
+
+
+def test_vertex_normals_are_the_three_corner_sums_bit_for_bit():
+    """vertex_normals sums the corners with one index_add over a vertex-major layout: the very sums of
+    adding each corner's triangles in turn along the vertex dimension (the code before), bit for bit."""
+    generator = torch.Generator().manual_seed(2)
+    vertices = torch.randn(3, 40, 3, generator=generator, dtype=torch.float64) * 50
+    triangles = torch.randint(0, 40, (90, 3), generator=generator)
+    weighted = face_normals(vertices, triangles, unit=False)
+    expected = vertices.new_zeros(vertices.shape)
+    for corner in range(3):
+        expected = expected.index_add(1, triangles[:, corner], weighted)
+    expected = torch.nn.functional.normalize(expected, dim=-1, eps=1e-12)
+    assert torch.equal(vertex_normals(vertices, triangles), expected)
+    assert torch.equal(face_normals(vertices, triangles, unit=False), torch.linalg.cross(
+        vertices[:, triangles][:, :, 1] - vertices[:, triangles][:, :, 0], vertices[:, triangles][:, :, 2] - vertices[:, triangles][:, :, 0]))
