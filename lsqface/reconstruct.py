@@ -609,7 +609,8 @@ class Reconstructor:
         """The network's maps for framed images (B, 3, S, S) in [0, 1].
 
         Run by the network's :class:`lsqface.nets.unet.InferenceNetwork` (batch norms folded, channels-last),
-        made again whenever the network's weights change; every turned copy goes through it in one batch.
+        made again whenever the network's weights change; every turned copy goes through it in one call
+        (in chunks of ``CHUNK_PIXELS`` on the CPU).
         """
         inputs = network_input(network_image.to(self.device), self.config.solver.softplus_eps)
         return rotation_ensemble_maps(self.inference_network(), inputs, self.config.rotation_ensemble)

@@ -160,6 +160,28 @@ def test_inference_network_gives_the_network_maps():
     assert any(isinstance(module, torch.nn.BatchNorm2d) for module in network.modules())  # the original is kept
 
 
+def test_inference_network_runs_a_large_batch_in_chunks_with_the_same_maps(monkeypatch):
+    """A batch over CHUNK_PIXELS goes through in chunks: the maps of the whole batch in one call, within
+    float32 rounding."""
+    import lsqface.nets.unet as unet
+    from lsqface.nets.unet import InferenceNetwork
+
+    torch.manual_seed(1)
+    folded = InferenceNetwork(UNet(UNetConfig(variant="narrow", width=0.25)).eval())
+    image = torch.rand(7, 3, 32, 32)
+    with torch.no_grad():
+        whole = folded(image)
+        calls = []
+        forward = folded.network.forward
+        monkeypatch.setattr(folded.network, "forward", lambda part: calls.append(part.shape[0]) or forward(part))
+        monkeypatch.setattr(unet, "CHUNK_PIXELS", 3 * 32 * 32)
+        chunked = folded(image)
+    assert calls == [3, 3, 1]
+    for name in ("correspondence", "depth", "confidence", "logits"):
+        torch.testing.assert_close(getattr(chunked, name), getattr(whole, name), rtol=1e-5, atol=1e-6)
+        assert getattr(chunked, name).is_contiguous() and getattr(chunked, name).shape[0] == 7
+
+
 def test_network_version_changes_with_the_weights():
     from lsqface.nets.unet import network_version
 
