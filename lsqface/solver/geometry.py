@@ -372,21 +372,26 @@ class GeometryDesign:
     ``[kron(I3, (d_n x_n)_j^T)[c], I3[c], B_j[c, :], a_j[c]]``. The solve's every product with the basis
     is then one weighted Gram matrix of these rows: its m-blocks are the normal matrix's, its last column
     the right-hand side (:func:`solve_geometry_design`). The basis enters with a plus sign, so the solve
-    finds -m; a zero target on m makes the regularisation the same.
+    finds -m; a zero target on m makes the regularisation the same. ``camera_rows`` are the same rows
+    without the basis, in the system's dtype: their Gram matrix gives the blocks of P and q alone.
 
     Attributes:
         rows: (B, 3P, 13 + N), in the basis's dtype (float32 for SolverConfig "mixed").
+        camera_rows: (B, 3P, 13) ``[kron(I3, (d_n x_n)_j^T)[c], I3[c], a_j[c]]`` in the system's dtype.
         scaled: (B, P, 3) d_n x_n; mean: (B, P, 3) a_j; in the system's dtype.
         pixel_normalisation: (3, 3) N; depth_scale: (B,) d_s.
-        regularisation: the weights alpha.
+        alpha: (B, 12 + N) the regularisation weights on the diagonal; target: (B, 3) alpha times the
+            target of q, or None.
     """
 
     rows: torch.Tensor
+    camera_rows: torch.Tensor
     scaled: torch.Tensor
     mean: torch.Tensor
     pixel_normalisation: torch.Tensor
     depth_scale: torch.Tensor
-    regularisation: GeometryRegularisation
+    alpha: torch.Tensor
+    target: torch.Tensor | None
 
 
 def geometry_design(pixels: torch.Tensor, depth: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor,
@@ -407,14 +412,24 @@ def geometry_design(pixels: torch.Tensor, depth: torch.Tensor, mean: torch.Tenso
     normalised_depth = depth / depth_scale[:, None]
     homogeneous = torch.cat((normalised_pixels, torch.ones_like(normalised_pixels[..., :1])), dim=-1)
     scaled = normalised_depth[..., None] * homogeneous
-    rows = basis.new_zeros(batch, points, 3, 13 + count)
+    camera_rows = depth.new_zeros(batch, points, 3, 13)
     for coordinate in range(3):
-        rows[:, :, coordinate, 3 * coordinate:3 * coordinate + 3] = scaled
-        rows[:, :, coordinate, 9 + coordinate] = 1.0
+        camera_rows[:, :, coordinate, 3 * coordinate:3 * coordinate + 3] = scaled
+        camera_rows[:, :, coordinate, 9 + coordinate] = 1.0
+    camera_rows[..., 12] = mean
+    rows = basis.new_empty(batch, points, 3, 13 + count)
+    rows[..., :12] = camera_rows[..., :12]
     rows[..., 12:12 + count] = basis
     rows[..., -1] = mean
-    return GeometryDesign(rows.reshape(batch, 3 * points, 13 + count), scaled, mean, normalisation, depth_scale,
-                          regularisation)
+    alpha_q = regularisation_vector(regularisation.camera_centre, batch, 3, depth)
+    alpha = torch.cat((regularisation_vector(regularisation.inverse_camera, batch, 9, depth), alpha_q,
+                       regularisation_vector(regularisation.shape, batch, count, depth)), dim=1)
+    target = None
+    if regularisation.camera_centre_target is not None:
+        target = alpha_q * torch.as_tensor(regularisation.camera_centre_target, dtype=depth.dtype,
+                                           device=depth.device).expand(batch, 3)
+    return GeometryDesign(rows.reshape(batch, 3 * points, 13 + count), camera_rows.reshape(batch, 3 * points, 13),
+                          scaled, mean, normalisation, depth_scale, alpha, target)
 
 
 def solve_geometry_design(design: GeometryDesign, confidence: torch.Tensor) -> GeometryFit:
@@ -422,9 +437,9 @@ def solve_geometry_design(design: GeometryDesign, confidence: torch.Tensor) -> G
 
     Per image, one weighted Gram matrix of the rows (:func:`symmetric_weighted_gram`) gives every block
     that involves the basis and the right-hand side; the blocks of P and q alone (and their right-hand
-    side) are formed in the system's dtype from the (P, 3) samples, as :func:`solve_geometry_normalised`
-    forms them; the systems of the batch are then solved together. Equal to :func:`solve_geometry` within
-    rounding (tests/solver/test_geometry.py).
+    side) come from the Gram matrix of the 13 camera rows in the system's dtype, as
+    :func:`solve_geometry_normalised` forms them in it; the systems of the batch are then solved together.
+    Equal to :func:`solve_geometry` within rounding (tests/solver/test_geometry.py).
 
     Args:
         design: from :func:`geometry_design`.
@@ -440,34 +455,21 @@ def solve_geometry_design(design: GeometryDesign, confidence: torch.Tensor) -> G
     dtype = scaled.dtype
     if tuple(confidence.shape) != (batch, points):
         raise ValueError(f"confidence must have shape ({batch}, {points}), got {tuple(confidence.shape)}")
-    row_weights = confidence.to(rows.dtype).repeat_interleave(3, dim=1)
+    row_weights = confidence.repeat_interleave(3, dim=1)
     normal = scaled.new_empty(batch, size, size)
     rhs = scaled.new_empty(batch, size)
+    low_weights = row_weights.to(rows.dtype)
     for index in range(batch):
-        gram = symmetric_weighted_gram(rows[index], row_weights[index])
+        gram = symmetric_weighted_gram(rows[index], low_weights[index])
         normal[index] = gram[:size, :size]
         rhs[index] = gram[:size, size]
-    # The blocks of P and q alone in the system's dtype (eq. 37), as solve_geometry_normalised forms them.
-    weighted = confidence[..., None] * scaled
-    gram_pixels = torch.bmm(weighted.transpose(1, 2), scaled)
-    weighted_sum = weighted.sum(1)
-    normal[:, :12, :12] = 0.0
-    for coordinate in range(3):
-        block = slice(3 * coordinate, 3 * coordinate + 3)
-        normal[:, block, block] = gram_pixels
-        normal[:, block, 9 + coordinate] = weighted_sum
-        normal[:, 9 + coordinate, block] = weighted_sum
-        normal[:, 9 + coordinate, 9 + coordinate] = confidence.sum(1)
-    rhs[:, :9] = torch.bmm(mean.transpose(1, 2), weighted).reshape(batch, 9)
-    rhs[:, 9:12] = (confidence[..., None] * mean).sum(1)
-    regularisation = design.regularisation
-    alpha_q = regularisation_vector(regularisation.camera_centre, batch, 3, scaled)
-    normal.diagonal(dim1=1, dim2=2).add_(torch.cat((
-        regularisation_vector(regularisation.inverse_camera, batch, 9, scaled), alpha_q,
-        regularisation_vector(regularisation.shape, batch, count, scaled)), dim=1))
-    if regularisation.camera_centre_target is not None:
-        target = torch.as_tensor(regularisation.camera_centre_target, dtype=dtype, device=scaled.device)
-        rhs[:, 9:12] += alpha_q * target.expand(batch, 3)
+    # The blocks of P and q alone, and their right-hand side, in the system's dtype (eq. 37).
+    camera = torch.bmm((design.camera_rows * row_weights[..., None]).transpose(1, 2), design.camera_rows)
+    normal[:, :12, :12] = camera[:, :12, :12]
+    rhs[:, :12] = camera[:, :12, 12]
+    normal.diagonal(dim1=1, dim2=2).add_(design.alpha)
+    if design.target is not None:
+        rhs[:, 9:12] += design.target
     theta, jittered = cholesky_solve_checked(normal, rhs, "geometric")
     normalised_p, camera_centre, shape_coefficients = theta[:, :9].reshape(batch, 3, 3), theta[:, 9:12], -theta[:, 12:]
     # Residuals P_n d_n x_n + q - a - B m, with B (-m) from the rows.

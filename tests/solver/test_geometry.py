@@ -218,5 +218,5 @@ def test_solve_on_design_rows_equals_the_solve(scene_factory, with_target):
             assert actual.dtype == torch.float64
             scale = float(wanted.abs().max())
             torch.testing.assert_close(actual, wanted, rtol=tolerance, atol=tolerance * scale, msg=name)
-            # As far from float64 as solve_geometry with the same float32 basis is, within a factor 3.
-            assert float((actual - wanted).abs().max()) <= 3 * float((getattr(reference, name) - wanted).abs().max()) + 1e-12 * scale, name
+            if basis_dtype == torch.float32:  # as far from float64 as solve_geometry with the float32 basis, within 3x
+                assert float((actual - wanted).abs().max()) <= 3 * float((getattr(reference, name) - wanted).abs().max()), name
