@@ -232,7 +232,7 @@ def _drawn_window(image_vertices: torch.Tensor, height: int, width: int) -> tupl
         return (0, 0), (0, 0)
     xy = image_vertices[drawable, :2]
     low, high = xy.amin(dim=0), xy.amax(dim=0)
-    # Pixel j is a candidate when low <= j + 0.5 <= high (the rasteriser's boxes).
+    # Pixel j is a candidate pixel when low <= j + 0.5 <= high (the rasteriser's boxes).
     left, top = (max(0, min(limit, int(np.ceil(float(value) - 0.5)))) for value, limit in zip(low, (width, height)))
     right, bottom = (max(0, min(limit, int(np.floor(float(value) - 0.5)) + 1)) for value, limit in zip(high, (width, height)))
     return (left, top), (max(left, right), max(top, bottom))
