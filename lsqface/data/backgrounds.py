@@ -276,8 +276,11 @@ def collect_backgrounds(sources: Sequence[str | os.PathLike], out: str | os.Path
 
     detect = None
     if reject_faces:
-        from lsqface.detect import detect_faces
+        from lsqface.detect import DetectorError, detect_faces
 
+        if importlib.util.find_spec("dlib") is None:  # said before anything is written
+            raise DetectorError("Leaving out pictures with faces needs dlib; install it with: pip install 'lsqface[detect]' "
+                                "(or pass --keep-faces for pictures you know hold no face).")
         detect = detect_faces
     sources = [Path(source) for source in sources]
     for source in sources:

@@ -194,3 +194,16 @@ def test_backgrounds_command_writes_the_folder_train_reads(tmp_path, capsys):
     written = list((tmp_path / "out").iterdir())
     assert (200, 150) in [Image.open(path).size for path in written]
     assert BackgroundSampler(tmp_path / "out").sample(2, 16, 16, torch.Generator().manual_seed(0)).shape == (2, 3, 16, 16)
+
+
+def test_collect_backgrounds_without_dlib_says_so_before_writing(tmp_path, monkeypatch):
+    import importlib.util
+
+    from lsqface.data.backgrounds import collect_backgrounds
+    from lsqface.detect import DetectorError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "dlib" else real(name, *rest))
+    with pytest.raises(DetectorError, match="--keep-faces"):
+        collect_backgrounds([tmp_path], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
