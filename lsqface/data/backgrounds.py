@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lsqface.data.images import IMAGE_EXTENSIONS, list_image_files, read_image, to_tensor
+from lsqface.data.images import IMAGE_EXTENSIONS, list_image_files, read_image, read_photo, to_tensor
 from lsqface.errors import ImageError
 from lsqface.files import write_bytes_atomic
 
@@ -309,7 +309,7 @@ def collect_backgrounds(sources: Sequence[str | os.PathLike], out: str | os.Path
         faces = small = unreadable = 0
         for path in _distinct_pictures(files):
             try:
-                image = read_image(path)
+                image, _ = read_photo(path)  # 8-bit pictures stay uint8
             except ImageError:
                 unreadable += 1
                 continue
@@ -317,11 +317,13 @@ def collect_backgrounds(sources: Sequence[str | os.PathLike], out: str | os.Path
             if min(height, width) < min_side:
                 small += 1
                 continue
-            picture = Image.fromarray((image * 255.0 + 0.5).astype(np.uint8))
+            if image.dtype != np.uint8:
+                image = (image * 255.0 + 0.5).astype(np.uint8)
+            picture = Image.fromarray(image)
             scale = min(1.0, max_side / max(height, width))
             if scale < 1.0:
                 picture = picture.resize((round(width * scale), round(height * scale)), Image.LANCZOS)
-            if detect is not None and path not in known and detect(np.asarray(picture, dtype=np.float32) / 255.0):
+            if detect is not None and path not in known and detect(np.asarray(picture)):
                 faces += 1
                 continue
             buffer = io.BytesIO()
