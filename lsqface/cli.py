@@ -391,6 +391,7 @@ def _command_train_stage(args: argparse.Namespace) -> int:
     import dataclasses
     import logging
 
+    from lsqface.errors import ConfigError
     from lsqface.train.config import load_train_config
     from lsqface.train.distributed import context_from_environment, finish
     from lsqface.train.trainer import run_stage
@@ -403,20 +404,12 @@ def _command_train_stage(args: argparse.Namespace) -> int:
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)
     if getattr(args, "photos", None):
-        from pathlib import Path
-
-        from lsqface.errors import ConfigError
-
         if not Path(args.photos).is_dir():
             raise ConfigError(f"--photos {args.photos} is not a folder; pass a folder of face photos.")
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, photos=str(args.photos)))
         if config.train.supervision != "mixed":
             config = dataclasses.replace(config, train=dataclasses.replace(config.train, supervision="mixed"))
     if getattr(args, "backgrounds", None):
-        from pathlib import Path
-
-        from lsqface.errors import ConfigError
-
         if not Path(args.backgrounds).is_dir():
             raise ConfigError(f"--backgrounds {args.backgrounds} is not a folder; make one with lsqface backgrounds.")
         config = dataclasses.replace(config, data=dataclasses.replace(
