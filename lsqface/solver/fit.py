@@ -208,12 +208,13 @@ def _per_image(uv: torch.Tensor, *weights: torch.Tensor | None) -> bool:
     return uv.device.type == "cpu" and not torch.is_grad_enabled() and all(weight is None for weight in weights)
 
 
-def _concatenate_geometry(parts: list[GeometryFit]) -> GeometryFit:
-    """One GeometryFit of the images of several (the pixel normalisation is the same for all)."""
-    return GeometryFit(**{
-        item.name: getattr(parts[0], item.name) if item.name == "pixel_normalisation"
+def _concatenate(parts: list, shared: tuple[str, ...] = ()):
+    """One fit (GeometryFit, PhotometryFit) of the images of several, batch by batch; the ``shared`` fields
+    are the same for all (a GeometryFit's pixel normalisation) and taken from the first."""
+    return type(parts[0])(**{
+        item.name: getattr(parts[0], item.name) if item.name in shared
         else torch.cat([getattr(part, item.name) for part in parts])
-        for item in dataclasses.fields(GeometryFit)
+        for item in dataclasses.fields(parts[0])
     })
 
 
@@ -273,7 +274,7 @@ def _geometric_stage(uv_model: UVMorphableModel, image: torch.Tensor, correspond
 
         if _per_image(uv, shape_weights):
             parts = [solve(slice(index, index + 1), True) for index in range(uv.shape[0])]
-            geometry = _concatenate_geometry([part[0] for part in parts])
+            geometry = _concatenate([part[0] for part in parts], shared=("pixel_normalisation",))
             weights = torch.cat([part[1] for part in parts])
         else:
             geometry, weights = solve(slice(None), False)
@@ -379,8 +380,7 @@ def fit(
 
         if _per_image(uv, shape_weights, albedo_weights):
             parts = [solve(slice(index, index + 1)) for index in range(uv.shape[0])]
-            photometry = PhotometryFit(**{item.name: torch.cat([getattr(part, item.name) for part in parts])
-                                          for item in dataclasses.fields(PhotometryFit)})
+            photometry = _concatenate(parts)
         else:
             photometry = solve(slice(None))
 
