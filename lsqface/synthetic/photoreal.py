@@ -6,7 +6,9 @@ neck, eyes, mouth interior, teeth, eyelashes) painted with a skin tone, lips,
 eyebrows, stubble, make-up and scalp hair (:mod:`lsqface.synthetic.materials`),
 shoulders in clothing, long hair, glasses, hands, objects, masks and hats
 (:mod:`lsqface.synthetic.accessories`), lit by coloured spherical-harmonic light
-plus a directional light with specular highlights, over a background photo,
+plus a directional light from behind the head (a rim light, with specular highlights
+on the silhouette) or, in a share of images, a sun from the camera's side that casts
+shadows (:mod:`lsqface.synthetic.shadows`), over a background photo,
 then degraded by a random camera (:mod:`lsqface.synthetic.camera`). Images are
 rendered at ``supersample`` times the size and averaged down, as a camera
 integrates over its pixels.
@@ -38,6 +40,10 @@ from lsqface.synthetic.accessories import accessory_layout, place_accessories
 from lsqface.synthetic.camera import EffectRates, camera_effects, sample_camera, uniform
 from lsqface.synthetic.head import EYEBALL, FITTED_VERTEX_COUNT, TEETH, HeadModel
 from lsqface.synthetic.materials import head_regions, paint_head
+from lsqface.synthetic.shadows import light_visibility
+
+# Offsets the seed of the shadows' own generator (PhotoConfig.shadows) from the face's.
+SHADOW_SEED_OFFSET = 7_000_003
 
 
 @dataclass(frozen=True)
@@ -52,17 +58,23 @@ class PhotoConfig:
         shift: range of the face centre's offset from the image centre, fraction of the size.
         field_of_view: horizontal field of view range.
         lighting_std: spread of the SH coefficients around constant lighting; ambient: range of its level.
-        directional: range of a directional light's strength (a key light with specular highlights).
+        directional: range of the strength of a directional light from behind the head (a rim light: it
+            lights the silhouette and the sides of the face, with specular highlights there).
         realism: scales the probability of hair, brows, lips, beards and make-up (0: bare skin).
         occluders: scales the probability of glasses, hands, objects, masks and hats (0: none).
         long_hair: probability of hair falling to the shoulders.
         effects: camera effect rates; None renders a clean image.
         wild_textures: probability that an image's surfaces take a random photo texture over their colours
             (domain randomisation: the face's shape, not its skin, must carry the prediction).
-        shading: "sh" (coloured spherical-harmonic light plus a key light) or "lambert" (two hard
+        shading: "sh" (coloured spherical-harmonic light plus the rim light) or "lambert" (two hard
             directional lights, a weak ambient and a strong highlight: another renderer's look).
         patch_occluders: probability of one to three flat patches (stickers, bars, blur boxes) laid
             over the picture; the face under them is not face in the true maps.
+        shadows: probability that the rim light is replaced by a sun from the camera's side and above
+            that casts shadows (the nose on the cheek, hair, hats and hands on the face;
+            :mod:`lsqface.synthetic.shadows`): its strength is drawn from 0.3-0.9 and the ambient light
+            dimmed to 50-90 %. Drawn from a generator of its own, so the other draws (and the true maps)
+            do not change with it.
     """
 
     size: int = 64
@@ -86,6 +98,7 @@ class PhotoConfig:
     wild_textures: float = 0.0
     shading: str = "sh"
     patch_occluders: float = 0.0
+    shadows: float = 0.0
 
 
 def other_look(config: PhotoConfig) -> PhotoConfig:
@@ -278,14 +291,33 @@ class PhotoGenerator:
         covered = triangle_id >= 0
         face = covered & (triangle_id < self.head.face_triangle_count)
 
+        casting = []  # per image: None, or the sun's direction of travel, its strength and the ambient's scale
+        for b, seed in enumerate(seeds):
+            sun = torch.Generator().manual_seed(int(seed) + SHADOW_SEED_OFFSET)
+            if config.shadows > 0 and float(torch.rand((), generator=sun)) < config.shadows:
+                # From the camera's side and above (travelling away from the camera, y down), off to either side.
+                towards = F.normalize(torch.randn(3, generator=sun) * torch.tensor([0.8, 0.5, 0.2])
+                                      + torch.tensor([0.0, 0.4, 1.0]), dim=0)
+                casting.append((towards, uniform(sun, 0.3, 0.9), uniform(sun, 0.5, 0.9)))
+            else:
+                casting.append(None)
+        visibility = torch.ones(batch, big, big)
+        shadowed = [b for b in range(batch) if casting[b] is not None]
+
         normals = torch.nan_to_num(vertex_normals(torch.nan_to_num(posed), self.triangles))
         cloth_tensor = torch.stack(cloth)
         attributes = torch.cat([
             torch.stack(colours), normals, self.vertex_uv.expand(batch, -1, -1), posed[..., 2:].nan_to_num(),
             torch.stack(gloss)[..., None], torch.stack(hair)[..., None],
             torch.cat([torch.zeros(batch, self.head.n_vertices), cloth_tensor], dim=1)[..., None],
-        ], dim=-1)
+        ] + ([posed.nan_to_num()] if shadowed else []), dim=-1)
         pixels = interpolate(attributes, fragments, image_vertices.nan_to_num(), self.triangles).permute(0, 3, 1, 2)
+        if shadowed:
+            index = torch.tensor(shadowed)
+            points = pixels[index, 12:15].flatten(2).transpose(1, 2)  # (S, big^2, 3) camera-space surface points
+            directions = torch.stack([casting[b][0] for b in shadowed])
+            lit = light_visibility(torch.nan_to_num(posed[index]), self.triangles, directions, points, resolution=big)
+            visibility[index] = lit.reshape(len(shadowed), big, big).float()
         albedo_image, normal_image, uv_image = pixels[:, 0:3], F.normalize(pixels[:, 3:6], dim=1), pixels[:, 6:8]
         depth_image, gloss_image, hair_image, cloth_image = pixels[:, 8:9], pixels[:, 9:10], pixels[:, 10:11], pixels[:, 11:12]
 
@@ -303,6 +335,9 @@ class PhotoGenerator:
                 surface = (1 - mix) * surface + mix * texture.roll(shifts=(big // 3, big // 5), dims=(1, 2))
             n = normal_image[b].permute(1, 2, 0)
             direction, strength, tint, shininess = keys[b]
+            ambient_scale = 1.0
+            if casting[b] is not None:
+                direction, strength, ambient_scale = casting[b]
             if config.shading == "lambert":
                 fill = F.normalize(direction * torch.tensor([-1.0, 1.0, 1.0]), dim=0)
                 shading = (0.25 + 0.9 * (-(n @ direction)).clamp_min(0.0) + 0.35 * (-(n @ fill)).clamp_min(0.0))[None]
@@ -312,6 +347,10 @@ class PhotoGenerator:
             facing = (-(n @ direction)).clamp_min(0.0)[None]  # normals towards the camera have negative z
             halfway = F.normalize(-direction + torch.tensor([0.0, 0.0, -1.0]), dim=0)
             specular = (-(n @ halfway)).clamp_min(0.0) ** shininess
+            if casting[b] is not None:
+                shading = ambient_scale * shading
+                facing = facing * visibility[b][None]
+                specular = specular * visibility[b]
             colour = surface * (shading + strength * tint[:, None, None] * facing)
             colour = colour + strength * gloss_image[b] * 0.5 * specular[None] * tint[:, None, None]
             background = (F.interpolate(backgrounds[b:b + 1], size=(big, big), mode="bilinear", align_corners=False)[0]

@@ -45,10 +45,11 @@ class DataConfig:
         generator: synthetic faces as "mask" (the fitted face region alone over the background,
             lsqface.data.synthetic) or "photo" (whole heads with hair, clothing, occluders, lights
             and camera effects, lsqface.synthetic.photoreal; the true maps stay the face region).
-        realism, occluders, long_hair, wild_textures, camera_effects: the "photo" generator's
+        realism, occluders, long_hair, wild_textures, shadows, camera_effects: the "photo" generator's
             settings (lsqface.synthetic.photoreal.PhotoConfig): the probability scales of hair and
-            skin details and of occluders, the share of long hair and of wild textures, and
-            whether camera effects (blur, noise, JPEG, white balance...) are applied.
+            skin details and of occluders, the share of long hair, of wild textures and of images
+            lit by a sun that casts shadows, and whether camera effects (blur, noise, JPEG, white
+            balance...) are applied.
         photos: for ``train.supervision = "mixed"``: a folder of unlabelled real face photos (source
             "folder") or a CelebA root (source "celeba"), trained through the least-squares layer
             with the paper's unsupervised loss beside the synthetic true-map batches.
@@ -73,6 +74,7 @@ class DataConfig:
     occluders: float = 1.0
     long_hair: float = 0.35
     wild_textures: float = 0.0
+    shadows: float = 0.0
     camera_effects: bool = True
     photos: str = ""
     photos_source: Literal["folder", "celeba"] = "folder"
@@ -263,6 +265,9 @@ class TrainConfig:
         if self.train.supervision in ("true_maps", "mixed") and self.data.source != "synthetic":
             raise ConfigError("train.supervision = 'true_maps' needs data.source = 'synthetic' (only synthetic faces "
                               f"have true maps), got '{self.data.source}'; change one of them.")
+        for name in ("long_hair", "wild_textures", "shadows"):
+            if not 0.0 <= getattr(self.data, name) <= 1.0:
+                raise ConfigError(f"data.{name} is a probability and must lie in [0, 1], got {getattr(self.data, name)}.")
         if self.pretrain.landmarks_5 and len(self.pretrain.landmarks_5) != 10:
             raise ConfigError("pretrain.landmarks_5 must hold 10 numbers (x, y of 5 landmarks) or be empty.")
 

@@ -69,7 +69,7 @@ def photo_config(config: DataConfig, size: int) -> PhotoConfig:
         size=size, identity_std=config.identity_std, expression_std=config.expression_std,
         roll_range=config.roll_range, yaw_range=config.yaw_range, pitch_range=config.pitch_range,
         face_fraction=config.face_fraction, realism=config.realism, occluders=config.occluders,
-        long_hair=config.long_hair, wild_textures=config.wild_textures,
+        long_hair=config.long_hair, wild_textures=config.wild_textures, shadows=config.shadows,
         effects=EffectRates() if config.camera_effects else None,
     )
 

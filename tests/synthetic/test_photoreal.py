@@ -66,3 +66,25 @@ def test_the_other_look_patches_only_remove_face_pixels(photo_generator):
     shaded = photo_generator.generate([11, 12, 13, 14], dataclasses.replace(other, shading="sh", patch_occluders=0.0))
     assert (shaded.image - clean.image).abs().mean() > 0.01
     torch.testing.assert_close(shaded.confidence, clean.confidence)
+
+
+def test_sun_shadows_only_darken_and_leave_the_truth_alone(photo_generator, monkeypatch):
+    """With shadows on, the images are those of the same sun with nothing in its way, darker where something
+    is; the true maps and coefficients are those of the images without the sun (its draws are its own)."""
+    import lsqface.synthetic.photoreal as photoreal
+
+    plain = dataclasses.replace(CONFIG, effects=None)
+    seeds = [21, 22, 23, 24]
+    without = photo_generator.generate(seeds, plain)
+    sunlit = photo_generator.generate(seeds, dataclasses.replace(plain, shadows=1.0))
+    for name in ("correspondence", "depth", "confidence", "identity", "landmarks_5"):
+        torch.testing.assert_close(getattr(sunlit, name), getattr(without, name), rtol=0, atol=0)
+    assert (sunlit.image - without.image).abs().mean() > 0.01
+
+    monkeypatch.setattr(photoreal, "light_visibility", lambda vertices, triangles, direction, points, **_:
+                        torch.ones(points.shape[:2]))
+    unblocked = photo_generator.generate(seeds, dataclasses.replace(plain, shadows=1.0))
+    assert (sunlit.image <= unblocked.image + 1e-6).all()
+    face = sunlit.confidence.expand_as(sunlit.image) > 0
+    darker = (unblocked.image - sunlit.image)[face]
+    assert (darker > 0.02).float().mean() > 0.02  # a visible share of the face lies in a cast shadow

@@ -39,6 +39,8 @@ def test_paper_config_has_the_paper_settings():
     {"train": {"learning_rate_decay": "linear"}},
     {"pretrain": {"final_learning_rate_fraction": 1.5}},
     {"train": {"supervision": "true_maps"}, "data": {"source": "celeba", "root": "/nowhere"}},
+    {"data": {"shadows": 1.5}},
+    {"data": {"wild_textures": -0.1}},
 ])
 def test_bad_values_are_config_errors(values):
     with pytest.raises(ConfigError):
