@@ -9,7 +9,7 @@ at the 3 x 3 texels around the point and averaged (percentage-closer filtering),
 so shadow edges are a texel or two soft, as a real light of some size gives.
 
 Directions are the light's direction of travel in camera space (from the light
-towards the scene), the convention of the key light in
+towards the scene), the convention of the directional lights in
 :mod:`lsqface.synthetic.photoreal` (a surface faces it where ``-n . d > 0``).
 """
 
