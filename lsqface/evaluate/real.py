@@ -10,8 +10,12 @@ moved by N random similarity transforms.
 - test: the six public-domain portraits of ``../shared/data/real-faces`` (astronaut, Biden,
   Grace Hopper, three of Obama; :data:`SHARED_PHOTOS`) and ``Tom_Hanks_54745.png`` of the
   ``insightface`` wheel;
-- validation: the group photo ``t1.jpg`` (six faces) and the four mask photos of the
-  ``insightface`` wheel (in which dlib finds no face: they are listed as skipped).
+- validation: the group photo ``t1.jpg`` and the four mask photos of the ``insightface`` wheel
+  (in which dlib finds no face: they are listed as skipped), and the example photos of dlib
+  19.5.0's source distribution on PyPI (:data:`DLIB_PHOTOS`, named by their path under its
+  ``docs/docs/cache/examples/``): the 55 LFW crops of ``johns/`` (11 each of John Salley, John
+  Savage, John Schneider, John Shimkus and John Simm, 150 x 150 pixels), the nine PASCAL VOC 2011
+  photos of ``faces/`` (several small faces each) and its ``bald_guys.jpg``; ``dogs.jpg`` is left out.
 
 Choices (of checkpoints, inference settings, the MediaPipe point mapping) are made on the
 validation split; the test split is only reported. None of these photos is a training image:
@@ -19,12 +23,17 @@ the training backgrounds leave every portrait out (:mod:`lsqface.data.background
 The shared photos are read from ``../shared/data/real-faces`` (relative to the working
 folder or to the source tree) or a folder given by the caller; the insightface photos from
 the installed package (``pip install --no-deps insightface==2.1``: its dependencies are not
-needed, and it is found without importing it). A photo that is absent is skipped with its
-reason; nothing is copied or cached.
+needed, and it is found without importing it); dlib's photos straight from the user's own
+download of ``dlib-19.5.0.tar.gz`` (``make validation-photos`` puts it in
+:func:`lsqface.files.cache_dir`; a caller may give another path), decoded from the archive's
+bytes without extracting it. A photo that is absent is skipped with its reason; lsqface
+copies, extracts and caches nothing, and ships none of these photos. dlib's archive also holds
+its own 68 points of these photos (its XML files): they are a model's output, not an
+annotation, and are not used.
 
 **Reference**: dlib's HOG detector on the upright photo (searched at most 1280 pixels on its
 longer side, upsampled once, faces with a score over 0.3 as in :mod:`lsqface.detect`; every
-face of the group photo), then dlib's 68-point predictor in each box on the full-resolution
+face of a photo with several), then dlib's 68-point predictor in each box on the full-resolution
 photo. No photo here has a human annotation, so dlib's points are the reference: the
 numbers measure agreement with dlib on the upright photo, moved exactly with the picture.
 
@@ -58,12 +67,14 @@ median, mean and failure rate (error over 10 %).
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -80,14 +91,55 @@ SHARED_PHOTOS = ("astronaut.png", "biden.jpg", "grace_hopper.jpg", "obama.jpg", 
 #: The photos of the insightface wheel (insightface/data/images).
 INSIGHTFACE_PHOTOS = ("t1.jpg", "Tom_Hanks_54745.png", "mask_black.jpg", "mask_blue.jpg", "mask_green.jpg",
                       "mask_white.jpg")
-#: The split of every photo: (source, file name) per split. Fixed: never chosen by a result.
+#: The archive of dlib 19.5.0's source distribution on PyPI (46,766,077 bytes), read as it is, never extracted.
+DLIB_ARCHIVE = "dlib-19.5.0.tar.gz"
+#: The folder of dlib's example photos inside it; a photo's name is its path under this folder.
+DLIB_EXAMPLES = "dlib-19.5.0/docs/docs/cache/examples/"
+#: dlib's example photos of five people, 150 x 150 crops of LFW (Labeled Faces in the Wild): johns/PERSON/FILE.jpg.
+DLIB_JOHNS = {
+    "John_Salley": (
+        "000179_02159509", "000183_02159543", "000186_02159346", "000189_02159361", "000190_02159501",
+        "000192_02159531", "000194_02159572", "000197_02159322", "000197_02159525", "000198_02159470",
+        "000200_02159354",
+    ),
+    "John_Savage": (
+        "000264_01099001", "000274_01099061", "000277_01099000", "000289_01099139", "000290_01099067",
+        "000290_01099090", "000291_01099023", "000291_01099214", "000293_01099081", "000296_01099007",
+        "000299_01099008",
+    ),
+    "John_Schneider": (
+        "000288_00925786", "000302_00925785", "000307_00925823", "000325_00925954", "000326_00925765",
+        "000326_00926089", "000326_00926128", "000326_00926139", "000329_00925859", "000329_00925963",
+        "000331_00926012",
+    ),
+    "John_Shimkus": (
+        "000373_03228153", "000375_03227651", "000376_02340068", "000378_02340151", "000378_03227610",
+        "000383_03227939", "000385_03227766", "000388_03227773", "000390_03227666", "000394_02340150",
+        "000396_03227722",
+    ),
+    "John_Simm": (
+        "000288_00470387", "000297_00470170", "000300_00470148", "000304_00470122", "000305_00470162",
+        "000305_00470717", "000306_00470222", "000306_00470223", "000309_00470287", "000310_00470421",
+        "000310_00470511",
+    ),
+}
+#: dlib's PASCAL VOC 2011 photos (several small faces each) and bald_guys.jpg; its dogs.jpg is left out.
+DLIB_FACES = ("2007_007763", "2008_001009", "2008_001322", "2008_002079", "2008_002470", "2008_002506", "2008_004176",
+              "2008_007676", "2009_004587", "bald_guys")
+#: Every dlib example photo of the validation split, by its path under examples/, in sorted order.
+DLIB_PHOTOS = tuple(sorted([f"faces/{name}.jpg" for name in DLIB_FACES]
+                           + [f"johns/{person}/{name}.jpg" for person, names in DLIB_JOHNS.items() for name in names]))
+#: The split of every photo: (source, name) per split. Fixed: never chosen by a result.
 SPLITS = {
     "validation": (("insightface", "t1.jpg"), ("insightface", "mask_black.jpg"), ("insightface", "mask_blue.jpg"),
-                   ("insightface", "mask_green.jpg"), ("insightface", "mask_white.jpg")),
+                   ("insightface", "mask_green.jpg"), ("insightface", "mask_white.jpg"))
+                  + tuple(("dlib", name) for name in DLIB_PHOTOS),
     "test": tuple(("shared", name) for name in SHARED_PHOTOS) + (("insightface", "Tom_Hanks_54745.png"),),
 }
 #: Where the shared photos are looked for, relative to the working folder and to the source tree.
 SHARED_FOLDER = Path("..") / "shared" / "data" / "real-faces"
+#: The command that downloads the dlib archive into :func:`lsqface.files.cache_dir`.
+FETCH_DLIB_EXAMPLES = "make validation-photos"
 
 ROLLS = (0, 90, 180, 270)
 #: The group of the random similarity variants, beside the rolls' "0", "90", "180", "270".
@@ -115,8 +167,9 @@ class RealFace:
     """One face of a benchmark photo.
 
     Attributes:
-        name: the photo's file name, with ``#k`` (k from 1, left to right) when the photo has several faces.
-        photo: the photo's file name; source: "shared" or "insightface".
+        name: the photo's name, with ``#k`` (k from 1, left to right) when the photo has several faces.
+        photo: the photo's name in :data:`SPLITS` (a file name, or for "dlib" the path under
+            ``examples/``); source: "shared", "insightface" or "dlib".
         box: dlib's face box (x, y, width, height) in photo pixels.
         reference: (68, 2) dlib's 68 points in photo pixels (pixel centres at j + 0.5).
         crop: (2, 3) photo pixels -> pixels of the upright 256 x 256 crop.
@@ -291,30 +344,123 @@ def insightface_folder() -> Path | None:
     return None
 
 
-def find_photos(split: str, folder: str | os.PathLike | None = None) -> tuple[list[tuple[str, Path]], dict[str, str]]:
-    """The photos of a split that are present, as (source, path), and {photo: why it is absent}.
+def dlib_archive(path: str | os.PathLike | None = None) -> Path:
+    """The archive of dlib's example photos: ``path`` if given, else :data:`DLIB_ARCHIVE` in :func:`lsqface.files.cache_dir`.
 
     Raises:
-        DatasetError: an unknown split, or ``folder`` given but not a folder.
+        DatasetError: ``path`` is given and is not a file.
+    """
+    from lsqface.files import cache_dir
+
+    if path is None:
+        return cache_dir() / DLIB_ARCHIVE
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"The dlib examples archive {path} does not exist; give the path of {DLIB_ARCHIVE} "
+                           f"(`{FETCH_DLIB_EXAMPLES}` downloads it into {cache_dir()}).")
+    return path
+
+
+def read_archive(archive: Path, wanted: Sequence[str] = ()) -> tuple[set[str], dict[str, bytes]]:
+    """The names of the files under :data:`DLIB_EXAMPLES` in ``archive``, and the bytes of those in ``wanted``.
+
+    One pass over the compressed archive; nothing is written to disk.
+
+    Raises:
+        DatasetError: the archive is not a readable .tar.gz (corrupt or cut short).
+    """
+    wanted = set(wanted)
+    names, data = set(), {}
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                if not (member.isfile() and member.name.startswith(DLIB_EXAMPLES)):
+                    continue
+                name = member.name[len(DLIB_EXAMPLES):]
+                names.add(name)
+                if name in wanted:
+                    data[name] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        raise DatasetError(f"The dlib examples archive {archive} cannot be read ({error}); delete it and run "
+                           f"`{FETCH_DLIB_EXAMPLES}` again.") from None
+    return names, data
+
+
+def decode_photo(data: bytes, name: str) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1]: the image file held in ``data``, decoded by PIL and read by
+    :func:`lsqface.data.images.read_image`; ``name`` says which file it is in an error.
+
+    Raises:
+        ImageError: ``data`` is not an image PIL can decode, or one read_image refuses.
+    """
+    from PIL import Image
+
+    from lsqface.data.images import read_image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return read_image(image)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{name} is not an image lsqface can read ({error}).") from None
+
+
+class Photo(NamedTuple):
+    """A photo of a split that is present.
+
+    Attributes:
+        source: "shared", "insightface" or "dlib"; name: its name in :data:`SPLITS`.
+        path: the photo's file, or for "dlib" the archive that holds it.
+    """
+
+    source: str
+    name: str
+    path: Path
+
+
+def find_photos(split: str, folder: str | os.PathLike | None = None, *,
+                dlib_examples: str | os.PathLike | None = None) -> tuple[list[Photo], dict[str, str]]:
+    """The photos of a split that are present, and {photo: why it is absent}.
+
+    Args:
+        split: "validation" or "test".
+        folder: the shared photos' folder (default: :func:`shared_folder`'s search).
+        dlib_examples: dlib 19.5.0's source archive (default: :func:`dlib_archive`'s cache path);
+            read only when the split has dlib photos.
+
+    Raises:
+        DatasetError: an unknown split, ``folder`` or ``dlib_examples`` given but absent, or a
+            corrupt archive.
     """
     if split not in SPLITS:
         raise DatasetError(f"Unknown real-photo split '{split}'; use one of {', '.join(SPLITS)}.")
     shared = shared_folder(folder)
     insightface = insightface_folder()
-    where = {"shared": shared, "insightface": insightface}
+    archive = dlib_archive(dlib_examples)
+    has_dlib = any(source == "dlib" for source, _ in SPLITS[split])
+    in_archive = read_archive(archive)[0] if has_dlib and archive.is_file() else None
+    where = {"shared": shared, "insightface": insightface, "dlib": archive if in_archive is not None else None}
     absent = {
         "shared": f"{SHARED_FOLDER} not found; pass --real-faces DIR with the six public-domain portraits",
         "insightface": "the insightface package is not installed; pip install --no-deps insightface==2.1",
+        "dlib": f"{archive} not found; `{FETCH_DLIB_EXAMPLES}` downloads dlib 19.5.0's source distribution there "
+                "(or pass --dlib-examples PATH)",
     }
     found, skipped = [], {}
     for source, name in SPLITS[split]:
         base = where[source]
         if base is None:
             skipped[name] = absent[source]
+        elif source == "dlib":
+            if name in in_archive:
+                found.append(Photo(source, name, base))
+            else:
+                skipped[name] = f"not in {base}"
         elif not (base / name).is_file():
             skipped[name] = f"not in {base}"
         else:
-            found.append((source, base / name))
+            found.append(Photo(source, name, base / name))
     return found, skipped
 
 
@@ -468,8 +614,8 @@ def dlib_faces() -> Reference:
 
 
 def assemble(split: str, similarity: int = DEFAULT_SIMILARITY_COUNT, folder: str | os.PathLike | None = None,
-             size: int = CROP_SIZE, progress: Callable | None = None,
-             reference: Reference | None = None) -> tuple[list[RealFace], list[Variant], dict[str, str]]:
+             size: int = CROP_SIZE, progress: Callable | None = None, reference: Reference | None = None, *,
+             dlib_examples: str | os.PathLike | None = None) -> tuple[list[RealFace], list[Variant], dict[str, str]]:
     """The faces and pictures of a split, and {photo: why it is not in the benchmark}.
 
     Args:
@@ -480,33 +626,44 @@ def assemble(split: str, similarity: int = DEFAULT_SIMILARITY_COUNT, folder: str
         progress: optional wrapper of the photo iterator (e.g. tqdm).
         reference: the faces and reference points of a photo (default :func:`dlib_faces`, loaded
             only when a photo of the split is present).
+        dlib_examples: dlib 19.5.0's source archive (default: :func:`dlib_archive`'s cache path).
 
     Raises:
         ConfigError: dlib or its 68-point predictor is missing (``pip install 'lsqface[identity]'``).
-        DatasetError: an unknown split, or ``folder`` is not a folder.
+        DatasetError: an unknown split, ``folder`` is not a folder, ``dlib_examples`` is not a file,
+            or the archive is corrupt.
     """
     from lsqface.data.images import read_image
 
     if similarity < 0:
         raise DatasetError(f"--similarity takes a count of 0 or more pictures per face, got {similarity}.")
-    photos, skipped = find_photos(split, folder)
+    photos, skipped = find_photos(split, folder, dlib_examples=dlib_examples)
     if not photos:
         return [], [], skipped
     reference = dlib_faces() if reference is None else reference
+    # The archive's photos are read in one pass: a gzip stream is not seekable backwards.
+    archived = [photo for photo in photos if photo.source == "dlib"]
+    data = read_archive(archived[0].path, [photo.name for photo in archived])[1] if archived else {}
     faces, variants = [], []
-    for source, photo_path in (progress(photos) if progress is not None else photos):
+    for source, photo_name, photo_path in (progress(photos) if progress is not None else photos):
         try:
-            photo = read_image(photo_path)
+            if source != "dlib":
+                photo = read_image(photo_path)
+            elif photo_name in data:
+                photo = decode_photo(data[photo_name], f"{photo_name} of {photo_path}")
+            else:
+                skipped[photo_name] = f"not in {photo_path}"
+                continue
         except ImageError as error:
-            skipped[photo_path.name] = str(error)
+            skipped[photo_name] = str(error)
             continue
         found = reference(photo)
         if not found:
-            skipped[photo_path.name] = "dlib's face detector finds no face in the upright photo"
+            skipped[photo_name] = "dlib's face detector finds no face in the upright photo"
             continue
         for number, (box, points) in enumerate(found, start=1):
-            name = photo_path.name if len(found) == 1 else f"{photo_path.name}#{number}"
-            face = RealFace(name, photo_path.name, source, box, points, crop_matrix(box, size))
+            name = photo_name if len(found) == 1 else f"{photo_name}#{number}"
+            face = RealFace(name, photo_name, source, box, points, crop_matrix(box, size))
             if not inside(move_points(points, face.crop), size):
                 skipped[name] = "dlib's 68 points reach outside the face's crop"
                 continue
@@ -568,7 +725,8 @@ def run_peer(peer, images: Sequence[np.ndarray], progress: Callable | None = Non
 
 def evaluate_real(reconstructor, split: str, similarity: int = DEFAULT_SIMILARITY_COUNT, *, batch_size: int = 8,
                   folder: str | os.PathLike | None = None, peers: Sequence[str] | None = None,
-                  progress: bool = False, size: int = CROP_SIZE) -> RealBenchmark:
+                  progress: bool = False, size: int = CROP_SIZE,
+                  dlib_examples: str | os.PathLike | None = None) -> RealBenchmark:
     """Assemble a split and score lsqface and the installed peers on every picture.
 
     Args:
@@ -577,6 +735,7 @@ def evaluate_real(reconstructor, split: str, similarity: int = DEFAULT_SIMILARIT
         similarity: random similarity pictures per face.
         batch_size: pictures per reconstruction batch.
         folder: the shared photos' folder (default: searched, :func:`shared_folder`).
+        dlib_examples: dlib 19.5.0's source archive (default: :func:`dlib_archive`'s cache path).
         peers: peer names (default: all of :data:`lsqface.evaluate.peers.PEER_NAMES`); a missing
             one is recorded in ``missing_peers``.
         progress: show tqdm progress bars.
@@ -584,7 +743,7 @@ def evaluate_real(reconstructor, split: str, similarity: int = DEFAULT_SIMILARIT
 
     Raises:
         ConfigError: dlib or its 68-point predictor (the reference) is missing.
-        DatasetError: an unknown split, or no face of the split is present.
+        DatasetError: an unknown split, a corrupt dlib archive, or no face of the split is present.
     """
     from lsqface.evaluate.peers import PEER_NAMES, load_peers
 
@@ -595,7 +754,8 @@ def evaluate_real(reconstructor, split: str, similarity: int = DEFAULT_SIMILARIT
 
         return lambda iterable: tqdm(iterable, desc=description, unit=unit, leave=False)
 
-    faces, variants, skipped = assemble(split, similarity, folder, size, progress=wrap("photos", "photo"))
+    faces, variants, skipped = assemble(split, similarity, folder, size, progress=wrap("photos", "photo"),
+                                        dlib_examples=dlib_examples)
     if not variants:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
         raise DatasetError(f"No face of the {split} split is present ({reasons}).")

@@ -1,15 +1,18 @@
 """The real-photo benchmark: pictures and reference points move together, the split, the score, absent photos."""
 
 import importlib.util
+import io
+import tarfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lsqface.errors import DatasetError
 from lsqface.evaluate import real
 from lsqface.evaluate.real import (
-    CROP_SIZE, ROLLS, SIMILARITY, SPLITS, RealBenchmark, RealFace, Variant, crop_matrix, draw_similarities,
-    face_variants, find_photos, move_points, nme, similarity_parameters,
+    CROP_SIZE, DLIB_EXAMPLES, ROLLS, SIMILARITY, SPLITS, Photo, RealBenchmark, RealFace, Variant, assemble, crop_matrix,
+    draw_similarities, face_variants, find_photos, move_points, nme, similarity_parameters,
 )
 
 
@@ -73,10 +76,32 @@ def test_every_drawn_similarity_keeps_the_face_inside_and_the_draw_is_fixed():
         draw_similarities("far.jpg", 1, np.array([[-50.0, 10.0]]), max_draws=20)
 
 
+#: dlib 19.5.0's example photos by hand: file stems per folder of its docs/docs/cache/examples/.
+DLIB_EXAMPLE_NAMES = {
+    "faces": "2007_007763 2008_001009 2008_001322 2008_002079 2008_002470 2008_002506 2008_004176 2008_007676 "
+             "2009_004587 bald_guys",
+    "johns/John_Salley": "000179_02159509 000183_02159543 000186_02159346 000189_02159361 000190_02159501 "
+                         "000192_02159531 000194_02159572 000197_02159322 000197_02159525 000198_02159470 000200_02159354",
+    "johns/John_Savage": "000264_01099001 000274_01099061 000277_01099000 000289_01099139 000290_01099067 "
+                         "000290_01099090 000291_01099023 000291_01099214 000293_01099081 000296_01099007 000299_01099008",
+    "johns/John_Schneider": "000288_00925786 000302_00925785 000307_00925823 000325_00925954 000326_00925765 "
+                            "000326_00926089 000326_00926128 000326_00926139 000329_00925859 000329_00925963 "
+                            "000331_00926012",
+    "johns/John_Shimkus": "000373_03228153 000375_03227651 000376_02340068 000378_02340151 000378_03227610 "
+                          "000383_03227939 000385_03227766 000388_03227773 000390_03227666 000394_02340150 "
+                          "000396_03227722",
+    "johns/John_Simm": "000288_00470387 000297_00470170 000300_00470148 000304_00470122 000305_00470162 "
+                       "000305_00470717 000306_00470222 000306_00470223 000309_00470287 000310_00470421 000310_00470511",
+}
+
+
 def test_the_split_is_fixed_by_photo_disjoint_and_holds_the_shared_photos_in_test():
+    dlib_photos = [f"{folder}/{stem}.jpg" for folder, stems in DLIB_EXAMPLE_NAMES.items() for stem in stems.split()]
+    assert len(dlib_photos) == 65 and dlib_photos == sorted(dlib_photos)
     assert SPLITS == {
         "validation": (("insightface", "t1.jpg"), ("insightface", "mask_black.jpg"), ("insightface", "mask_blue.jpg"),
-                       ("insightface", "mask_green.jpg"), ("insightface", "mask_white.jpg")),
+                       ("insightface", "mask_green.jpg"), ("insightface", "mask_white.jpg"))
+                      + tuple(("dlib", name) for name in dlib_photos),
         "test": (("shared", "astronaut.png"), ("shared", "biden.jpg"), ("shared", "grace_hopper.jpg"),
                  ("shared", "obama.jpg"), ("shared", "obama2.jpg"), ("shared", "obama3.jpg"),
                  ("insightface", "Tom_Hanks_54745.png")),
@@ -84,11 +109,11 @@ def test_the_split_is_fixed_by_photo_disjoint_and_holds_the_shared_photos_in_tes
     validation, test = ({name for _, name in SPLITS[split]} for split in ("validation", "test"))
     assert not validation & test
     assert set(real.SHARED_PHOTOS) <= test
-    # No photo of either split is a training background.
+    # No photo of either split is a training background (compared by file name, the dlib photos' too).
     from lsqface.data.backgrounds import _PACKAGED
 
     backgrounds = {name for _, names in _PACKAGED.values() for name in names}
-    assert not backgrounds & (validation | test)
+    assert not backgrounds & {name.rsplit("/", 1)[-1] for name in validation | test}
 
 
 def test_nme_is_the_mean_distance_over_the_reference_eye_distance_by_hand():
@@ -151,12 +176,93 @@ def test_absent_photos_are_skipped_with_a_reason(tmp_path, monkeypatch):
     assert "pip install --no-deps insightface==2.1" in skipped["Tom_Hanks_54745.png"]
     (tmp_path / "obama.jpg").write_bytes(b"")
     photos, _ = find_photos("test", tmp_path)
-    assert photos == [("shared", tmp_path / "obama.jpg")]
+    assert photos == [Photo("shared", "obama.jpg", tmp_path / "obama.jpg")]
     monkeypatch.setattr(real, "shared_folder", lambda folder=None: None)
     _, skipped = find_photos("validation")
     assert "insightface" in skipped["t1.jpg"]
     with pytest.raises(DatasetError, match="validation, test"):
         find_photos("train")
+
+
+def _jpeg(seed, height, width):
+    """The bytes of a JPEG of random smooth colours, (height, width) pixels."""
+    coarse = np.random.default_rng(seed).random((height // 10, width // 10, 3)) * 255
+    buffer = io.BytesIO()
+    Image.fromarray(coarse.astype(np.uint8)).resize((width, height), Image.BILINEAR).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _dlib_archive(path, files):
+    """A .tar.gz in dlib 19.5.0's layout at ``path``: {name under examples/: bytes}, plus a file outside examples/."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in {**{DLIB_EXAMPLES + name: data for name, data in files.items()},
+                           "dlib-19.5.0/setup.py": b"print()\n"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+SALLEY, VOC, BROKEN = "johns/John_Salley/000179_02159509.jpg", "faces/2008_001009.jpg", "faces/2008_001322.jpg"
+
+
+def test_dlib_photos_are_read_from_the_archive_as_pil_decodes_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(real, "insightface_folder", lambda: None)
+    files = {SALLEY: _jpeg(1, 150, 150), VOC: _jpeg(2, 120, 160), BROKEN: b"not a JPEG",
+             "faces/training.xml": b"<dataset/>", "faces/dogs.jpg": _jpeg(3, 100, 100)}
+    archive = _dlib_archive(tmp_path / "dlib-19.5.0.tar.gz", files)
+    photos, skipped = find_photos("validation", dlib_examples=archive)
+    assert photos == [Photo("dlib", VOC, archive), Photo("dlib", BROKEN, archive), Photo("dlib", SALLEY, archive)]
+    dlib_skipped = {name: reason for name, reason in skipped.items() if "/" in name}
+    assert len(dlib_skipped) == 62 and set(dlib_skipped.values()) == {f"not in {archive}"}
+    assert "faces/dogs.jpg" not in skipped and "insightface" in skipped["t1.jpg"]
+
+    # The reference sees each photo as PIL decodes its JPEG; the 2008 photo has two faces.
+    seen = {}
+
+    def reference(photo):
+        seen[photo.shape] = photo
+        points = np.stack([np.linspace(50, 90, 68), 60 + 15 * np.sin(np.linspace(0, 6, 68))], axis=1)
+        face = ((40.0, 40.0, 60.0, 60.0), points)
+        return [face] if photo.shape[0] == 150 else [face, ((60.0, 40.0, 60.0, 60.0), points + 10.0)]
+
+    faces, variants, skipped = assemble("validation", similarity=1, reference=reference, dlib_examples=archive)
+    assert [(face.name, face.photo, face.source) for face in faces] == [
+        (f"{VOC}#1", VOC, "dlib"), (f"{VOC}#2", VOC, "dlib"), (SALLEY, SALLEY, "dlib")]
+    assert [variant.face for variant in variants] == [f"{VOC}#1"] * 5 + [f"{VOC}#2"] * 5 + [SALLEY] * 5
+    for name, shape in ((SALLEY, (150, 150, 3)), (VOC, (120, 160, 3))):
+        decoded = np.asarray(Image.open(io.BytesIO(files[name])).convert("RGB"), dtype=np.float32) / 255
+        np.testing.assert_array_equal(seen[shape], decoded)
+    assert skipped[BROKEN].startswith(f"{BROKEN} of {archive} is not an image lsqface can read")
+    assert len(skipped) == 5 + 62 + 1  # insightface's, the dlib photos not in this archive, the broken one
+
+
+def test_without_the_dlib_archive_its_photos_are_skipped_naming_the_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(real, "insightface_folder", lambda: None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    photos, skipped = find_photos("validation")
+    assert photos == []
+    reasons = {reason for name, reason in skipped.items() if (("dlib", name) in SPLITS["validation"])}
+    assert reasons == {f"{tmp_path / 'cache' / 'lsqface' / 'dlib-19.5.0.tar.gz'} not found; `make validation-photos` "
+                       "downloads dlib 19.5.0's source distribution there (or pass --dlib-examples PATH)"}
+    assert len(skipped) == 70
+    with pytest.raises(DatasetError, match="dlib examples archive .* does not exist.*make validation-photos"):
+        find_photos("validation", dlib_examples=tmp_path / "nowhere.tar.gz")
+
+
+def test_a_corrupt_dlib_archive_is_a_one_sentence_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(real, "insightface_folder", lambda: None)
+    whole = _dlib_archive(tmp_path / "whole.tar.gz", {SALLEY: _jpeg(1, 150, 150)}).read_bytes()
+    for name, data in (("text.tar.gz", b"not an archive"), ("cut.tar.gz", whole[: len(whole) // 2])):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DatasetError, match=rf"The dlib examples archive {tmp_path / name} cannot be read \(.*\); "
+                                               r"delete it and run `make validation-photos` again\.$"):
+            find_photos("validation", dlib_examples=tmp_path / name)
+    # The test split holds no dlib photo: it does not read the archive.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "lsqface").mkdir()
+    (tmp_path / "lsqface" / "dlib-19.5.0.tar.gz").write_bytes(b"not an archive")
+    find_photos("test", tmp_path)
 
 
 def test_without_photos_the_benchmark_says_which_are_missing_and_why(tmp_path, monkeypatch):
