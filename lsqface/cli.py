@@ -333,11 +333,16 @@ def _command_export(args: argparse.Namespace) -> int:
     import json
 
     from lsqface.errors import ConfigError
-    from lsqface.nets.checkpoint import (check_settings, inference_checkpoint, load_checkpoint, network_from_checkpoint,
-                                         save_checkpoint)
+    from lsqface.nets.checkpoint import (average_checkpoints, check_settings, inference_checkpoint, load_checkpoint,
+                                         network_from_checkpoint, save_checkpoint)
 
     payload = load_checkpoint(args.checkpoint)
     network_from_checkpoint(payload, args.checkpoint)  # refuse a damaged file before writing anything
+    if args.average:
+        others = [load_checkpoint(path) for path in args.average]
+        for other, path in zip(others, args.average):
+            network_from_checkpoint(other, path)
+        payload = average_checkpoints([payload, *others], [args.checkpoint, *args.average])
     notes = None
     if args.notes is not None:
         try:
@@ -709,6 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", help="a .pt file written by lsqface train")
     export.add_argument("-o", "--output", required=True, help="the .pt file to write")
     export.add_argument("--notes", default=None, metavar="JSON", help="a JSON file stored in the metadata (e.g. evaluation.json)")
+    export.add_argument("--average", nargs="+", default=None, metavar="CHECKPOINT",
+                        help="average the network weights of CHECKPOINT and these (checkpoints of the same run, e.g. "
+                        "the last few that keep_every kept); the settings and metadata are CHECKPOINT's")
     export.add_argument("--solver", nargs="+", default=None, metavar="KEY=VALUE",
                         help="change the solver settings reconstruct will use, e.g. robust_iterations=5 shape_weight=100")
     export.add_argument("--ensemble", type=int, default=None, metavar="N",

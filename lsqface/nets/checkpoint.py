@@ -197,6 +197,39 @@ def inference_checkpoint(payload: dict[str, Any], notes: dict[str, Any] | None =
     return {**kept, "metadata": metadata}
 
 
+def average_checkpoints(payloads: list[dict[str, Any]], paths: list[str | Path]) -> dict[str, Any]:
+    """The first checkpoint with its network weights replaced by the mean of every checkpoint's.
+
+    Weight averaging over the end of one run (several checkpoints of the same network, as
+    ``keep_every`` keeps them): the mean of the floating-point tensors (weights, biases and batch-norm
+    running statistics), computed in float64 and stored in each tensor's dtype; integer tensors
+    (batch-norm step counters) are the first checkpoint's. ``metadata.averaged_steps`` lists the
+    training step of each checkpoint in order.
+
+    Raises:
+        CheckpointError: the checkpoints describe different networks or input sizes.
+    """
+    first = payloads[0]
+    for payload, path in zip(payloads[1:], paths[1:]):
+        state = payload["network_state"]
+        if (payload["network_config"] != first["network_config"] or payload["input_size"] != first["input_size"]
+                or set(state) != set(first["network_state"])
+                or any(state[key].shape != tensor.shape for key, tensor in first["network_state"].items())):
+            raise CheckpointError(f"Checkpoint {path} holds another network or input size than {paths[0]}; average "
+                                  "checkpoints of one run only.")
+    averaged = {}
+    for key, tensor in first["network_state"].items():
+        if tensor.is_floating_point():
+            total = sum(payload["network_state"][key].double() for payload in payloads)
+            averaged[key] = (total / len(payloads)).to(tensor.dtype)
+        else:
+            averaged[key] = tensor
+    steps = [(payload.get("training") or {}).get("step", (payload.get("metadata") or {}).get("training_step"))
+             for payload in payloads]
+    metadata = {**(first.get("metadata") or {}), "averaged_steps": steps}
+    return {**first, "network_state": averaged, "metadata": metadata}
+
+
 def config_dict(config) -> dict:
     """A dataclass config as the plain dict a checkpoint stores."""
     return dataclasses.asdict(config)

@@ -91,3 +91,40 @@ def test_nan_weights_are_refused(tmp_path):
     _write(tmp_path / "nan.pt", state=state)
     with pytest.raises(CheckpointError, match="NaN or infinite weights"):
         network_from_checkpoint(load_checkpoint(tmp_path / "nan.pt"))
+
+
+def test_export_average_is_the_mean_of_the_weights_of_one_runs_checkpoints(tmp_path, capsys):
+    from lsqface.cli import main
+
+    networks = []
+    for number in range(3):
+        torch.manual_seed(number)
+        network = UNet(CONFIG)
+        for buffer in network.buffers():  # batch-norm statistics differ too; counters differ by checkpoint
+            buffer.add_(number + 1) if buffer.is_floating_point() else buffer.fill_(10 * number)
+        contents = {"network_config": config_dict(CONFIG), "input_size": 32, "network_state": network.state_dict(),
+                    "training": {"step": 500 * (number + 1)}}
+        save_checkpoint(tmp_path / f"{number}.pt", contents)
+        networks.append(network)
+    output = tmp_path / "averaged.pt"
+    assert main(["export", str(tmp_path / "2.pt"), "-o", str(output), "--average", str(tmp_path / "0.pt"),
+                 str(tmp_path / "1.pt")]) == 0
+    averaged = load_checkpoint(output)
+    states = [network.state_dict() for network in networks]
+    for key, tensor in averaged["network_state"].items():
+        if tensor.is_floating_point():
+            expected = (states[0][key].double() + states[1][key].double() + states[2][key].double()) / 3
+            torch.testing.assert_close(tensor, expected.float(), rtol=1e-6, atol=1e-7)
+        else:
+            assert torch.equal(tensor, states[2][key])  # the first-named checkpoint's counters
+    assert averaged["metadata"]["averaged_steps"] == [1500, 500, 1000]
+    assert averaged["metadata"]["training_step"] == 1500
+    network_from_checkpoint(averaged)  # loads as any export does
+    # Another network (or input size) is refused in one line, and nothing is written.
+    _write(tmp_path / "wider.pt", config=UNetConfig(variant="narrow", width=0.25))
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "0.pt"), "-o", str(tmp_path / "never.pt"), "--average",
+                 str(tmp_path / "wider.pt")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "another network or input size" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "never.pt").exists()
