@@ -35,6 +35,8 @@ test: venv
 # skipped, an interrupted one resumed; the whole-head stage stops at the step the model card names (--until).
 RUNS ?= runs
 EXPORT_SETTINGS := --solver robust_iterations=5 robust_scale=2.0 precision=float64 --ensemble 4 --refine 0
+# The shipped weights are the mean of the last stage's checkpoints and the whole-head stage's step 3,500.
+AVERAGED := $(foreach step,000500 001000 001500 002000,$(RUNS)/photo-anneal/step-$(step).pt) $(RUNS)/photo/step-003500.pt
 # stage NAME CONFIG [INIT] [MORE FLAGS]
 stage = test -f $(RUNS)/$(1)/evaluation.json || $(BIN)/lsqface train --config $(2) --run-dir $(RUNS)/$(1) \
 	$(if $(3),--init $(3)) $(4) $$(test -f $(RUNS)/$(1)/last.pt && echo --resume)
@@ -45,7 +47,8 @@ default-model: venv
 	$(call stage,continue,configs/continue-true-maps.toml,$(RUNS)/default/last.pt)
 	$(call stage,finetune-fit-long,configs/finetune-fit-long.toml,$(RUNS)/continue/last.pt)
 	$(call stage,photo,configs/photo.toml,$(RUNS)/finetune-fit-long/last.pt,--until 3500)
-	$(BIN)/lsqface export $(RUNS)/photo/last.pt -o $(RUNS)/default.pt $(EXPORT_SETTINGS)
+	$(call stage,photo-anneal,configs/photo-anneal.toml,$(RUNS)/photo/step-003500.pt)
+	$(BIN)/lsqface export $(RUNS)/photo-anneal/last.pt -o $(RUNS)/default.pt $(EXPORT_SETTINGS) --average $(AVERAGED)
 
 # Face-free training backgrounds (lsqface backgrounds): the wallpapers of Debian's MATE, GNOME and KDE Plasma
 # packages (about 180 MB of downloads, on a Debian or Ubuntu machine; nothing is installed) and the photographs

@@ -76,13 +76,14 @@ def test_the_long_fine_tune_is_the_shipped_one_run_longer_on_new_faces():
 
 
 def test_the_shipped_model_was_trained_by_its_committed_config():
-    # The model card's recipe names configs/photo.toml as the last stage: the config stored in
-    # the shipped checkpoint must be that file's.
+    # The config stored in the shipped checkpoint is the committed config of the recipe's last stage.
     from lsqface.nets.checkpoint import load_checkpoint
 
     payload = load_checkpoint(REPOSITORY_ROOT / "lsqface" / "weights" / "default.pt")
+    last = payload["metadata"]["notes"]["recipe"][-1].split()
+    assert last[last.index("--config") + 1] == "configs/photo-anneal.toml"
     stored = from_dict(TrainConfig, payload["metadata"]["training_config"])
-    assert stored == load_train_config(REPOSITORY_ROOT / "configs" / "photo.toml")
+    assert stored == load_train_config(REPOSITORY_ROOT / last[last.index("--config") + 1])
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
@@ -103,8 +104,14 @@ def test_make_default_model_runs_the_model_cards_recipe(tmp_path):
     assert sorted(map(sorted, trained)) == sorted(map(sorted, recipe)) and len(trained) == len(recipe)
     export = next(line for line in listing.splitlines() if "lsqface export " in line).split("lsqface export ")[1].split()
     assert export[0] == recipe[-1][recipe[-1].index("--run-dir") + 1] + "/last.pt"
+    # The export line is the one in the notes, which averages the listed checkpoints with the last one.
+    noted = shipped["metadata"]["notes"]["export"].replace("runs/", f"{runs}/").split()
+    assert ["lsqface", "export", *export] == noted
+    averaged = export[export.index("--average") + 1:]
+    assert len(averaged) + 1 == len(shipped["metadata"]["averaged_steps"])
+    settings = export[3:export.index("--average")]
     output = tmp_path / "default.pt"
-    assert main(["export", str(shipped_path), "-o", str(output), *export[3:]]) == 0
+    assert main(["export", str(shipped_path), "-o", str(output), *settings]) == 0
     exported = load_checkpoint(output)
     assert exported["solver_config"] == shipped["solver_config"]
     assert exported["reconstruct_config"] == shipped["reconstruct_config"]
