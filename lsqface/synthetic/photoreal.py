@@ -315,8 +315,11 @@ class PhotoGenerator:
         if shadowed:
             index = torch.tensor(shadowed)
             points = pixels[index, 12:15].flatten(2).transpose(1, 2)  # (S, big^2, 3) camera-space surface points
+            surface_normals = F.normalize(pixels[index, 3:6], dim=1).flatten(2).transpose(1, 2)
             directions = torch.stack([casting[b][0] for b in shadowed])
-            lit = light_visibility(torch.nan_to_num(posed[index]), self.triangles, directions, points, resolution=big)
+            # Absent accessories' vertices are NaN: left out of the map, not drawn at the camera.
+            lit = light_visibility(posed[index], self.triangles, directions, points, normals=surface_normals,
+                                   resolution=big)
             visibility[index] = lit.reshape(len(shadowed), big, big).float()
         albedo_image, normal_image, uv_image = pixels[:, 0:3], F.normalize(pixels[:, 3:6], dim=1), pixels[:, 6:8]
         depth_image, gloss_image, hair_image, cloth_image = pixels[:, 8:9], pixels[:, 9:10], pixels[:, 10:11], pixels[:, 11:12]
@@ -340,7 +343,8 @@ class PhotoGenerator:
                 direction, strength, ambient_scale = casting[b]
             if config.shading == "lambert":
                 fill = F.normalize(direction * torch.tensor([-1.0, 1.0, 1.0]), dim=0)
-                shading = (0.25 + 0.9 * (-(n @ direction)).clamp_min(0.0) + 0.35 * (-(n @ fill)).clamp_min(0.0))[None]
+                key = (-(n @ direction)).clamp_min(0.0) * (visibility[b] if casting[b] is not None else 1.0)
+                shading = (0.25 + 0.9 * key + 0.35 * (-(n @ fill)).clamp_min(0.0))[None]
                 strength, shininess = max(strength, 0.3), 80.0
             else:
                 shading = sh_shading(n, lights[b].float()[None, None]).permute(2, 0, 1).clamp_min(0.0)

@@ -4,7 +4,8 @@ The scene (head, hair, hands, hats, glasses, shoulders) is rasterised once more,
 orthographically, as seen from the light: the map keeps, per texel, the depth
 along the light of the surface nearest to it. A point is lit when it is no
 deeper along the light than that surface plus a small bias (the bias keeps a
-surface from shadowing itself at the map's resolution). The comparison is made
+surface from shadowing itself at the map's resolution; it grows with the surface's slant
+to the light, whose depth changes across a texel). The comparison is made
 at the 3 x 3 texels around the point and averaged (percentage-closer filtering),
 so shadow edges are a texel or two soft, as a real light of some size gives.
 
@@ -37,25 +38,33 @@ def light_frame(direction: torch.Tensor) -> torch.Tensor:
 
 
 def light_visibility(vertices: torch.Tensor, triangles: torch.Tensor, direction: torch.Tensor, points: torch.Tensor,
-                     resolution: int = 128, bias: float = 1.5) -> torch.Tensor:
+                     normals: torch.Tensor | None = None, resolution: int = 128, bias: float = 1.0,
+                     slope_bias: float = 1.5, max_bias: float = 12.0) -> torch.Tensor:
     """The fraction of each point that the directional light reaches, in [0, 1].
 
     Args:
-        vertices: (B, V, 3) the scene's vertices in camera space (finite), any unit (e.g. mm).
+        vertices: (B, V, 3) the scene's vertices in camera space, any unit (e.g. mm); a vertex that is
+            not finite (an absent part) is left out with its triangles.
         triangles: (F, 3) its triangles.
         direction: (B, 3) the light's direction of travel, camera space.
         points: (B, N, 3) the points to test, camera space (points on the scene's surface).
+        normals: (B, N, 3) their unit normals, or None for surfaces facing the light.
         resolution: side of the shadow map in texels; the map spans the scene's extent across the light.
-        bias: how much deeper than the nearest surface a point may lie and still be lit, in texels
-            (converted to the vertices' unit by the map's texel size).
+        bias, slope_bias, max_bias: how much deeper than the nearest surface a point may lie and still be
+            lit, in texels (converted to the vertices' unit by the map's texel size): ``bias + slope_bias
+            * tan(angle between the normal and the light)``, at most ``max_bias``. A surface slanted to the
+            light changes depth by tan(angle) texels per texel, and the filter reads texels up to 1.5
+            texels away, so a constant bias would let slanted surfaces shadow themselves.
 
     Returns:
         (B, N) visibility: 1 lit, 0 in shadow, between on shadow edges.
     """
     frame = light_frame(direction.to(vertices.dtype))
     seen = vertices @ frame.transpose(1, 2)  # (B, V, 3): across, across, along the light
-    lower = seen[..., :2].amin(dim=1)
-    extent = (seen[..., :2].amax(dim=1) - lower).amax(dim=1).clamp_min(1e-9)  # (B,)
+    finite = torch.isfinite(seen).all(dim=-1, keepdim=True)
+    lower = torch.where(finite, seen, torch.inf)[..., :2].amin(dim=1)
+    upper = torch.where(finite, seen, -torch.inf)[..., :2].amax(dim=1)
+    extent = (upper - lower).amax(dim=1).clamp_min(1e-9)  # (B,)
     texel = extent / (resolution - 2)  # one texel of margin on each side
     def to_map(coordinates: torch.Tensor) -> torch.Tensor:
         return (coordinates - lower[:, None]) / texel[:, None, None] + 1.0
@@ -65,7 +74,12 @@ def light_visibility(vertices: torch.Tensor, triangles: torch.Tensor, direction:
 
     located = points.to(vertices.dtype) @ frame.transpose(1, 2)
     texels = to_map(located[..., :2])  # (B, N, 2), pixel centres at integer + 0.5
-    limit = located[..., 2] - bias * texel[:, None]  # lit where the map's depth >= this
+    allowed = torch.full(points.shape[:2], float(bias), dtype=vertices.dtype, device=vertices.device)
+    if normals is not None:
+        facing = -(normals.to(vertices.dtype) * frame[:, None, 2]).sum(dim=-1)
+        cosine = facing.clamp(0.05, 1.0)
+        allowed = (bias + slope_bias * (1.0 - cosine ** 2).sqrt() / cosine).clamp(max=max_bias)
+    limit = located[..., 2] - allowed * texel[:, None]  # lit where the map's depth >= this
     lit = torch.zeros(points.shape[:2], dtype=vertices.dtype, device=vertices.device)
     for dy in (-1.0, 0.0, 1.0):
         for dx in (-1.0, 0.0, 1.0):
