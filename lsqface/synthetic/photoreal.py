@@ -291,16 +291,14 @@ class PhotoGenerator:
         covered = triangle_id >= 0
         face = covered & (triangle_id < self.head.face_triangle_count)
 
-        casting = []  # per image: None, or the sun's direction of travel, its strength and the ambient's scale
-        for b, seed in enumerate(seeds):
+        casting = [None] * batch  # per image: None, or the sun's direction of travel, its strength and the ambient's scale
+        for b, seed in enumerate(seeds if config.shadows > 0 else ()):
             sun = torch.Generator().manual_seed(int(seed) + SHADOW_SEED_OFFSET)
-            if config.shadows > 0 and float(torch.rand((), generator=sun)) < config.shadows:
+            if float(torch.rand((), generator=sun)) < config.shadows:
                 # From the camera's side and above (travelling away from the camera, y down), off to either side.
                 towards = F.normalize(torch.randn(3, generator=sun) * torch.tensor([0.8, 0.5, 0.2])
                                       + torch.tensor([0.0, 0.4, 1.0]), dim=0)
-                casting.append((towards, uniform(sun, 0.3, 0.9), uniform(sun, 0.5, 0.9)))
-            else:
-                casting.append(None)
+                casting[b] = (towards, uniform(sun, 0.3, 0.9), uniform(sun, 0.5, 0.9))
         visibility = torch.ones(batch, big, big)
         shadowed = [b for b in range(batch) if casting[b] is not None]
 
