@@ -60,6 +60,7 @@ __all__ = [
     "reconstruction_pictures",
     "map_pictures",
     "mesh_pictures",
+    "batch_mesh_pictures",
     "contact_sheet",
     "mark_status",
     "picture_frame",
@@ -171,30 +172,63 @@ def mesh_pictures(reconstruction, index: int, photo: np.ndarray) -> dict[str, np
         photo: (H, W, 3) float in [0, 1] or uint8, the original image (see :func:`picture_frame`
             to draw a large photo at a bounded size).
     """
-    photo = _check_photo(reconstruction, index, photo)
-    height, width = photo.shape[:2]
-    if not _face_like(reconstruction, index):
-        plain = np.empty(photo.shape, np.float32)
-        plain[:] = BACKGROUND
-        return {"overlay": np.array(to_uint8(photo)), "reconstruction": np.array(to_uint8(photo)),
-                "geometry": to_uint8(plain)}
-    photo = np.require(photo_float(photo), requirements=["C", "W"])
-    vertices = reconstruction.image_vertices()[index:index + 1].detach().cpu().float()
+    return batch_mesh_pictures(reconstruction, [index], [photo])[0]
+
+
+def batch_mesh_pictures(reconstruction, indices, photos) -> list[dict[str, np.ndarray]]:
+    """:func:`mesh_pictures` of several faces of one reconstruction, their meshes rasterised in one call.
+
+    The faces' photos must have one size (a video's frames): the rasteriser's fixed cost per call
+    is then paid once for all of them, and each face's pictures are those of :func:`mesh_pictures`
+    bit for bit.
+
+    Args:
+        reconstruction: a :class:`lsqface.reconstruct.Reconstruction`.
+        indices: which faces of the batch.
+        photos: one (H, W, 3) float in [0, 1] or uint8 photo per index, all of the same size.
+    """
+    indices, photos = list(indices), list(photos)
+    if len(indices) != len(photos):
+        raise ImageError(f"{len(indices)} faces were given {len(photos)} photos; pass one photo per face.")
+    photos = [_check_photo(reconstruction, index, photo) for index, photo in zip(indices, photos)]
+    if len({photo.shape for photo in photos}) > 1:
+        raise ImageError("The photos of faces drawn together must have one size; draw the others one by one.")
+    results: list[dict[str, np.ndarray] | None] = [None] * len(indices)
+    drawn = []
+    for position, (index, photo) in enumerate(zip(indices, photos)):
+        if _face_like(reconstruction, index):
+            drawn.append(position)
+        else:
+            plain = np.empty(photo.shape, np.float32)
+            plain[:] = BACKGROUND
+            results[position] = {"overlay": np.array(to_uint8(photo)), "reconstruction": np.array(to_uint8(photo)),
+                                 "geometry": to_uint8(plain)}
+    if not drawn:
+        return results
+    height, width = photos[0].shape[:2]
+    chosen = torch.tensor([indices[position] for position in drawn])
+    vertices = reconstruction.image_vertices().index_select(0, chosen.to(reconstruction.vertices.device))
+    vertices = vertices.detach().cpu().float()
     triangles = reconstruction.triangles.cpu()
-    grey = _shaded_grey(reconstruction, index)
-    colour = reconstruction.colour[index:index + 1].detach().cpu().float()
-    # One rasterisation serves the three pictures: interpolate both colour sets at once.
+    grey = torch.cat([_shaded_grey(reconstruction, indices[position]) for position in drawn])
+    colour = reconstruction.colour.detach().cpu().float().index_select(0, chosen)
+    # One rasterisation serves the three pictures of every face: interpolate both colour sets at once.
     fragments = rasterize(vertices, triangles, height, width, cull_backfaces=True, near=NEAR_PLANE_MM)
     values = interpolate(torch.cat([grey, colour], -1), fragments, None, triangles).permute(0, 3, 1, 2)
-    rendered = torch.cat([values[:, :3], values[:, 3:]])
-    mask = fragments.mask[:, None].float().expand(2, -1, -1, -1)
-    background = torch.from_numpy(photo).permute(2, 0, 1)[None]
-    overlay = composite(background, rendered[:1], mask[:1], OVERLAY_ALPHA)
-    coloured = composite(background, rendered[1:], mask[1:])
-    plain = torch.tensor(BACKGROUND)[None, :, None, None].expand_as(background)
-    geometry = composite(plain, rendered[:1], mask[:1])
+    masks = fragments.mask[:, None].float()
     as_image = lambda tensor: to_uint8(tensor[0].permute(1, 2, 0).numpy())  # noqa: E731
-    return {"overlay": as_image(overlay), "reconstruction": as_image(coloured), "geometry": as_image(geometry)}
+    for row, position in enumerate(drawn):
+        photo = np.require(photo_float(photos[position]), requirements=["C", "W"])
+        background = torch.from_numpy(photo).permute(2, 0, 1)[None]
+        grey_image, colour_image = values[row:row + 1, :3], values[row:row + 1, 3:]
+        mask = masks[row:row + 1]
+        plain = torch.tensor(BACKGROUND)[None, :, None, None].expand_as(background)
+        results[position] = {
+            "overlay": as_image(composite(background, grey_image, mask, OVERLAY_ALPHA)),
+            "reconstruction": as_image(composite(background, colour_image, mask)),
+            "geometry": as_image(composite(plain, grey_image, mask)),
+        }
+    return results
 
 
 def correspondence_picture(correspondence: torch.Tensor, confidence: torch.Tensor) -> np.ndarray:

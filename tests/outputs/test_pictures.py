@@ -13,6 +13,7 @@ from lsqface.outputs.pictures import (
     FIT_PICTURES,
     PICTURE_NAMES,
     STATUS_COLOUR,
+    batch_mesh_pictures,
     contact_sheet,
     mark_status,
     mesh_pictures,
@@ -203,3 +204,29 @@ def test_mark_status_keeps_the_size_and_fits_the_text():
     assert (marked[20, 20] == 100).all()  # the middle is left alone
     bottom = mark_status(picture, "low_confidence", bottom=True)
     assert (bottom[-6, 30] != 100).any() and (bottom[6, 30] == 100).all()
+
+
+def test_faces_drawn_together_are_drawn_as_one_by_one(ict_uv_model):
+    """batch_mesh_pictures rasterises a batch in one call; each face's pictures are mesh_pictures' bit for bit."""
+    import dataclasses
+
+    faces = generate_faces(ict_uv_model, [5, 6, 7], SyntheticConfig(size=SIZE, roll_range=150.0))
+    reconstruction = reconstruct_from_maps(ict_uv_model, faces.image, faces.correspondence, faces.depth,
+                                           faces.confidence)
+    # The middle face is not face-like: it is not rendered, together or alone.
+    reconstruction = dataclasses.replace(reconstruction, face_like=[True, False, True])
+    photos = [faces.image[index].permute(1, 2, 0).numpy() for index in range(3)]
+    photos[2] = to_uint8(photos[2])  # a uint8 photo beside float ones
+    together = batch_mesh_pictures(reconstruction, [2, 1, 0], [photos[2], photos[1], photos[0]])
+    for position, index in enumerate([2, 1, 0]):
+        alone = mesh_pictures(reconstruction, index, photos[index])
+        assert together[position].keys() == alone.keys()
+        for name in alone:
+            np.testing.assert_array_equal(together[position][name], alone[name], err_msg=f"{index} {name}")
+    assert (together[0]["overlay"] != to_uint8(photos[2])).any()  # the face-like faces are drawn
+
+
+def test_faces_drawn_together_need_one_photo_each(scene):
+    _, photo, reconstruction, _ = scene
+    with pytest.raises(ImageError, match="one photo per face"):
+        batch_mesh_pictures(reconstruction, [0], [photo, photo])

@@ -284,3 +284,65 @@ def test_a_box_beyond_the_frame_is_one_sentence(checkpoint, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "does not frame a face" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_label_is_the_text_drawn_on_its_black_box():
+    """The cached label patch pasted on a panel is what drawing the box and the text on it gives."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from lsqface.outputs.video import _label
+
+    rng = np.random.default_rng(0)
+    for height, width in ((96, 128), (12, 30), (5, 4)):
+        panel = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        for text in ("input", "    fit failed"):
+            image = Image.fromarray(panel)
+            draw = ImageDraw.Draw(image)
+            font = ImageFont.load_default()
+            left, top, right, bottom = draw.textbbox((3, 2), text, font=font)
+            draw.rectangle([left - 2, top - 1, right + 2, bottom + 1], fill=(0, 0, 0))
+            draw.text((3, 2), text, fill=(255, 255, 255), font=font)
+            labelled = _label(panel, text)
+            np.testing.assert_array_equal(labelled, np.asarray(image), err_msg=f"{text!r} on {height}x{width}")
+        assert not np.shares_memory(labelled, panel)
+
+
+def test_a_batchs_panels_are_each_frames_panels(ict_uv_model):
+    """_batch_panels draws the meshes of a batch together; every frame's panels are the one-by-one panels."""
+    from lsqface.outputs.video import _batch_panels, _frame_panels, _panel_size
+
+    faces = generate_faces(ict_uv_model, [1, 2, 3], SyntheticConfig(size=64))
+    frames = [(faces.image[index].permute(1, 2, 0).numpy() * 255).astype(np.uint8) for index in range(3)]
+    whole = reconstruct_from_maps(ict_uv_model, faces.image, faces.correspondence, faces.depth, faces.confidence)
+    alone = reconstruct_from_maps(ict_uv_model, faces.image[2:], faces.correspondence[2:], faces.depth[2:],
+                                  faces.confidence[2:])
+    # Frame 0 from the batch's fit, 1 failed, 2 refitted alone (as _solve falls back frame by frame).
+    results = [(whole, 0), "The fit is not finite.", (alone, 0)]
+    together = _batch_panels(frames, faces, results)
+    for row, result in enumerate(results):
+        size = _panel_size(*frames[row].shape[:2])
+        one = (_frame_panels(frames[row], size, faces, row) if isinstance(result, str)
+               else _frame_panels(frames[row], size, faces, row, *result))
+        assert len(together[row]) == len(one) == 6
+        for panel, expected in zip(together[row], one):
+            np.testing.assert_array_equal(panel, expected)
+    assert (together[0][2] != together[1][2]).any()  # a fitted frame's geometry is not the failed frame's
+
+
+def test_drawing_beside_the_next_batch_writes_what_drawing_in_turn_writes(ict_uv_model, tmp_path, monkeypatch):
+    """With a second core the pictures are drawn in a second thread; the video and lines are the same."""
+    import lsqface.outputs.video as video
+
+    torch.manual_seed(0)
+    reconstructor = Reconstructor(UNet(TINY), ict_uv_model, ReconstructConfig(input_size=32))
+    clip = write_clip(tmp_path / "clip.mp4", count=5)
+    outputs = {}
+    for cores in (1, 2):
+        monkeypatch.setattr(video, "_cores", lambda cores=cores: cores)
+        summary = reconstruct_video(reconstructor, clip, tmp_path / f"out{cores}.mp4", batch_size=2, progress=False)
+        assert summary.frames == 5
+        outputs[cores] = (read_lines(summary.parameters), [frame for frame in imageio.v3.imiter(summary.video)])
+    assert outputs[1][0] == outputs[2][0]
+    assert len(outputs[1][1]) == len(outputs[2][1]) == 5
+    for one, two in zip(outputs[1][1], outputs[2][1]):
+        np.testing.assert_array_equal(one, two)
