@@ -537,11 +537,16 @@ def reconstruct_video(reconstructor, input_path: str | Path, output_path: str | 
             except KeyboardInterrupt:
                 interrupted = True
             finally:
-                if pending is not None:
-                    futures_wait([pending])  # the batch being written is finished and kept
-                if drawer is not None:
-                    drawer.shutdown()
-                output.close()
+                # Nested, so that a second interrupt while waiting still closes the video.
+                try:
+                    if pending is not None:
+                        futures_wait([pending])  # the batch being written is finished and kept
+                finally:
+                    try:
+                        if drawer is not None:
+                            drawer.shutdown()
+                    finally:
+                        output.close()
     finally:
         # Whatever stopped the run, the finished frames are kept under the names asked for.
         count = 0 if output is None else output.count

@@ -255,9 +255,11 @@ def test_outputs_never_replace_the_input_or_a_users_file(checkpoint, tmp_path, c
             if name in before} == before
 
 
-def test_an_interrupt_keeps_a_playable_video_of_the_finished_frames(ict_uv_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cores", [1, 2])
+def test_an_interrupt_keeps_a_playable_video_of_the_finished_frames(ict_uv_model, tmp_path, monkeypatch, cores):
     import lsqface.outputs.video as video
 
+    monkeypatch.setattr(video, "_cores", lambda: cores)  # pictures drawn in turn, or by a second thread
     reconstructor = Reconstructor(UNet(TINY), ict_uv_model, ReconstructConfig(input_size=32))
     clip = write_clip(tmp_path / "clip.mp4", count=6)
     run_batch = video._run_batch
@@ -346,3 +348,27 @@ def test_drawing_beside_the_next_batch_writes_what_drawing_in_turn_writes(ict_uv
     assert len(outputs[1][1]) == len(outputs[2][1]) == 5
     for one, two in zip(outputs[1][1], outputs[2][1]):
         np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_an_error_while_drawing_reaches_the_caller_and_keeps_the_finished_frames(ict_uv_model, tmp_path, monkeypatch,
+                                                                                  cores):
+    import lsqface.outputs.video as video
+
+    monkeypatch.setattr(video, "_cores", lambda: cores)
+    reconstructor = Reconstructor(UNet(TINY), ict_uv_model, ReconstructConfig(input_size=32))
+    clip = write_clip(tmp_path / "clip.mp4", count=6)
+    batch_panels = video._batch_panels
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("no space left on device")
+        return batch_panels(*args)
+
+    monkeypatch.setattr(video, "_batch_panels", failing)
+    with pytest.raises(OSError, match="no space"):
+        reconstruct_video(reconstructor, clip, tmp_path / "out.mp4", batch_size=2, progress=False)
+    assert count_frames(tmp_path / "out.mp4")[0] == 2
+    assert [line["frame"] for line in read_lines(tmp_path / "out.jsonl")] == [0, 1]
