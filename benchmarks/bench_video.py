@@ -72,17 +72,12 @@ def make_clip(path: Path, frames: int, size: int) -> None:
 
 def floor_run(clip: Path, out: Path) -> int:
     """Decode the clip and encode its frames six times over in the panel layout; the frames done."""
-    import imageio_ffmpeg
-
     _, frames = video.read_video(clip)
     writer, count = None, 0
     for frame in frames:
         picture = video._compose([frame] * 6)
         if writer is None:
-            writer = imageio_ffmpeg.write_frames(str(out), (picture.shape[1], picture.shape[0]), fps=25, codec="libx264",
-                                                 pix_fmt_out="yuv420p", macro_block_size=1, ffmpeg_log_level="error",
-                                                 output_params=["-f", "mp4", *video.X264_SETTINGS])
-            writer.send(None)
+            writer = video.open_video_writer(out, (picture.shape[1], picture.shape[0]), 25.0)
         writer.send(np.ascontiguousarray(picture))
         count += 1
     writer.close()

@@ -58,12 +58,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from lsqface.errors import ConfigError, ImageError, LsqfaceError
 from lsqface.outputs.pictures import (
+    batch_mesh_pictures,
     confidence_picture,
     correspondence_picture,
     depth_picture,
-    batch_mesh_pictures,
     mark_status,
-    mesh_pictures,
 )
 
 __all__ = ["VideoSummary", "reconstruct_video", "read_video", "smooth_fit", "frame_record"]
@@ -338,18 +337,15 @@ def _compose(panels: Sequence[np.ndarray]) -> np.ndarray:
     return np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)))
 
 
-def _frame_panels(frame: np.ndarray, panel_size: tuple[int, int], maps, row: int, reconstruction=None,
-                  index: int = 0, meshes: dict | None = None) -> list[np.ndarray]:
-    """The six panels of one frame; without a reconstruction the mesh panels show the input, dimmed.
+def _frame_panels(photo: np.ndarray, maps, row: int, reconstruction=None, index: int = 0,
+                  meshes: dict | None = None) -> list[np.ndarray]:
+    """The six panels of one frame from its ``photo`` at the panel's size (:func:`_panel_photo`).
 
-    ``meshes``: the frame's :func:`mesh_pictures` at the panel's size if the caller has drawn them
-    already (:func:`_batch_panels` draws a batch's together); None draws them here.
+    With a reconstruction, ``meshes`` are the frame's :func:`mesh_pictures` at the panel's size
+    (:func:`_batch_panels` draws a batch's together); without one the mesh panels show the input, dimmed.
     """
-    height, width = panel_size
-    photo = _panel_photo(frame, panel_size)
+    height, width = photo.shape[:2]
     if reconstruction is not None:
-        if meshes is None:
-            meshes = mesh_pictures(_in_panel(reconstruction, frame.shape[:2], panel_size), index, photo)
         top = [photo, meshes["reconstruction"], meshes["geometry"]]
         status = reconstruction.status[index] if reconstruction.status else "ok"
         if status != "ok":
@@ -367,9 +363,10 @@ def _frame_panels(frame: np.ndarray, panel_size: tuple[int, int], maps, row: int
     return top + bottom
 
 
-def _panel_photo(frame: np.ndarray, panel_size: tuple[int, int]) -> np.ndarray:
-    height, width = panel_size
-    return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR)) if frame.shape[:2] != panel_size else frame
+def _panel_photo(frame: np.ndarray) -> np.ndarray:
+    """The frame at its panel's size (:func:`_panel_size`)."""
+    height, width = _panel_size(*frame.shape[:2])
+    return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR)) if frame.shape[:2] != (height, width) else frame
 
 
 def _in_panel(reconstruction, frame_size: tuple[int, int], panel_size: tuple[int, int]):
@@ -385,27 +382,19 @@ def _batch_panels(batch: Sequence[np.ndarray], maps, results: list) -> list[list
 
     ``results`` holds per frame (reconstruction, index) or an error sentence (:func:`_solve`).
     """
+    photos = [_panel_photo(frame) for frame in batch]
     meshes: dict[int, dict] = {}
     groups: dict[int, list[int]] = {}
     for row, result in enumerate(results):
         if not isinstance(result, str):
             groups.setdefault(id(result[0]), []).append(row)
     for rows in groups.values():
-        reconstruction = results[rows[0]][0]
-        frame_size = batch[rows[0]].shape[:2]
-        panel_size = _panel_size(*frame_size)
-        photos = [_panel_photo(batch[row], panel_size) for row in rows]
-        drawn = batch_mesh_pictures(_in_panel(reconstruction, frame_size, panel_size),
-                                    [results[row][1] for row in rows], photos)
+        reconstruction = _in_panel(results[rows[0]][0], batch[rows[0]].shape[:2], photos[rows[0]].shape[:2])
+        drawn = batch_mesh_pictures(reconstruction, [results[row][1] for row in rows], [photos[row] for row in rows])
         meshes.update(zip(rows, drawn))
-    panels = []
-    for row, (frame, result) in enumerate(zip(batch, results)):
-        panel_size = _panel_size(*frame.shape[:2])
-        if isinstance(result, str):
-            panels.append(_frame_panels(frame, panel_size, maps, row))
-        else:
-            panels.append(_frame_panels(frame, panel_size, maps, row, result[0], result[1], meshes[row]))
-    return panels
+    return [_frame_panels(photo, maps, row) if isinstance(result, str)
+            else _frame_panels(photo, maps, row, result[0], result[1], meshes[row])
+            for row, (photo, result) in enumerate(zip(photos, results))]
 
 
 def _panel_size(height: int, width: int) -> tuple[int, int]:
@@ -573,6 +562,24 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def open_video_writer(path: str | Path, size: tuple[int, int], fps: float):
+    """imageio-ffmpeg's frame writer for an H.264 MP4 of (width, height) frames, started.
+
+    :data:`X264_SETTINGS`, a keyframe a second, and a fragmented MP4 (a fragment a second): what has
+    been written plays even if the writer is never closed.
+    """
+    import imageio_ffmpeg
+
+    writer = imageio_ffmpeg.write_frames(
+        str(path), size, fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1,
+        ffmpeg_log_level="error",
+        output_params=["-f", "mp4", "-g", str(max(1, round(fps))), *X264_SETTINGS,
+                       "-movflags", "frag_keyframe+empty_moov+default_base_moof"],
+    )
+    writer.send(None)
+    return writer
+
+
 class _VideoOutput:
     """The MP4 and the JSON lines of :func:`reconstruct_video`, written one batch at a time, in order."""
 
@@ -585,8 +592,6 @@ class _VideoOutput:
 
     def write(self, batch: list[np.ndarray], maps, results: list, framing: dict) -> None:
         """Draw and write a batch's frames: per frame (reconstruction, index) or an error sentence."""
-        import imageio_ffmpeg
-
         batch_panels = _batch_panels(batch, maps, results)
         for row, result in enumerate(results):
             seconds = self.count / self.fps
@@ -599,13 +604,7 @@ class _VideoOutput:
             picture = _compose(batch_panels[row])
             if self.writer is None:
                 self.size = (picture.shape[1], picture.shape[0])
-                self.writer = imageio_ffmpeg.write_frames(
-                    str(self.video_path), self.size, fps=self.fps, codec="libx264", pix_fmt_out="yuv420p",
-                    macro_block_size=1, ffmpeg_log_level="error",
-                    output_params=["-f", "mp4", "-g", str(max(1, round(self.fps))), *X264_SETTINGS,
-                                   "-movflags", "frag_keyframe+empty_moov+default_base_moof"],
-                )
-                self.writer.send(None)
+                self.writer = open_video_writer(self.video_path, self.size, self.fps)
             if (picture.shape[1], picture.shape[0]) != self.size:
                 picture = np.asarray(Image.fromarray(picture).resize(self.size, Image.BILINEAR))
             self.writer.send(np.ascontiguousarray(picture))

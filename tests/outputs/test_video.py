@@ -255,6 +255,19 @@ def test_outputs_never_replace_the_input_or_a_users_file(checkpoint, tmp_path, c
             if name in before} == before
 
 
+def failing_on_call(function, call: int, error: BaseException):
+    """``function``, except that its ``call``-th call (counting from 1) raises ``error``."""
+    calls = []
+
+    def wrapped(*args):
+        calls.append(1)
+        if len(calls) == call:
+            raise error
+        return function(*args)
+
+    return wrapped
+
+
 @pytest.mark.parametrize("cores", [1, 2])
 def test_an_interrupt_keeps_a_playable_video_of_the_finished_frames(ict_uv_model, tmp_path, monkeypatch, cores):
     import lsqface.outputs.video as video
@@ -262,16 +275,7 @@ def test_an_interrupt_keeps_a_playable_video_of_the_finished_frames(ict_uv_model
     monkeypatch.setattr(video, "_cores", lambda: cores)  # pictures drawn in turn, or by a second thread
     reconstructor = Reconstructor(UNet(TINY), ict_uv_model, ReconstructConfig(input_size=32))
     clip = write_clip(tmp_path / "clip.mp4", count=6)
-    run_batch = video._run_batch
-    calls = []
-
-    def interrupted(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return run_batch(*args)
-
-    monkeypatch.setattr(video, "_run_batch", interrupted)
+    monkeypatch.setattr(video, "_run_batch", failing_on_call(video._run_batch, 3, KeyboardInterrupt))
     summary = reconstruct_video(reconstructor, clip, tmp_path / "out.mp4", batch_size=2, progress=False)
     assert summary.interrupted and summary.frames == 4 and "interrupted" in str(summary)
     assert count_frames(tmp_path / "out.mp4")[0] == 4
@@ -310,8 +314,9 @@ def test_a_label_is_the_text_drawn_on_its_black_box():
 
 
 def test_a_batchs_panels_are_each_frames_panels(ict_uv_model):
-    """_batch_panels draws the meshes of a batch together; every frame's panels are the one-by-one panels."""
-    from lsqface.outputs.video import _batch_panels, _frame_panels, _panel_size
+    """_batch_panels draws the meshes of a batch together; every frame's panels are those drawn one by one."""
+    from lsqface.outputs.pictures import mesh_pictures
+    from lsqface.outputs.video import _batch_panels, _frame_panels, _in_panel, _panel_photo
 
     faces = generate_faces(ict_uv_model, [1, 2, 3], SyntheticConfig(size=64))
     frames = [(faces.image[index].permute(1, 2, 0).numpy() * 255).astype(np.uint8) for index in range(3)]
@@ -322,9 +327,12 @@ def test_a_batchs_panels_are_each_frames_panels(ict_uv_model):
     results = [(whole, 0), "The fit is not finite.", (alone, 0)]
     together = _batch_panels(frames, faces, results)
     for row, result in enumerate(results):
-        size = _panel_size(*frames[row].shape[:2])
-        one = (_frame_panels(frames[row], size, faces, row) if isinstance(result, str)
-               else _frame_panels(frames[row], size, faces, row, *result))
+        photo = _panel_photo(frames[row])
+        if isinstance(result, str):
+            one = _frame_panels(photo, faces, row)
+        else:
+            meshes = mesh_pictures(_in_panel(result[0], frames[row].shape[:2], photo.shape[:2]), result[1], photo)
+            one = _frame_panels(photo, faces, row, *result, meshes)
         assert len(together[row]) == len(one) == 6
         for panel, expected in zip(together[row], one):
             np.testing.assert_array_equal(panel, expected)
@@ -358,16 +366,7 @@ def test_an_error_while_drawing_reaches_the_caller_and_keeps_the_finished_frames
     monkeypatch.setattr(video, "_cores", lambda: cores)
     reconstructor = Reconstructor(UNet(TINY), ict_uv_model, ReconstructConfig(input_size=32))
     clip = write_clip(tmp_path / "clip.mp4", count=6)
-    batch_panels = video._batch_panels
-    calls = []
-
-    def failing(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise OSError("no space left on device")
-        return batch_panels(*args)
-
-    monkeypatch.setattr(video, "_batch_panels", failing)
+    monkeypatch.setattr(video, "_batch_panels", failing_on_call(video._batch_panels, 2, OSError("no space left on device")))
     with pytest.raises(OSError, match="no space"):
         reconstruct_video(reconstructor, clip, tmp_path / "out.mp4", batch_size=2, progress=False)
     assert count_frames(tmp_path / "out.mp4")[0] == 2
