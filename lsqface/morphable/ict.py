@@ -54,13 +54,26 @@ FACE_REGIONS = {"full": (9409, 9230), "narrow": (6706, 6560)}
 #: are hair, shadow or clothing that a skin albedo cannot explain.
 DEFAULT_REGION = "narrow"
 
-# ICT README, "Facial Landmarks": Multi-PIE 68-point indices, 0-based.
-LANDMARKS_68 = (
+#: ICT README, "Facial Landmarks": Multi-PIE 68-point indices, 0-based.
+ICT_LANDMARKS_68 = (
     1225, 1888, 1052, 367, 1719, 1722, 2199, 1447, 966, 3661, 4390, 3927, 3924, 2608, 3272, 4088, 3443,
     268, 493, 1914, 2044, 1401, 3615, 4240, 4114, 2734, 2509,
     978, 4527, 4942, 4857, 1140, 2075, 1147, 4269, 3360,
     1507, 1542, 1537, 1528, 1518, 1511, 3742, 3751, 3756, 3721, 3725, 3732,
     5708, 5695, 2081, 0, 4275, 6200, 6213, 6346, 6461, 5518, 5957, 5841, 5702, 5711, 5533, 6216, 6207, 6470, 5517, 5966,
+)  # fmt: skip
+#: The 68 landmark vertices lsqface reports for the ICT model: ICT's list with the inner points
+#: (17-67) moved to the vertices whose projections lie nearest dlib's 68-point predictor (the iBUG
+#: 300-W convention) on fits of the shipped network to the real-photo benchmark's validation split
+#: (docs/scripts/landmark_vertices.py, docs/evaluation.md "Landmark vertices"): the nose tip 6 mm
+#: lower on the nose, the eye points on the lid margins, the lip points on the lips' outline; left
+#: and right points mirror each other. The jaw line (0-16), a silhouette, keeps ICT's vertices.
+LANDMARKS_68 = (
+    1225, 1888, 1052, 367, 1719, 1722, 2199, 1447, 966, 3661, 4390, 3927, 3924, 2608, 3272, 4088, 3443,
+    383, 78, 1033, 102, 2003, 4203, 2343, 3253, 2319, 2624,
+    971, 1348, 4839, 4553, 68, 2075, 1178, 4269, 2309,
+    6604, 1576, 1536, 596, 6596, 6594, 2837, 3750, 3790, 6562, 6552, 6554,
+    5926, 6637, 6655, 5535, 6691, 6673, 6431, 6358, 6479, 5520, 5975, 5853, 6640, 5762, 5533, 6267, 6676, 6699, 6632, 6663,
 )  # fmt: skip
 
 
@@ -236,7 +249,7 @@ def load_ict(
         region: ``"full"`` (9,409 vertices) or ``"narrow"`` (6,706 vertices), ICT README "Face Area Details".
         expression_std: prior standard deviation of each blendshape weight.
         albedo_modes_per_channel: Laplacian eigenfunctions per colour channel.
-        landmarks_68: (68,) vertex indices replacing ICT's Multi-PIE list (default: ICT's).
+        landmarks_68: (68,) vertex indices replacing :data:`LANDMARKS_68` (ICT's own list: :data:`ICT_LANDMARKS_68`).
 
     Returns:
         MorphableModel with V region vertices: identity_basis (V, 3, 100),

@@ -30,7 +30,7 @@ ICT_GITHUB_ZIP_URL = "https://github.com/ICT-VGL/ICT-FaceKit/archive/refs/heads/
 ICT_ARCHIVE_NAME = "ICT-FaceKit-FaceXModel.tar.xz"
 ICT_ZIP_NAME = "ICT-FaceKit-master.zip"
 # Bumped whenever a loader's output for the same source changes, so caches keyed on source_hash rebuild.
-LOADER_VERSION = "1"
+LOADER_VERSION = "2"
 
 
 def source_cache_dir() -> Path:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from lsqface.lighting.sh import constant_lighting, sh_shading
+from lsqface.morphable.ict import ICT_LANDMARKS_68
 from lsqface.morphable.model import basis_products
 from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.render.interpolate import interpolate, vertex_normals
@@ -198,9 +199,11 @@ class PhotoGenerator:
         model = uv_model.model
         self.uv_model = uv_model
         self.head = head
-        self.landmarks_68 = np.asarray(model.landmarks_68)
-        self.regions = head_regions(head, self.landmarks_68)
-        self.layout = accessory_layout(head, self.landmarks_68)
+        # The head's regions and accessories are laid out on ICT's own landmark vertices, whatever
+        # landmarks the fitted model reports: the pictures do not change with that choice.
+        self.head_landmarks_68 = np.asarray(ICT_LANDMARKS_68)
+        self.regions = head_regions(head, self.head_landmarks_68)
+        self.layout = accessory_layout(head, self.head_landmarks_68)
         self.triangles = torch.as_tensor(np.concatenate([head.triangles, self.layout.triangles + head.n_vertices]))
         centroid, self.face_width, self.centre_depth = model.framing()
         self.centre = torch.as_tensor(centroid, dtype=torch.float32)
@@ -264,7 +267,7 @@ class PhotoGenerator:
             long_hair = look.hair_volume > 0 and float(torch.rand((), generator=generator)) < config.long_hair
             shape = shapes[b] + (look.hair_volume * look.hair_weight)[:, None] * normals_rest
             extras = place_accessories(self.layout, self.head, shapes[b], look.hair_colour, look.skin_colour, generator,
-                                       self.landmarks_68, occluder_rate=config.occluders, long_hair=long_hair)
+                                       self.head_landmarks_68, occluder_rate=config.occluders, long_hair=long_hair)
             all_vertices.append(torch.cat([shape, extras.vertices]))
             colours.append(torch.cat([look.vertex_colour, extras.colour]))
             gloss.append(torch.cat([self.head_gloss, extras.gloss]))

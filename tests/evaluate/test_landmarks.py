@@ -61,9 +61,10 @@ def test_direct_landmarks_of_true_synthetic_maps_are_near_the_truth(ict_uv_model
     faces = generate_faces(ict_uv_model, [11, 12], SyntheticConfig(size=64, roll_range=180.0))
     found = direct_landmarks(faces.correspondence, faces.confidence, landmark_uv(ict_uv_model))
     truth = faces.landmarks_5.to(torch.float64)
-    distance = (found - truth).norm(dim=-1) / (truth[:, 0] - truth[:, 1]).norm(dim=-1, keepdim=True)
-    # Eyes and nose are visible surface points: sub-pixel. Mouth corners may be hidden in the lips' fold.
-    assert float(distance[:, :3].max()) < 0.03
+    pixels = (found - truth).norm(dim=-1)
+    # Eyes and nose are visible surface points: sub-pixel (the eye points lie on the lid margins, at the
+    # edge of the fitted region's eye holes). Mouth corners may be hidden in the lips' fold.
+    assert float(pixels[:, :3].max()) < 0.75
     assert float(landmark_error(found, truth).max()) < 6.0
 
 
@@ -148,7 +149,9 @@ def test_evaluate_landmarks_reconstructs_inside_each_box_and_reports_file_pixels
     assert np.allclose(predictions.fitted[1], tiny_reconstructor([path]).landmarks_5.numpy())
     assert not np.allclose(predictions.fitted[0], predictions.fitted[1])
     # In file pixels: the network saw only the 48-pixel square around the box (margin 1.6), and the
-    # direct landmarks are pixels of what it saw, so they lie in that square of the file.
+    # direct landmarks are pixels of what it saw, so they lie in that square of the file (24 pixels
+    # either side of the box's centre), or at most the sub-pixel refinement's 1.5 network pixels (1.1
+    # file pixels) beyond its edge pixels.
     direct = predictions.direct[0]
-    assert np.isfinite(direct).all() and np.all(np.abs(direct - [155.0, 85.0]) <= 24.0), direct
+    assert np.isfinite(direct).all() and np.all(np.abs(direct - [155.0, 85.0]) <= 24.0 + 1.5), direct
     assert not np.all(np.abs(predictions.direct[1] - [155.0, 85.0]) <= 24.0)

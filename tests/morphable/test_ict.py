@@ -14,6 +14,7 @@ import pytest
 from lsqface.errors import FaceModelError
 from lsqface.morphable import ict
 from lsqface.morphable.ict import (
+    ICT_LANDMARKS_68,
     LANDMARKS_68,
     five_landmarks_from_68,
     load_ict,
@@ -265,6 +266,25 @@ def test_landmarks_sides(ict_model):
     assert five[2, 2] == five[:, 2].max() and abs(five[2, 0]) < 1e-6
     # Interocular distance of an adult: about 60-70 mm.
     assert 50 < np.linalg.norm(five[1] - five[0]) < 80
+
+
+def test_reported_landmarks_are_icts_moved_symmetrically_and_nearby(ict_model):
+    """The 68 vertices lsqface reports (docs/scripts/landmark_vertices.py) keep ICT's jaw line, lie within
+    12 mm of ICT's own vertices, mirror each other left to right, and keep midline points on the midline."""
+    mean = ict_model.shape_mean
+    reported, ict_own = np.asarray(LANDMARKS_68), np.asarray(ICT_LANDMARKS_68)
+    assert len(set(reported.tolist())) == 68
+    np.testing.assert_array_equal(ict_model.landmarks_68, reported)
+    np.testing.assert_array_equal(reported[:17], ict_own[:17])
+    moved = np.linalg.norm(mean[reported] - mean[ict_own], axis=1)
+    assert moved.max() < 12.0 and moved[30] > 4.0  # the nose tip moves down the nose
+    assert mean[reported[30], 1] < mean[ict_own[30], 1]
+    pairs = [(17 + k, 26 - k) for k in range(5)] + [(31, 35), (32, 34), (36, 45), (37, 44), (38, 43), (39, 42),
+             (40, 47), (41, 46), (48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)]
+    for left, right in pairs:
+        assert np.linalg.norm(mean[reported[left]] * [-1, 1, 1] - mean[reported[right]]) < 0.5, (left, right)
+    for k in (27, 28, 29, 30, 33, 51, 57, 62, 66):
+        assert abs(mean[reported[k], 0]) < 0.5, k
 
 
 def test_identity_modes_have_plausible_size(ict_model):

@@ -1,0 +1,141 @@
+"""Choose the face model's 68 landmark vertices where dlib's 68-point predictor puts its points.
+
+    python docs/scripts/landmark_vertices.py [--checkpoint lsqface/weights/default.pt] [--radius 12]
+
+ICT-FaceKit's README lists one vertex per Multi-PIE landmark; dlib (and every predictor trained
+on iBUG 300-W) marks some of them elsewhere: its nose tip (point 30) sits about 6 mm lower on the
+nose, its eyelid points on the lid margin. A reconstruction's landmarks are compared with such
+points, so lsqface's ICT model reports the vertices that agree with them.
+
+The script reconstructs the real-photo benchmark's validation split (127 faces at 4 rolls and 6
+random similarities, ``lsqface.evaluate.real``; the test split is never read) and projects every
+vertex of each fit into its picture. For each inner point (17-67; the jaw line 0-16 is a
+silhouette, not a fixed vertex, and keeps ICT's vertices) it takes the vertex within ``--radius``
+mm of ICT's (on the mean shape) whose projection is nearest dlib's point: the mean over the
+pictures of the distance in inter-ocular distances, capped at 0.3, over the fits within 30 % of
+dlib's points. Left and right points are chosen as mirror pairs (one cost, summed over both
+sides) and points on the face's midline among midline vertices, so the set stays symmetric.
+
+It prints the score of ICT's vertices and of the chosen ones on the 5 landmarks (median, share
+over 10 %, mean capped at 100), the same when the choice is made on one half of the faces and
+scored on the other (both ways), and the chosen indices: ``lsqface.morphable.ict.LANDMARKS_68``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+MIRROR_PAIRS = (
+    [(k, 26 - (k - 17)) for k in range(17, 22)]  # brows 17-21 and 26-22
+    + [(31, 35), (32, 34)]
+    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
+    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)]
+)
+MIDLINE = (27, 28, 29, 30, 33, 51, 57, 62, 66)
+CAP = 0.3
+
+
+def projected_vertices(checkpoint: str, variants) -> np.ndarray:
+    """(P, V, 2) every vertex of each picture's fit in its pixels (NaN where the fit failed)."""
+    from lsqface.errors import LsqfaceError
+    from lsqface.reconstruct import Reconstructor
+
+    reconstructor = Reconstructor.from_checkpoint(checkpoint)
+    count = reconstructor.uv_model.model.shape_mean.reshape(-1, 3).shape[0]
+    points = np.full((len(variants), count, 2), np.nan, np.float32)
+    for start in range(0, len(variants), 8):
+        indices = list(range(start, min(len(variants), start + 8)))
+        try:
+            result = reconstructor([variants[i].image for i in indices])
+        except LsqfaceError as error:
+            print(f"pictures {indices[0]}-{indices[-1]}: {error}", file=sys.stderr)
+            continue
+        camera = result.vertices.detach().double() @ result.intrinsics.double().transpose(1, 2)
+        points[indices] = (camera[..., :2] / camera[..., 2:3]).numpy()
+    return points
+
+
+def five_of(points: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """(P, 5, 2) the 5 landmarks of 68 vertex ``indices`` from projected vertices (P, V, 2)."""
+    chosen = points[:, indices]
+    return np.stack([chosen[:, 36:42].mean(1), chosen[:, 42:48].mean(1), chosen[:, 30], chosen[:, 48], chosen[:, 54]], 1)
+
+
+def errors_of(points: np.ndarray, indices: np.ndarray, reference_5: np.ndarray) -> np.ndarray:
+    from lsqface.evaluate.real import nme
+
+    five = five_of(points, indices)
+    errors = nme(np.where(np.isfinite(five), five, 1e6), reference_5)
+    return np.where(np.isfinite(errors), errors, 100.0)
+
+
+def choose(points, reference_68, inter_ocular, used, mean_shape, start, radius):
+    """The 68 vertex indices: ``start``'s jaw line and, for 17-67, the vertices nearest dlib's points."""
+    from scipy.spatial import cKDTree
+
+    mirror = cKDTree(mean_shape).query(mean_shape * [-1, 1, 1])[1]
+    chosen = np.asarray(start).copy()
+    near = lambda k: np.flatnonzero(np.linalg.norm(mean_shape - mean_shape[start[k]], axis=1) < radius)
+
+    def cost(k, candidates):
+        distance = np.linalg.norm(points[used][:, candidates] - reference_68[used, k][:, None], axis=-1)
+        return np.minimum(distance / inter_ocular[used, None], CAP).mean(0)
+
+    for left, right in MIRROR_PAIRS:
+        candidates = near(left)
+        total = cost(left, candidates) + cost(right, mirror[candidates])
+        best = candidates[np.argmin(total)]
+        chosen[left], chosen[right] = best, mirror[best]
+    for k in MIDLINE:
+        candidates = near(k)
+        candidates = candidates[np.abs(mean_shape[candidates, 0]) < 0.5]
+        chosen[k] = candidates[np.argmin(cost(k, candidates))]
+    return chosen
+
+
+def describe(errors: np.ndarray) -> str:
+    return f"median {np.median(errors):.2f} %, {100 * np.mean(errors > 10):.1f} % over 10 %, mean {np.mean(np.minimum(errors, 100)):.2f}"
+
+
+def main() -> None:
+    from lsqface.evaluate.real import assemble
+    from lsqface.evaluate.reference import five_from_sixty_eight
+    from lsqface.morphable.ict import ICT_LANDMARKS_68
+    from lsqface.reconstruct import Reconstructor
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="lsqface/weights/default.pt")
+    parser.add_argument("--radius", type=float, default=12.0, help="mm around ICT's vertex to search")
+    parser.add_argument("--similarity", type=int, default=6)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    _, variants, _ = assemble("validation", similarity=args.similarity)
+    points = projected_vertices(args.checkpoint, variants)
+    mean_shape = np.asarray(Reconstructor.from_checkpoint(args.checkpoint).uv_model.model.shape_mean).reshape(-1, 3)
+    reference_68 = np.stack([variant.reference for variant in variants])
+    reference_5 = np.stack([five_from_sixty_eight(points_68) for points_68 in reference_68])
+    inter_ocular = np.linalg.norm(reference_5[:, 1] - reference_5[:, 0], axis=1)
+    ict = np.asarray(ICT_LANDMARKS_68)
+    ict_errors = errors_of(points, ict, reference_5)
+    fitted = np.isfinite(points[:, 0, 0]) & (ict_errors < 30)
+    names = np.array([variant.face for variant in variants])
+    faces = np.random.default_rng(0).permutation(np.unique(names))
+    halves = [np.isin(names, faces[: len(faces) // 2]), np.isin(names, faces[len(faces) // 2:])]
+    for one, other in ((0, 1), (1, 0)):
+        chosen = choose(points, reference_68, inter_ocular, fitted & halves[one], mean_shape, ict, args.radius)
+        print(f"chosen on half {one} ({halves[one].sum()} pictures), scored on half {other}: ICT's vertices "
+              f"{describe(ict_errors[halves[other]])}; chosen {describe(errors_of(points, chosen, reference_5)[halves[other]])}")
+    chosen = choose(points, reference_68, inter_ocular, fitted, mean_shape, ict, args.radius)
+    print(f"all {len(variants)} pictures: ICT's vertices {describe(ict_errors)}; "
+          f"chosen {describe(errors_of(points, chosen, reference_5))}")
+    moved = np.linalg.norm(mean_shape[chosen] - mean_shape[ict], axis=1)
+    print("moved (mm, points 17-67): " + " ".join(f"{k}:{moved[k]:.1f}" for k in range(17, 68)))
+    print("LANDMARKS_68 = (\n    " + ", ".join(str(int(index)) for index in chosen) + ",\n)")
+
+
+if __name__ == "__main__":
+    main()
