@@ -81,19 +81,19 @@ def choose(points, reference_68, inter_ocular, used, mean_shape, start, radius):
     chosen = np.asarray(start).copy()
     near = lambda k: np.flatnonzero(np.linalg.norm(mean_shape - mean_shape[start[k]], axis=1) < radius)
 
-    def cost(k, candidates):
-        distance = np.linalg.norm(points[used][:, candidates] - reference_68[used, k][:, None], axis=-1)
+    def cost(k, nearby):
+        distance = np.linalg.norm(points[used][:, nearby] - reference_68[used, k][:, None], axis=-1)
         return np.minimum(distance / inter_ocular[used, None], CAP).mean(0)
 
     for left, right in MIRROR_PAIRS:
-        candidates = near(left)
-        total = cost(left, candidates) + cost(right, mirror[candidates])
-        best = candidates[np.argmin(total)]
+        nearby = near(left)
+        total = cost(left, nearby) + cost(right, mirror[nearby])
+        best = nearby[np.argmin(total)]
         chosen[left], chosen[right] = best, mirror[best]
     for k in MIDLINE:
-        candidates = near(k)
-        candidates = candidates[np.abs(mean_shape[candidates, 0]) < 0.5]
-        chosen[k] = candidates[np.argmin(cost(k, candidates))]
+        nearby = near(k)
+        nearby = nearby[np.abs(mean_shape[nearby, 0]) < 0.5]
+        chosen[k] = nearby[np.argmin(cost(k, nearby))]
     return chosen
 
 
