@@ -62,14 +62,14 @@ ICT_LANDMARKS_68 = (
     1507, 1542, 1537, 1528, 1518, 1511, 3742, 3751, 3756, 3721, 3725, 3732,
     5708, 5695, 2081, 0, 4275, 6200, 6213, 6346, 6461, 5518, 5957, 5841, 5702, 5711, 5533, 6216, 6207, 6470, 5517, 5966,
 )  # fmt: skip
+
 #: The 68 landmark vertices lsqface reports for the ICT model: ICT's list with the inner points
 #: (17-67) moved to the vertices whose projections lie nearest dlib's 68-point predictor (the iBUG
 #: 300-W convention) on fits of the shipped network to the real-photo benchmark's validation split
 #: (docs/scripts/landmark_vertices.py, docs/evaluation.md "Landmark vertices"): the nose tip 6 mm
 #: lower on the nose, the eye points on the lid margins, the lip points on the lips' outline; left
 #: and right points mirror each other. The jaw line (0-16), a silhouette, keeps ICT's vertices.
-LANDMARKS_68 = (
-    1225, 1888, 1052, 367, 1719, 1722, 2199, 1447, 966, 3661, 4390, 3927, 3924, 2608, 3272, 4088, 3443,
+LANDMARKS_68 = ICT_LANDMARKS_68[:17] + (
     383, 78, 1033, 102, 2003, 4203, 2343, 3253, 2319, 2624,
     971, 1348, 4839, 4553, 68, 2075, 1178, 4269, 2309,
     6604, 1576, 1536, 596, 6596, 6594, 2837, 3750, 3790, 6562, 6552, 6554,
