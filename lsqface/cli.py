@@ -485,7 +485,8 @@ def _add_model_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--landmarks",
         default=None,
-        help="text or JSON file of the 68 landmark vertex indices (needed for BFM 2017; ICT has its own)",
+        help="text or JSON file of the 68 landmark vertex indices (needed for BFM 2017; ICT: lsqface's set, "
+             "lsqface.morphable.ict.LANDMARKS_68)",
     )
     parser.add_argument(
         "--download",

@@ -1,9 +1,9 @@
 """Choose the face model's 68 landmark vertices where dlib's 68-point predictor puts its points.
 
-    python docs/scripts/landmark_vertices.py [--checkpoint lsqface/weights/default.pt] [--radius 12]
+    python docs/scripts/landmark_vertices.py [--checkpoint lsqface/weights/default.pt] [--radius 12] [--similarity 6]
 
-ICT-FaceKit's README lists one vertex per Multi-PIE landmark; dlib (and every predictor trained
-on iBUG 300-W) marks some of them elsewhere: its nose tip (point 30) sits about 6 mm lower on the
+ICT-FaceKit's README lists one vertex per Multi-PIE landmark; dlib's predictor, trained on iBUG
+300-W, marks some of them elsewhere: its nose tip (point 30) sits about 6 mm lower on the
 nose, its eyelid points on the lid margin. A reconstruction's landmarks are compared with such
 points, so lsqface's ICT model reports the vertices that agree with them.
 
@@ -12,13 +12,14 @@ random similarities, ``lsqface.evaluate.real``; the test split is never read) an
 vertex of each fit into its picture. For each inner point (17-67; the jaw line 0-16 is a
 silhouette, not a fixed vertex, and keeps ICT's vertices) it takes the vertex within ``--radius``
 mm of ICT's (on the mean shape) whose projection is nearest dlib's point: the mean over the
-pictures of the distance in inter-ocular distances, capped at 0.3, over the fits within 30 % of
-dlib's points. Left and right points are chosen as mirror pairs (one cost, summed over both
+pictures of the distance in inter-ocular distances, capped at 0.3, over the fits whose 5 landmarks
+at ICT's own vertices lie within 30 % of dlib's. Left and right points are chosen as mirror pairs (one cost, summed over both
 sides) and points on the face's midline among midline vertices, so the set stays symmetric.
 
 It prints the score of ICT's vertices and of the chosen ones on the 5 landmarks (median, share
-over 10 %, mean capped at 100), the same when the choice is made on one half of the faces and
-scored on the other (both ways), and the chosen indices: ``lsqface.morphable.ict.LANDMARKS_68``.
+over 10 %, mean capped at 100), the same when the choice is made on the faces of one half of the
+photos and scored on the other half (both ways; a group photo's faces stay together), and the
+chosen indices: ``lsqface.morphable.ict.LANDMARKS_68``.
 """
 
 from __future__ import annotations
@@ -39,12 +40,10 @@ MIDLINE = (27, 28, 29, 30, 33, 51, 57, 62, 66)
 CAP = 0.3
 
 
-def projected_vertices(checkpoint: str, variants) -> np.ndarray:
+def projected_vertices(reconstructor, variants) -> np.ndarray:
     """(P, V, 2) every vertex of each picture's fit in its pixels (NaN where the fit failed)."""
     from lsqface.errors import LsqfaceError
-    from lsqface.reconstruct import Reconstructor
 
-    reconstructor = Reconstructor.from_checkpoint(checkpoint)
     count = reconstructor.uv_model.model.shape_mean.reshape(-1, 3).shape[0]
     points = np.full((len(variants), count, 2), np.nan, np.float32)
     for start in range(0, len(variants), 8):
@@ -93,6 +92,8 @@ def choose(points, reference_68, inter_ocular, used, mean_shape, start, radius):
     for k in MIDLINE:
         nearby = near(k)
         nearby = nearby[np.abs(mean_shape[nearby, 0]) < 0.5]
+        if nearby.size == 0:
+            raise SystemExit(f"no midline vertex within the radius of point {k}; pass a larger --radius")
         chosen[k] = nearby[np.argmin(cost(k, nearby))]
     return chosen
 
@@ -114,17 +115,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     _, variants, _ = assemble("validation", similarity=args.similarity)
-    points = projected_vertices(args.checkpoint, variants)
-    mean_shape = np.asarray(Reconstructor.from_checkpoint(args.checkpoint).uv_model.model.shape_mean).reshape(-1, 3)
+    reconstructor = Reconstructor.from_checkpoint(args.checkpoint)
+    points = projected_vertices(reconstructor, variants)
+    mean_shape = np.asarray(reconstructor.uv_model.model.shape_mean).reshape(-1, 3)
     reference_68 = np.stack([variant.reference for variant in variants])
     reference_5 = np.stack([five_from_sixty_eight(points_68) for points_68 in reference_68])
     inter_ocular = np.linalg.norm(reference_5[:, 1] - reference_5[:, 0], axis=1)
     ict = np.asarray(ICT_LANDMARKS_68)
     ict_errors = errors_of(points, ict, reference_5)
     fitted = np.isfinite(points[:, 0, 0]) & (ict_errors < 30)
-    names = np.array([variant.face for variant in variants])
-    faces = np.random.default_rng(0).permutation(np.unique(names))
-    halves = [np.isin(names, faces[: len(faces) // 2]), np.isin(names, faces[len(faces) // 2:])]
+    photos = np.array([variant.face.split("#")[0] for variant in variants])
+    order = np.random.default_rng(0).permutation(np.unique(photos))
+    halves = [np.isin(photos, order[: len(order) // 2]), np.isin(photos, order[len(order) // 2:])]
     for one, other in ((0, 1), (1, 0)):
         chosen = choose(points, reference_68, inter_ocular, fitted & halves[one], mean_shape, ict, args.radius)
         print(f"chosen on half {one} ({halves[one].sum()} pictures), scored on half {other}: ICT's vertices "

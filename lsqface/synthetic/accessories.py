@@ -138,7 +138,8 @@ def place_accessories(layout: AccessoryLayout, head: HeadModel, shape: torch.Ten
         shape: (V, 3) this face's head vertices (identity and expression applied, not posed).
         hair_colour, skin_colour: (3,) this face's hair and skin albedo (long hair, hands).
         generator: this face's random stream.
-        landmarks_68: (68,) the fitted model's landmark vertex indices.
+        landmarks_68: (68,) the Multi-PIE landmark vertices the accessories are placed on (the generator
+            passes ICT's own, :data:`lsqface.morphable.ict.ICT_LANDMARKS_68`).
         occluder_rate: scales the probability of glasses, hands, objects, masks and hats (0: none).
         long_hair: whether this face's hair falls to the shoulders (the hair curtain).
     """

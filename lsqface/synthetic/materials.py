@@ -150,7 +150,8 @@ def head_regions(head: HeadModel, landmarks_68: np.ndarray) -> HeadRegions:
 
     Args:
         head: the opaque head.
-        landmarks_68: (68,) the fitted model's Multi-PIE landmark vertex indices.
+        landmarks_68: (68,) the Multi-PIE landmark vertices the regions are drawn from (the generator
+            passes ICT's own, :data:`lsqface.morphable.ict.ICT_LANDMARKS_68`).
     """
     position = head.shape_mean.astype(np.float64)
     xy = position[:, :2]

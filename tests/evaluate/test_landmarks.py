@@ -64,7 +64,7 @@ def test_direct_landmarks_of_true_synthetic_maps_are_near_the_truth(ict_uv_model
     pixels = (found - truth).norm(dim=-1)
     # Eyes and nose are visible surface points: sub-pixel (the eye points lie on the lid margins, at the
     # edge of the fitted region's eye holes). Mouth corners may be hidden in the lips' fold.
-    assert float(pixels[:, :3].max()) < 0.75
+    assert float(pixels[:, :3].max()) < 0.45
     assert float(landmark_error(found, truth).max()) < 6.0
 
 
@@ -150,8 +150,8 @@ def test_evaluate_landmarks_reconstructs_inside_each_box_and_reports_file_pixels
     assert not np.allclose(predictions.fitted[0], predictions.fitted[1])
     # In file pixels: the network saw only the 48-pixel square around the box (margin 1.6), and the
     # direct landmarks are pixels of what it saw, so they lie in that square of the file (24 pixels
-    # either side of the box's centre), or at most the sub-pixel refinement's 1.5 network pixels (1.1
-    # file pixels) beyond its edge pixels.
+    # either side of the box's centre), or at most the sub-pixel refinement's 1.5 network pixels beyond
+    # an edge pixel's centre: 1 network pixel, 1.5 file pixels, past the square's edge.
     direct = predictions.direct[0]
     assert np.isfinite(direct).all() and np.all(np.abs(direct - [155.0, 85.0]) <= 24.0 + 1.5), direct
     assert not np.all(np.abs(predictions.direct[1] - [155.0, 85.0]) <= 24.0)

@@ -282,6 +282,8 @@ def test_reported_landmarks_are_icts_moved_symmetrically_and_nearby(ict_model):
     pairs = [(17 + k, 26 - k) for k in range(5)] + [(31, 35), (32, 34), (36, 45), (37, 44), (38, 43), (39, 42),
              (40, 47), (41, 46), (48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)]
     for left, right in pairs:
+        # Each point stays on the side of the face where ICT has it (image-left is -x).
+        assert np.sign(mean[reported[left], 0]) == np.sign(mean[ict_own[left], 0]) == -np.sign(mean[reported[right], 0])
         assert np.linalg.norm(mean[reported[left]] * [-1, 1, 1] - mean[reported[right]]) < 0.5, (left, right)
     for k in (27, 28, 29, 30, 33, 51, 57, 62, 66):
         assert abs(mean[reported[k], 0]) < 0.5, k

@@ -3,14 +3,15 @@
 import numpy as np
 import torch
 
+from lsqface.morphable.ict import ICT_LANDMARKS_68
 from lsqface.synthetic.accessories import accessory_layout, place_accessories
 
 
 def _place(head, ict_model, rate, seed=0, long_hair=False):
-    layout = accessory_layout(head, ict_model.landmarks_68)
+    layout = accessory_layout(head, ICT_LANDMARKS_68)
     shape = torch.as_tensor(head.shape_mean)
     accessories = place_accessories(layout, head, shape, torch.tensor([0.1, 0.1, 0.1]), torch.tensor([0.6, 0.4, 0.3]),
-                                    torch.Generator().manual_seed(seed), ict_model.landmarks_68, occluder_rate=rate,
+                                    torch.Generator().manual_seed(seed), ICT_LANDMARKS_68, occluder_rate=rate,
                                     long_hair=long_hair)
     return layout, accessories
 
@@ -38,6 +39,6 @@ def test_occluders_lie_in_front_of_the_face(head, ict_model):
     for name in ("ring_left", "ring_right", "blob0", "mask", "hat"):
         start, end = layout.slices[name]
         assert finite[start:end].all(), name
-    eyes_z = float(np.asarray(head.shape_mean)[np.asarray(ict_model.landmarks_68)[36:48], 2].max())
+    eyes_z = float(np.asarray(head.shape_mean)[np.asarray(ICT_LANDMARKS_68)[36:48], 2].max())
     start, end = layout.slices["ring_left"]
     assert (accessories.vertices[start:end, 2] > eyes_z).all()

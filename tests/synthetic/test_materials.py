@@ -3,12 +3,13 @@
 import numpy as np
 import torch
 
+from lsqface.morphable.ict import ICT_LANDMARKS_68
 from lsqface.synthetic.head import FITTED_VERTEX_COUNT
 from lsqface.synthetic.materials import SKIN_TONES, head_regions, paint_head
 
 
 def _regions(head, ict_model):
-    return head_regions(head, ict_model.landmarks_68)
+    return head_regions(head, ICT_LANDMARKS_68)
 
 
 def test_extension_weights_are_an_average_of_edge_colours(head, ict_model):
