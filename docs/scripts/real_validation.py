@@ -1,6 +1,6 @@
 """lsqface alone on the real-photo validation split, several checkpoints in one run: choose models quickly.
 
-    python docs/scripts/real_validation.py [--similarity 20] [--per-face] CHECKPOINT [CHECKPOINT ...]
+    python docs/scripts/real_validation.py [--similarity 20] [--per-face] [--nose] CHECKPOINT [CHECKPOINT ...]
 
 The pictures are those of ``lsqface evaluate --real validation`` with 20 random similarities per
 face (24 pictures for each of its 127 faces) instead of 10; dlib runs once, for the reference, and
@@ -9,7 +9,11 @@ thread, dlib included). dlib's example photos are read from ``make validation-ph
 download; stderr says how many faces each source gave and how many photos or faces were skipped.
 Each line: per roll and for the similarities, median / mean (capped at 100) / failures over 10 %,
 then over all pictures the median, the failure rate and the median confident fraction; with
---per-face, a second line of each face's median over its pictures.
+--per-face, a second line of each face's median over its pictures. With --nose, a line of the fitted
+nose tip's error along the face's up direction (% of the inter-ocular distance, positive: lower than
+dlib's) by fifths of the frontal faces' nose height (where dlib's nose tip lies between the eyes' and
+the mouth corners' midpoints: 0 at the eyes, 1 at the mouth; frontal: the nose tip within 10 % of the
+inter-ocular distance of the eyes' midpoint across the face): how the fit follows a nodding head.
 """
 
 import argparse
@@ -25,11 +29,31 @@ from lsqface.evaluate.reference import five_from_sixty_eight
 from lsqface.reconstruct import Reconstructor
 
 
+def nose_line(five: np.ndarray, reference: np.ndarray, errors: np.ndarray) -> str:
+    """The fitted nose tip's error along the face's up direction by fifths of dlib's nose height (frontal faces)."""
+    eyes, mouth = reference[:, :2].mean(1), reference[:, 3:].mean(1)
+    across = reference[:, 1] - reference[:, 0]
+    inter_ocular = np.linalg.norm(across, axis=1)
+    across = across / inter_ocular[:, None]
+    down = np.stack([-across[:, 1], across[:, 0]], axis=1)
+    height = ((reference[:, 2] - eyes) * down).sum(1) / ((mouth - eyes) * down).sum(1)
+    turn = np.abs(((reference[:, 2] - eyes) * across).sum(1)) / inter_ocular
+    lower = 100 * ((five[:, 2] - reference[:, 2]) * down).sum(1) / inter_ocular
+    chosen = np.isfinite(lower) & (errors < 30) & (turn < 0.1)
+    edges = np.percentile(height[chosen], [0, 20, 40, 60, 80, 100])
+    cells = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        part = chosen & (height >= low) & (height <= high)
+        cells.append(f"{low:.2f}-{high:.2f}: {np.median(lower[part]):+.1f}")
+    return "  ".join(cells) + f"  ({chosen.sum()} pictures)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--similarity", type=int, default=20)
     parser.add_argument("--per-face", action="store_true", help="also each face's median error over its pictures")
+    parser.add_argument("--nose", action="store_true", help="also the nose tip's vertical error by nose height")
     args = parser.parse_args()
     torch.set_num_threads(1)
     faces, variants, skipped = assemble("validation", similarity=args.similarity)
@@ -51,6 +75,8 @@ def main() -> None:
         cells.append(f"all: median {np.median(errors):.1f}, failures {100 * np.mean(errors > 10):.0f}%, "
                      f"confident {np.nanmedian(confident):.2f}")
         print("  ".join(cells), flush=True)
+        if args.nose:
+            print("    nose: " + nose_line(five, reference, errors), flush=True)
         if args.per_face:
             faces = np.array([variant.face for variant in variants])
             print("    per face: " + "  ".join(f"{face} {np.median(errors[faces == face]):.1f}"

@@ -1,6 +1,7 @@
 """Does the fit recover head turn (yaw) and nod (pitch) on the renderer's own faces? Fitted against true.
 
-    python docs/scripts/synthetic_yaw.py [--checkpoint lsqface/weights/default.pt] [--count 160] [--look photo] [--oracle]
+    python docs/scripts/synthetic_yaw.py [--checkpoint lsqface/weights/default.pt] [--count 160] [--look photo]
+                                         [--true-maps uv|depth|all]
 
 Draws the synthetic benchmark's validation faces (seeds kept apart from the benchmark's) upright, at
 128 px, in the given look, reconstructs them with the checkpoint's own settings and prints, for true
@@ -13,7 +14,6 @@ absolute error. Faces fitted more than 30 % off are left out.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import numpy as np
 import torch
@@ -30,19 +30,25 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--count", type=int, default=160)
     parser.add_argument("--look", choices=("photo", "other"), default="photo")
-    parser.add_argument("--oracle", action="store_true", help="fit the true maps instead of the network's")
+    parser.add_argument("--true-maps", choices=("none", "uv", "depth", "all"), default="none",
+                        help="fit these true maps in place of the network's")
     args = parser.parse_args()
     torch.set_num_threads(1)
     reconstructor = Reconstructor.from_checkpoint(args.checkpoint)
     draw = _PhotoFaces(reconstructor.uv_model, args.look)
-    config = SyntheticConfig(size=128, roll_range=0.0)
+    size = 128 if args.true_maps == "none" else reconstructor.config.input_size
+    config = SyntheticConfig(size=size, roll_range=0.0)
     true_yaw, fitted_yaw, true_pitch, fitted_pitch, errors = [], [], [], [], []
     for start in range(0, args.count, 8):
         faces = draw(evaluation_seeds(min(8, args.count - start), VALIDATION_OFFSET + start), config)
-        if args.oracle:
-            result = reconstruct_from_maps(reconstructor.uv_model, faces.image, faces.correspondence, faces.depth,
-                                           faces.confidence, config=dataclasses.replace(
-                                               reconstructor.config, input_size=faces.image.shape[-1]))
+        if args.true_maps != "none":
+            image = faces.image.float()
+            maps = reconstructor.predict_maps(image)
+            true_confidence = faces.confidence.float().expand(-1, maps.confidence.shape[1], -1, -1)
+            correspondence = faces.correspondence.float() if args.true_maps in ("uv", "all") else maps.correspondence
+            depth = faces.depth.float() if args.true_maps in ("depth", "all") else maps.depth
+            result = reconstruct_from_maps(reconstructor.uv_model, image, correspondence, depth,
+                                           torch.minimum(maps.confidence, true_confidence), config=reconstructor.config)
         else:
             result = reconstructor([image.permute(1, 2, 0).numpy() for image in faces.image])
         true_yaw.append(faces.pose[:, 0].numpy())
