@@ -141,6 +141,9 @@ class LossConfig:
         statistical_weight: weight of sum_i w_i a_i^2 (the adaptive weights of seed G).
         true_correspondence_weight, true_depth_weight, true_confidence_weight: weights of the three
             terms of ``train.supervision = "true_maps"`` (lsqface.train.losses.true_map_loss).
+        true_depth_tilt_weight: with ``train.supervision = "true_maps"``, weight of the difference
+            between the planes fitted to the predicted and the true log depth over the face
+            (lsqface.train.losses.depth_tilt): a nod or turn of the head that the depth map leaves out.
         true_shape_weight: with ``train.supervision = "true_maps"``, weight of the vertex error (mm,
             after similarity alignment, as the benchmark measures it) of the shape the least-squares
             layer (``[solver]``) fits from the network's maps, against the face's true shape
@@ -161,6 +164,7 @@ class LossConfig:
     true_correspondence_weight: float = 1.0
     true_depth_weight: float = 1.0
     true_confidence_weight: float = 0.1
+    true_depth_tilt_weight: float = 0.0
     true_shape_weight: float = 0.0
     true_landmark_weight: float = 0.0
     true_landmark_cap: float = 100.0

@@ -104,7 +104,7 @@ def statistical_loss(shape_coefficients: torch.Tensor, albedo_coefficients: torc
 def true_map_loss(correspondence: torch.Tensor, depth: torch.Tensor, confidence: torch.Tensor,
                   true_correspondence: torch.Tensor, true_depth: torch.Tensor, face: torch.Tensor,
                   correspondence_weight: float = 1.0, depth_weight: float = 1.0,
-                  confidence_weight: float = 0.1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                  confidence_weight: float = 0.1, depth_tilt_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Supervised loss of the network's maps against a synthetic face's true maps, per image.
 
     The network's depth is relative (the solve's inverse camera absorbs its scale psi) while the
@@ -117,11 +117,14 @@ def true_map_loss(correspondence: torch.Tensor, depth: torch.Tensor, confidence:
         true_correspondence: (B, 2, H, W) true (u, v); true_depth: (B, 1, H, W) camera z in mm
             (anything off the face); face: (B, 1, H, W) 1 where the face is visible, 0 elsewhere.
         correspondence_weight, depth_weight, confidence_weight: the terms' weights.
+        depth_tilt_weight: weight of "depth_tilt" (:func:`depth_tilt`), the difference between the
+            planes that best fit the two log-depth maps over the face; 0 leaves the term out.
 
     Returns:
         (B,) the weighted sum and a dict of the (B,) terms: "correspondence" (mean over face pixels of
-        |du| + |dv|), "depth" (mean over face pixels of the absolute centred log-depth difference) and
-        "confidence" (binary cross-entropy against the face mask, mean over all pixels and channels).
+        |du| + |dv|), "depth" (mean over face pixels of the absolute centred log-depth difference),
+        "confidence" (binary cross-entropy against the face mask, mean over all pixels and channels)
+        and, with a depth tilt weight, "depth_tilt".
     """
     mask = (face > 0.5).to(correspondence.dtype)
     face_pixels = mask.sum(dim=(1, 2, 3)).clamp_min(1.0)
@@ -137,7 +140,34 @@ def true_map_loss(correspondence: torch.Tensor, depth: torch.Tensor, confidence:
     target = mask.expand_as(confidence)
     confidence_term = F.binary_cross_entropy(confidence.clamp(1e-6, 1 - 1e-6), target, reduction="none").mean(dim=(1, 2, 3))
     total = correspondence_weight * correspondence_term + depth_weight * depth_term + confidence_weight * confidence_term
-    return total, {"correspondence": correspondence_term, "depth": depth_term, "confidence": confidence_term}
+    terms = {"correspondence": correspondence_term, "depth": depth_term, "confidence": confidence_term}
+    if depth_tilt_weight > 0:
+        terms["depth_tilt"] = (depth_tilt(log_depth, mask) - depth_tilt(log_true, mask)).abs().sum(dim=1)
+        total = total + depth_tilt_weight * terms["depth_tilt"]
+    return total, terms
+
+
+def depth_tilt(log_depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 2) the slopes (b, c) of the plane a + b x + c y that best fits ``log_depth`` over ``mask``.
+
+    x and y run from -1 to 1 across the image, so a slope is the log-depth change over half the image's
+    side. A head nodding or turning tilts this plane; the centred log-depth term weighs such a tilt no
+    more than any other error of its size, so a network can leave a nod out of its depth map (docs/synthetic.md).
+
+    Args:
+        log_depth: (B, 1, H, W) log depth; mask: (B, 1, H, W) 1 on the pixels fitted, 0 elsewhere.
+    """
+    batch, _, height, width = log_depth.shape
+    y, x = torch.meshgrid(torch.linspace(-1, 1, height, dtype=log_depth.dtype, device=log_depth.device),
+                          torch.linspace(-1, 1, width, dtype=log_depth.dtype, device=log_depth.device), indexing="ij")
+    design = torch.stack([torch.ones_like(x), x, y], dim=-1).reshape(1, height * width, 3)
+    weights = mask.reshape(batch, height * width, 1).to(log_depth.dtype)
+    values = log_depth.reshape(batch, height * width, 1)
+    # Centred first, so that the small ridge (which keeps an empty or one-row mask solvable) barely moves the slopes.
+    values = values - (values * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp_min(1.0)
+    gram = (design * weights).transpose(1, 2) @ design + 1e-6 * torch.eye(3, dtype=log_depth.dtype, device=log_depth.device)
+    moment = (design * weights).transpose(1, 2) @ values
+    return torch.linalg.solve(gram, moment)[:, 1:, 0]
 
 
 def true_shape_loss(shape_mean: torch.Tensor, shape_basis: torch.Tensor, fitted: torch.Tensor,

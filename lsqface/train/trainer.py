@@ -332,7 +332,8 @@ class Trainer:
             losses = self.config.losses
             total, terms = true_map_loss(maps.correspondence, maps.depth, maps.confidence, true_maps["correspondence"],
                                          true_maps["depth"], true_maps["confidence"], losses.true_correspondence_weight,
-                                         losses.true_depth_weight, losses.true_confidence_weight)
+                                         losses.true_depth_weight, losses.true_confidence_weight,
+                                         losses.true_depth_tilt_weight)
             if losses.true_shape_weight > 0 or losses.true_landmark_weight > 0:
                 # The inference solve (config.solver, no adaptive weights): the maps learn what the fit needs.
                 # Its geometric half only: the terms read the shape and camera, not the lighting or albedo.

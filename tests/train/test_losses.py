@@ -116,6 +116,41 @@ def test_true_map_loss_matches_a_direct_computation_and_ignores_the_depth_scale(
     assert torch.allclose(exact["correspondence"], torch.zeros(2, dtype=torch.float64))
 
 
+def test_depth_tilt_is_numpys_least_squares_plane_over_the_mask():
+    from lsqface.train.losses import depth_tilt
+
+    generator = torch.Generator().manual_seed(4)
+    log_depth = torch.randn(2, 1, 7, 9, generator=generator, dtype=torch.float64)
+    mask = (torch.rand(2, 1, 7, 9, generator=generator) > 0.4).to(torch.float64)
+    slopes = depth_tilt(log_depth, mask)
+    y, x = np.meshgrid(np.linspace(-1, 1, 7), np.linspace(-1, 1, 9), indexing="ij")
+    for index in range(2):
+        on = mask[index, 0].numpy() > 0
+        design = np.stack([np.ones(on.sum()), x[on], y[on]], axis=1)
+        solution = np.linalg.lstsq(design, log_depth[index, 0].numpy()[on], rcond=None)[0]
+        np.testing.assert_allclose(slopes[index].numpy(), solution[1:], atol=1e-6)
+    assert torch.autograd.gradcheck(lambda values: depth_tilt(values, mask), (log_depth.clone().requires_grad_(),))
+
+
+def test_depth_tilt_term_sees_a_nod_the_centred_depth_term_weighs_like_any_error():
+    from lsqface.train.losses import true_map_loss
+
+    true_correspondence, true_depth, face = _true_maps()
+    confidence = face.expand(-1, 2, -1, -1).clamp(0.05, 0.95)
+    y = torch.linspace(-1, 1, 6, dtype=torch.float64)[None, None, :, None]
+    level = true_depth / 300.0 + (1 - face)
+    _, exact = true_map_loss(true_correspondence, level, confidence, true_correspondence, true_depth, face,
+                             depth_tilt_weight=1.0)
+    assert torch.allclose(exact["depth_tilt"], torch.zeros(2, dtype=torch.float64), atol=1e-7)
+    # The prediction nods: log depth + 0.05 y. The tilt term is the slope's size, at any depth scale.
+    nodded = level * torch.exp(0.05 * y)
+    total, terms = true_map_loss(true_correspondence, 3.0 * nodded, confidence, true_correspondence, true_depth, face,
+                                 depth_tilt_weight=2.0)
+    assert torch.allclose(terms["depth_tilt"], torch.full((2,), 0.05, dtype=torch.float64), atol=1e-6)
+    untilted, _ = true_map_loss(true_correspondence, 3.0 * nodded, confidence, true_correspondence, true_depth, face)
+    assert torch.allclose(total, untilted + 2.0 * terms["depth_tilt"])
+
+
 def test_true_shape_loss_is_the_vertex_error_after_procrustes_alignment(ict_uv_model):
     from lsqface.train.losses import true_shape_loss
 
