@@ -58,16 +58,12 @@ def projected_vertices(reconstructor, variants) -> np.ndarray:
     return points
 
 
-def five_of(points: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """(P, 5, 2) the 5 landmarks of 68 vertex ``indices`` from projected vertices (P, V, 2)."""
-    chosen = points[:, indices]
-    return np.stack([chosen[:, 36:42].mean(1), chosen[:, 42:48].mean(1), chosen[:, 30], chosen[:, 48], chosen[:, 54]], 1)
-
-
 def errors_of(points: np.ndarray, indices: np.ndarray, reference_5: np.ndarray) -> np.ndarray:
+    """(P,) the 5-landmark error (%) of 68 vertex ``indices`` read from projected vertices (P, V, 2)."""
     from lsqface.evaluate.real import nme
+    from lsqface.evaluate.reference import five_from_sixty_eight
 
-    five = five_of(points, indices)
+    five = five_from_sixty_eight(points[:, indices])
     errors = nme(np.where(np.isfinite(five), five, 1e6), reference_5)
     return np.where(np.isfinite(errors), errors, 100.0)
 

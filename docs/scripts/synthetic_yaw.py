@@ -22,9 +22,8 @@ import torch
 def main() -> None:
     from lsqface.data.synthetic import SyntheticConfig
     from lsqface.evaluate.benchmark import VALIDATION_OFFSET, _PhotoFaces, evaluation_seeds
-    from lsqface.reconstruct import reconstruct_from_maps
     from lsqface.evaluate.metrics import landmark_error
-    from lsqface.reconstruct import Reconstructor
+    from lsqface.reconstruct import Reconstructor, reconstruct_from_maps
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None)

@@ -8,21 +8,21 @@ from lsqface.synthetic.head import FITTED_VERTEX_COUNT
 from lsqface.synthetic.materials import SKIN_TONES, head_regions, paint_head
 
 
-def _regions(head, ict_model):
+def _regions(head):
     return head_regions(head, ICT_LANDMARKS_68)
 
 
-def test_extension_weights_are_an_average_of_edge_colours(head, ict_model):
-    regions = _regions(head, ict_model)
+def test_extension_weights_are_an_average_of_edge_colours(head):
+    regions = _regions(head)
     weights = regions.extension
     assert (weights >= -1e-6).all()
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(len(weights)), atol=1e-5, rtol=0)
     assert (regions.edge_index < FITTED_VERTEX_COUNT).all() and (regions.skin_index >= FITTED_VERTEX_COUNT).all()
 
 
-def test_no_seam_at_the_fitted_region_s_edge(head, ict_model):
+def test_no_seam_at_the_fitted_region_s_edge(head):
     """A smooth colour over the fitted face continues smoothly: neighbours across the edge agree."""
-    regions = _regions(head, ict_model)
+    regions = _regions(head)
     position = torch.as_tensor(head.shape_mean[:FITTED_VERTEX_COUNT], dtype=torch.float32)
     smooth = (position[:, 1:2] - position[:, 1].min()) / np.ptp(head.shape_mean[:FITTED_VERTEX_COUNT, 1])
     colour = torch.zeros(head.n_vertices, 1)
@@ -42,8 +42,8 @@ def test_no_seam_at_the_fitted_region_s_edge(head, ict_model):
     assert (values.max(1).values - values.min(1).values).median() < 2 * inside_spread
 
 
-def test_painting_is_deterministic_and_realism_zero_is_bare(head, ict_model):
-    regions = _regions(head, ict_model)
+def test_painting_is_deterministic_and_realism_zero_is_bare(head):
+    regions = _regions(head)
     albedo = torch.full((FITTED_VERTEX_COUNT, 3), 0.5)
     first = paint_head(head, regions, albedo, torch.Generator().manual_seed(3))
     again = paint_head(head, regions, albedo, torch.Generator().manual_seed(3))
