@@ -16,8 +16,10 @@ pictures of the distance in inter-ocular distances, capped at 0.3, over the fits
 at ICT's own vertices lie within 30 % of dlib's. Left and right points are chosen as mirror pairs (one cost, summed over both
 sides) and points on the face's midline among midline vertices, so the set stays symmetric.
 
-It prints the score of ICT's vertices and of the chosen ones on the 5 landmarks (median, share
-over 10 %, mean capped at 100), the same when the choice is made on the faces of one half of the
+It prints how far the nose tip lies above the nostrils' base on ICT's mean shape seen from the
+front and in dlib's points (upright pictures), each of the 5 landmarks' median offset from dlib's
+across and down the face at ICT's vertices and at the chosen ones, the score of ICT's vertices and
+of the chosen ones on the 5 landmarks (median, share over 10 %, mean capped at 100), the same when the choice is made on the faces of one half of the
 photos and scored on the other half (both ways; a group photo's faces stay together), and the
 chosen indices: ``lsqface.morphable.ict.LANDMARKS_68``.
 """
@@ -94,6 +96,37 @@ def choose(points, reference_68, inter_ocular, used, mean_shape, start, radius):
     return chosen
 
 
+def offsets(points: np.ndarray, indices: np.ndarray, reference_5: np.ndarray, used: np.ndarray) -> str:
+    """Each of the 5 landmarks' median offset from dlib's, across and down the face (% of the inter-ocular distance)."""
+    from lsqface.evaluate.reference import five_from_sixty_eight
+
+    five = five_from_sixty_eight(points[used][:, indices])
+    reference = reference_5[used]
+    across = reference[:, 1] - reference[:, 0]
+    inter_ocular = np.linalg.norm(across, axis=1)
+    across = across / inter_ocular[:, None]
+    down = np.stack([-across[:, 1], across[:, 0]], axis=1)
+    offset = five - reference
+    cells = []
+    for k, name in enumerate(("left eye", "right eye", "nose tip", "left mouth corner", "right mouth corner")):
+        x = 100 * np.median((offset[:, k] * across).sum(1) / inter_ocular)
+        y = 100 * np.median((offset[:, k] * down).sum(1) / inter_ocular)
+        cells.append(f"{name} {x:+.1f} across, {y:+.1f} down")
+    return "; ".join(cells)
+
+
+def nose_height(points_68: np.ndarray) -> np.ndarray:
+    """How far the nose tip (30) lies above the nostrils' base (mean of 31 and 35), in inter-ocular distances."""
+    from lsqface.evaluate.reference import five_from_sixty_eight
+
+    five = five_from_sixty_eight(points_68)
+    across = five[..., 1, :] - five[..., 0, :]
+    inter_ocular = np.linalg.norm(across, axis=-1)
+    down = np.stack([-across[..., 1], across[..., 0]], axis=-1) / inter_ocular[..., None]
+    base = points_68[..., [31, 35], :].mean(axis=-2)
+    return ((base - points_68[..., 30, :]) * down).sum(-1) / inter_ocular
+
+
 def describe(errors: np.ndarray) -> str:
     return f"median {np.median(errors):.2f} %, {100 * np.mean(errors > 10):.1f} % over 10 %, mean {np.mean(np.minimum(errors, 100)):.2f}"
 
@@ -120,6 +153,12 @@ def main() -> None:
     ict = np.asarray(ICT_LANDMARKS_68)
     ict_errors = errors_of(points, ict, reference_5)
     fitted = np.isfinite(points[:, 0, 0]) & (ict_errors < 30)
+    upright = np.array([variant.group == "0" for variant in variants])
+    frontal_mean = mean_shape[:, :2] * [1, -1]  # the mean shape seen from the front, y down as in a picture
+    print(f"nose tip above the nostrils' base: ICT's mean shape from the front {100 * nose_height(frontal_mean[ict]):.0f} %, "
+          f"dlib on the upright pictures (median) {100 * np.median(nose_height(reference_68[upright])):.0f} % "
+          "of the inter-ocular distance")
+    print("median offsets from dlib, ICT's vertices: " + offsets(points, ict, reference_5, fitted))
     photos = np.array([variant.face.split("#")[0] for variant in variants])
     order = np.random.default_rng(0).permutation(np.unique(photos))
     halves = [np.isin(photos, order[: len(order) // 2]), np.isin(photos, order[len(order) // 2:])]
@@ -130,6 +169,7 @@ def main() -> None:
     chosen = choose(points, reference_68, inter_ocular, fitted, mean_shape, ict, args.radius)
     print(f"all {len(variants)} pictures: ICT's vertices {describe(ict_errors)}; "
           f"chosen {describe(errors_of(points, chosen, reference_5))}")
+    print("median offsets from dlib, chosen vertices: " + offsets(points, chosen, reference_5, fitted))
     moved = np.linalg.norm(mean_shape[chosen] - mean_shape[ict], axis=1)
     print("moved (mm, points 17-67): " + " ".join(f"{k}:{moved[k]:.1f}" for k in range(17, 68)))
     print("LANDMARKS_68 = (\n    " + ", ".join(str(int(index)) for index in chosen) + ",\n)")
