@@ -1,6 +1,6 @@
 """lsqface alone on the real-photo validation split, several checkpoints in one run: choose models quickly.
 
-    python docs/scripts/real_validation.py [--similarity 20] [--per-face] [--nose] CHECKPOINT [CHECKPOINT ...]
+    python docs/scripts/real_validation.py [--similarity 20] [--per-face] [--nose] [--turn] CHECKPOINT [CHECKPOINT ...]
 
 The pictures are those of ``lsqface evaluate --real validation`` with 20 random similarities per
 face (24 pictures for each of its 127 faces) instead of 10; dlib runs once, for the reference, and
@@ -14,6 +14,9 @@ nose tip's error along the face's up direction (% of the inter-ocular distance, 
 dlib's) by fifths of the frontal faces' nose height (where dlib's nose tip lies between the eyes' and
 the mouth corners' midpoints: 0 at the eyes, 1 at the mouth; frontal: the nose tip within 10 % of the
 inter-ocular distance of the eyes' midpoint across the face): how the fit follows a nodding head.
+With --turn, a line of the median error and failure rate, of the upright pictures and of all, by how
+far the head is turned: dlib's nose tip under 10 %, 10-20 % and over 20 % of the inter-ocular distance off the eyes'
+midpoint across the face (over 20 %: about 20 degrees of yaw and more).
 """
 
 import argparse
@@ -48,12 +51,28 @@ def nose_line(five: np.ndarray, reference: np.ndarray, errors: np.ndarray) -> st
     return "  ".join(cells) + f"  ({chosen.sum()} pictures)"
 
 
+def turn_line(reference: np.ndarray, errors: np.ndarray, groups: np.ndarray) -> str:
+    """Median error and failure rate (upright pictures; all) by how far dlib's nose tip lies off the eyes' midpoint."""
+    across = reference[:, 1] - reference[:, 0]
+    inter_ocular = np.linalg.norm(across, axis=1)
+    turn = np.abs(((reference[:, 2] - reference[:, :2].mean(1)) * across).sum(1)) / inter_ocular ** 2
+    cells = []
+    for low, high in ((0.0, 0.1), (0.1, 0.2), (0.2, np.inf)):
+        band = (turn >= low) & (turn < high)
+        upright = band & (groups == "0")
+        cells.append(f"{low:.1f}-{high:.1f}: {upright.sum()} faces, upright {np.median(errors[upright]):.1f}/"
+                     f"{100 * np.mean(errors[upright] > 10):.0f}%, all pictures {np.median(errors[band]):.1f}/"
+                     f"{100 * np.mean(errors[band] > 10):.0f}%")
+    return "  ".join(cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--similarity", type=int, default=20)
     parser.add_argument("--per-face", action="store_true", help="also each face's median error over its pictures")
     parser.add_argument("--nose", action="store_true", help="also the nose tip's vertical error by nose height")
+    parser.add_argument("--turn", action="store_true", help="also the upright error by how far the head is turned")
     args = parser.parse_args()
     torch.set_num_threads(1)
     faces, variants, skipped = assemble("validation", similarity=args.similarity)
@@ -77,6 +96,8 @@ def main() -> None:
         print("  ".join(cells), flush=True)
         if args.nose:
             print("    nose: " + nose_line(five, reference, errors), flush=True)
+        if args.turn:
+            print("    turn: " + turn_line(reference, errors, groups), flush=True)
         if args.per_face:
             faces = np.array([variant.face for variant in variants])
             print("    per face: " + "  ".join(f"{face} {np.median(errors[faces == face]):.1f}"
