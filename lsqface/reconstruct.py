@@ -33,6 +33,7 @@ from lsqface.solver.fit import LeastSquaresFit, SolverConfig, fit
 from lsqface.solver.plausibility import FitMeasures, StatusThresholds, fit_measures, fit_status
 from lsqface.solver.photometry import reconstructed_colour
 from lsqface.solver.pose import pose_from_rotation
+from lsqface.solver.sampling import quarter_turn_keys
 from lsqface.solver.preprocess import inverse_softplus_preprocess, softplus_preprocess
 
 #: Where the default trained network ships inside the package.
@@ -53,7 +54,9 @@ class ReconstructConfig:
     Attributes:
         input_size: side of the network's square input, pixels (divisible by 16).
         solver: the least-squares layer's settings.
-        sampling_seed: seed of the pixel sampling, so a photo always gives the same result.
+        sampling_seed: seed of the fixed table of pixel-sampling keys that every photo's fit reads
+            (:func:`lsqface.solver.sampling.quarter_turn_keys`): a photo gives the same result
+            wherever it is in a batch, and turned by quarter turns, the same face turned.
         face_margin: with a face box (--bbox or a detector), the square crop is the box's
             larger side times this factor, centred on the box.
         rotation_ensemble: run the network on the image turned by this many quarter turns
@@ -328,8 +331,8 @@ def reconstruct_from_maps(
     batch, _, height, width = network_image.shape
     if confidence.shape[1] == 1:
         confidence = confidence.expand(-1, 2, -1, -1)
-    generator = torch.Generator(device=network_image.device).manual_seed(config.sampling_seed)
-    result = fit(uv_model, network_image, correspondence, depth, confidence, config.solver, generator)
+    keys = quarter_turn_keys(height, width, config.sampling_seed)
+    result = fit(uv_model, network_image, correspondence, depth, confidence, config.solver, sampling_keys=keys)
     dtype = torch.float64
     if to_network is None:
         to_network = torch.eye(3, dtype=dtype).expand(batch, 3, 3)

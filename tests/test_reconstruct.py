@@ -360,3 +360,4 @@ def test_mesh_from_float32_basis_products_is_the_float64_mesh(ict_uv_model):
     assert float((single.vertices - double.vertices).abs().max()) < 1e-4
     assert float((single.colour - double.colour).abs().max()) < 1e-5
     assert float((single.albedo - double.albedo).abs().max()) < 1e-5
+

@@ -220,7 +220,7 @@ def _concatenate(parts: list, shared: tuple[str, ...] = ()):
 
 def _geometric_stage(uv_model: UVMorphableModel, image: torch.Tensor, correspondence: torch.Tensor, depth: torch.Tensor,
                      confidence: torch.Tensor, config: SolverConfig, generator: torch.Generator | None,
-                     shape_weights: torch.Tensor | None) -> _GeometryStage:
+                     shape_weights: torch.Tensor | None, sampling_keys: torch.Tensor | None = None) -> _GeometryStage:
     """Sampling, the geometric solve (with its robust passes) and the camera, in the solve dtype."""
     _check_maps(image, correspondence, depth, confidence)
     dtype = torch.float32 if config.precision == "float32" else torch.float64
@@ -228,7 +228,8 @@ def _geometric_stage(uv_model: UVMorphableModel, image: torch.Tensor, correspond
     height, width = image.shape[-2:]
     # The record_function labels let a profiler split the layer's time by stage (benchmarks/bench_reconstruct.py).
     with record_function("lsqface.sampling"):
-        samples = sample_pixels(confidence.detach().amax(dim=1), min(config.sample_count, height * width), generator)
+        samples = sample_pixels(confidence.detach().amax(dim=1), min(config.sample_count, height * width), generator,
+                                sampling_keys)
         correspondence_samples = gather_map(correspondence, samples)  # (B, P, 2)
         model_dtype = uv_model.shape_images.dtype
         uv = correspondence_samples.to(model_dtype)
@@ -312,6 +313,7 @@ def fit_geometry(
     config: SolverConfig = SolverConfig(),
     generator: torch.Generator | None = None,
     shape_weights: torch.Tensor | None = None,
+    sampling_keys: torch.Tensor | None = None,
 ) -> ShapeFit:
     """The least-squares layer's geometric half only: camera and shape, no lighting or albedo.
 
@@ -320,7 +322,8 @@ def fit_geometry(
     fields equal fit's, without the photometric solve's cost. Arguments, errors and differentiability
     as :func:`fit`; ``image`` is read only for its shape and dtype.
     """
-    stage = _geometric_stage(uv_model, image, correspondence, depth, confidence, config, generator, shape_weights)
+    stage = _geometric_stage(uv_model, image, correspondence, depth, confidence, config, generator, shape_weights,
+                             sampling_keys)
     return ShapeFit(**_geometric_fields(uv_model, stage, image.dtype))
 
 
@@ -334,6 +337,7 @@ def fit(
     generator: torch.Generator | None = None,
     shape_weights: torch.Tensor | None = None,
     albedo_weights: torch.Tensor | None = None,
+    sampling_keys: torch.Tensor | None = None,
 ) -> LeastSquaresFit:
     """Run the least-squares layer on a batch of network outputs.
 
@@ -348,6 +352,8 @@ def fit(
         shape_weights: optional (N,) or (B, N) per-coefficient alpha for m
             replacing ``config.shape_weight`` (the adaptive weights of seed G).
         albedo_weights: optional (N_alb,) or (B, N_alb) xi replacing ``config.albedo_weight``.
+        sampling_keys: optional (H, W) fixed sampling keys for every image instead of the generator's
+            random ones (:func:`lsqface.solver.sampling.quarter_turn_keys`, what inference uses).
 
     Returns:
         LeastSquaresFit, differentiable in image, correspondence, depth, confidence and the weights.
@@ -356,7 +362,8 @@ def fit(
         SolverError: a system is not positive definite even with jitter, or the
             fitted inverse camera is singular (e.g. every confidence is zero).
     """
-    stage = _geometric_stage(uv_model, image, correspondence, depth, confidence, config, generator, shape_weights)
+    stage = _geometric_stage(uv_model, image, correspondence, depth, confidence, config, generator, shape_weights,
+                             sampling_keys)
     dtype, uv, weights = stage.weights.dtype, stage.uv, stage.weights
     with record_function("lsqface.photometric_solve"):
         normals = sample_normal(uv_model, uv).to(dtype) @ stage.camera.rotation.transpose(1, 2)

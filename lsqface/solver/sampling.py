@@ -6,6 +6,14 @@ when fewer qualify, all of them are taken and the rest is filled with random
 other pixels. The draw is one batched ``topk`` over random keys (qualifying
 pixels get keys in [1, 2), the others in [0, 1)), so there is no loop.
 
+Training draws fresh keys for every image of every step (a ``torch.Generator``). Inference
+instead gives every image the same fixed table of keys (:func:`quarter_turn_keys`): a pixel and
+the three pixels it goes to under quarter turns of the square image share one key, and ties
+among them go to the higher confidence. Which pixels a photo's fit reads then depends only on
+its maps: not on the photo's place in a batch, and a photo turned by a quarter turn has its
+samples turned with it, so that with the rotation ensemble (whose maps turn with the photo) the
+fitted face turns with the photo too (tests/test_reconstruct.py).
+
 Pixel convention (the whole project's, lsqface.render.rasterize): the pixel in
 column ``j`` and row ``i`` has its centre at ``(x, y) = (j + 0.5, i + 0.5)``;
 x grows to the right and y downwards, and the image covers [0, W] x [0, H].
@@ -14,6 +22,7 @@ x grows to the right and y downwards, and the image covers [0, W] x [0, H].
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -59,13 +68,38 @@ class GatheredSamples:
     correspondence: torch.Tensor
 
 
-def sample_pixels(confidence: torch.Tensor, count: int = 10000, generator: torch.Generator | None = None) -> PixelSamples:
+@lru_cache(maxsize=16)
+def _quarter_turn_keys(height: int, width: int, seed: int) -> torch.Tensor:
+    raw = torch.rand(height * width, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    index = torch.arange(height * width).reshape(height, width)
+    # The pixels a pixel goes to under the turns that map the image onto itself (every quarter turn of a
+    # square, the half turn of any rectangle); each takes the key of the first of them.
+    turns = [index, torch.rot90(index, 2)]
+    if height == width:
+        turns += [torch.rot90(index, 1), torch.rot90(index, 3)]
+    first = torch.stack(turns).amin(dim=0)
+    return raw[first.reshape(-1)].reshape(height, width)
+
+
+def quarter_turn_keys(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """(H, W) float64 keys in [0, 1) of the inference draw: random, and equal on the pixels that quarter
+    turns of the square image (a half turn of a rectangle) carry into one another (module notes).
+
+    Cached per size and seed; do not modify the returned tensor.
+    """
+    return _quarter_turn_keys(int(height), int(width), int(seed))
+
+
+def sample_pixels(confidence: torch.Tensor, count: int = 10000, generator: torch.Generator | None = None,
+                  keys: torch.Tensor | None = None) -> PixelSamples:
     """Draw ``count`` pixels per image following seed C.
 
     Args:
         confidence: (B, H, W) non-negative confidence (not differentiated through).
         count: pixels per image, at most H W.
         generator: optional torch.Generator (on confidence's device) for reproducible draws.
+        keys: optional (H, W) fixed keys in [0, 1) used for every image instead of random ones
+            (:func:`quarter_turn_keys`); ties between equal keys go to the higher confidence.
 
     Returns:
         PixelSamples with (B, count) indices in random order.
@@ -78,7 +112,15 @@ def sample_pixels(confidence: torch.Tensor, count: int = 10000, generator: torch
     flat = confidence.detach().reshape(batch, -1)
     maximum = flat.amax(dim=1, keepdim=True)
     qualifies = flat > RELATIVE_THRESHOLD * maximum
-    keys = torch.rand(flat.shape, generator=generator, device=flat.device, dtype=torch.float32)
+    if keys is None:
+        keys = torch.rand(flat.shape, generator=generator, device=flat.device, dtype=torch.float32)
+    else:
+        if keys.shape != (height, width):
+            raise ValueError(f"keys must have shape ({height}, {width}), got {tuple(keys.shape)}")
+        # The confidence, scaled far under the gaps between distinct random keys, orders a pixel's
+        # quarter-turn partners (which share a key) among themselves; it turns with the photo.
+        relative = flat.to(torch.float64) / maximum.to(torch.float64).clamp_min(torch.finfo(torch.float64).tiny)
+        keys = keys.to(device=flat.device, dtype=torch.float64).reshape(1, -1) + 1e-12 * relative
     keys = keys + qualifies.to(keys.dtype)
     _, indices = torch.topk(keys, count, dim=1, largest=True, sorted=False)
     x = (indices % width).to(confidence.dtype if confidence.is_floating_point() else torch.float32) + 0.5

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lsqface.solver.sampling import gather_map, gather_samples, sample_pixels
+from lsqface.solver.sampling import gather_map, gather_samples, quarter_turn_keys, sample_pixels
 
 
 def _confidence_with_qualifying(batch=3, height=20, width=30, qualifying=(50, 400, 0), seed=0):
@@ -58,6 +58,45 @@ def test_the_draw_is_uniform_among_qualifying_pixels():
     assert counts[10:].sum() == 0
     frequency = counts[:10] / 2000
     assert ((frequency - 0.3).abs() < 0.05).all()
+
+
+def test_fixed_keys_are_random_and_shared_by_quarter_turn_partners():
+    keys = quarter_turn_keys(12, 12, seed=3)
+    assert keys.dtype == torch.float64 and keys.shape == (12, 12) and ((keys >= 0) & (keys < 1)).all()
+    for turns in (1, 2, 3):
+        assert torch.equal(torch.rot90(keys, turns), keys)
+    # One key per orbit of four pixels, the orbits' keys all different.
+    assert keys.unique().numel() == 36
+    rectangle = quarter_turn_keys(6, 10, seed=3)
+    assert torch.equal(torch.rot90(rectangle, 2), rectangle) and rectangle.unique().numel() == 30
+    assert torch.equal(quarter_turn_keys(12, 12, seed=3), keys) and not torch.equal(quarter_turn_keys(12, 12, 4), keys)
+
+
+def test_fixed_keys_draw_the_same_pixels_anywhere_in_a_batch_and_turn_with_the_image():
+    confidence = _confidence_with_qualifying(batch=2, height=16, width=16, qualifying=(120, 200))
+    keys = quarter_turn_keys(16, 16)
+    alone = sample_pixels(confidence[1:], 80, keys=keys).indices
+    together = sample_pixels(confidence, 80, keys=keys).indices
+    assert torch.equal(alone[0].sort().values, together[1].sort().values)
+    assert sample_pixels(confidence, 80, keys=keys).qualified.all()
+
+    def chosen(confidence_map):
+        mask = torch.zeros(confidence_map.numel(), dtype=torch.bool)
+        mask[sample_pixels(confidence_map[None], 80, keys=keys).indices[0]] = True
+        return mask.reshape(confidence_map.shape)
+
+    for turns in (1, 2, 3):
+        turned = torch.rot90(confidence[1], turns)
+        assert torch.equal(chosen(turned), torch.rot90(chosen(confidence[1]), turns))
+    # The partners of a pixel share its key: which of them is taken follows the confidence, which turns too.
+    flat = torch.zeros(1, 4, 4)
+    flat[0, 0, 0], flat[0, 0, 3], flat[0, 3, 3], flat[0, 3, 0] = 1.0, 0.9, 0.8, 0.7
+    taken = sample_pixels(flat, 1, keys=quarter_turn_keys(4, 4)).indices[0]
+    assert taken.tolist() == [0]
+    taken = sample_pixels(torch.rot90(flat, 1, dims=(1, 2)), 1, keys=quarter_turn_keys(4, 4)).indices[0]
+    assert taken.tolist() == [12]  # (0, 0) turned a quarter anticlockwise is row 3, column 0
+    with pytest.raises(ValueError, match="keys"):
+        sample_pixels(confidence, 10, keys=quarter_turn_keys(8, 8))
 
 
 def test_gather_reads_the_right_values_and_passes_gradients():

@@ -87,3 +87,31 @@ def test_the_accurate_preset_gives_the_reference_fit(ict_uv_model):
     assert float((fast.landmarks_5 - slow.landmarks_5).norm(dim=-1).max()) < 0.01
     assert float((fast.vertices - slow.vertices).norm(dim=-1).max()) < 0.5
     assert fast.status == slow.status
+
+
+def test_a_photo_turned_by_quarter_turns_gives_the_same_face_turned_wherever_it_is_in_a_batch(ict_uv_model):
+    """With every quarter-turned copy in the ensemble the maps turn with the photo, and the fixed sampling keys
+    (lsqface.solver.sampling.quarter_turn_keys) turn the samples with them: the fitted face is the same face,
+    turned. The keys are the same for every image, so a photo's fit does not depend on its batch."""
+    import numpy as np
+
+    from lsqface.data.synthetic import SyntheticConfig, generate_faces
+    from lsqface.evaluate.benchmark import evaluation_seeds
+
+    reconstructor = Reconstructor.from_checkpoint(uv_model=ict_uv_model)
+    assert reconstructor.config.rotation_ensemble == 4
+    faces = generate_faces(ict_uv_model, evaluation_seeds(3, 300), SyntheticConfig(size=64, roll_range=180.0))
+    photos = [image.permute(1, 2, 0).numpy() for image in faces.image]
+    alone = reconstructor([photos[0]])
+    batched = reconstructor(photos[::-1])
+    torch.testing.assert_close(batched.landmarks_68[2], alone.landmarks_68[0], rtol=0, atol=1e-3)
+    torch.testing.assert_close(batched.vertices[2], alone.vertices[0], rtol=0, atol=1e-3)
+    for turns in (1, 2, 3):
+        turned = reconstructor([np.ascontiguousarray(np.rot90(photos[0], turns))])
+        points = turned.landmarks_68[0].double()
+        for _ in range(turns):  # a quarter turn anticlockwise on screen took (x, y) to (y, 64 - x)
+            points = torch.stack((64 - points[:, 1], points[:, 0]), dim=-1)
+        torch.testing.assert_close(points, alone.landmarks_68[0].double(), rtol=0, atol=1e-2)
+        # The same face: the camera turned about its axis, shape and expression unchanged.
+        torch.testing.assert_close(turned.identity, alone.identity, rtol=0, atol=1e-3)
+        torch.testing.assert_close(turned.expression, alone.expression, rtol=0, atol=1e-3)
