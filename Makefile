@@ -34,7 +34,7 @@ test: venv
 # machine takes longer). Run it again after an interruption: a finished stage (its evaluation.json) is
 # skipped, an interrupted one resumed; the whole-head stage stops at the step the model card names (--until).
 RUNS ?= runs
-EXPORT_SETTINGS := --solver robust_iterations=5 robust_scale=2.0 precision=float64 sample_count=1000 shape_weight=400 --ensemble 4 --refine 0
+EXPORT_SETTINGS := --solver robust_iterations=5 robust_scale=2.0 precision=float64 sample_count=1000 shape_weight=400 --ensemble 4 --refine 1 --refine-fraction 0.78
 # The shipped weights are the mean of the last stage's checkpoints and the whole-head stage's step 3,500.
 AVERAGED := $(foreach step,000500 001000 001500 002000,$(RUNS)/photo-anneal/step-$(step).pt) $(RUNS)/photo/step-003500.pt
 # stage NAME CONFIG [INIT] [MORE FLAGS]

@@ -408,9 +408,12 @@ def frame_image(image: np.ndarray, size: int, box: Sequence[float] | None = None
         if box_width <= 0 or box_height <= 0:
             raise ImageError(f"The face box {tuple(box)} has no area; give x,y,width,height with positive width and height.")
         side = margin * max(box_width, box_height)
-        left, top = x + 0.5 * box_width - 0.5 * side, y + 0.5 * box_height - 0.5 * side
-        # Crop the square (padding with black outside the image) at integer pixel bounds.
-        left_px, top_px, side_px = int(np.floor(left)), int(np.floor(top)), max(1, int(np.ceil(side)))
+        # Crop the square (padding with black outside the image) at integer pixel bounds: a whole number of
+        # pixels, its corner rounded to the nearest pixel corner. Rounding (not flooring) treats every edge
+        # alike, so the box of a photo turned by a quarter turn crops the same pixels, turned.
+        side_px = max(1, int(np.ceil(side)))
+        left_px = int(np.floor(x + 0.5 * box_width - 0.5 * side_px + 0.5))
+        top_px = int(np.floor(y + 0.5 * box_height - 0.5 * side_px + 0.5))
         frame_height = frame_width = side_px
     else:
         left_px = top_px = 0
