@@ -50,6 +50,7 @@ from lsqface.data.images import list_image_files, read_image  # noqa: E402
 from lsqface.outputs.save import save_reconstruction  # noqa: E402
 from lsqface.reconstruct import PRESETS, Reconstructor, default_checkpoint, network_input, reconstruct_from_maps  # noqa: E402
 from lsqface.solver.fit import fit, fit_geometry  # noqa: E402
+from lsqface.solver.sampling import quarter_turn_keys  # noqa: E402
 
 OUTPUT_KINDS = ("json", "obj", "texture", "ply", "npz", "pictures")
 STAGES = ("framing", "network", "ensemble", "geometric solve", "lighting and albedo solve", "mesh, landmarks, status",
@@ -126,17 +127,16 @@ def stage_times(reconstructor: Reconstructor, images: list, repeats: int) -> dic
     network = reconstructor.inference_network()
     maps = reconstructor.predict_maps(framed)
 
-    def generator():
-        return torch.Generator().manual_seed(config.sampling_seed)
-
+    # The pixel samples reconstruct_from_maps reads: the fixed keys of the inference draw.
+    keys = quarter_turn_keys(*framed.shape[-2:], config.sampling_seed)
     arguments = (reconstructor.uv_model, framed, maps.correspondence, maps.depth, maps.confidence)
     with torch.no_grad():
         times = {
             "framing": best_of(lambda: reconstructor.prepare(images, boxes), repeats),
             "network": best_of(lambda: network(inputs), repeats),
             "ensemble": best_of(lambda: reconstructor.predict_maps(framed), repeats),
-            "geometric solve": best_of(lambda: fit_geometry(*arguments, config.solver, generator()), repeats),
-            "lighting and albedo solve": best_of(lambda: fit(*arguments, config.solver, generator()), repeats),
+            "geometric solve": best_of(lambda: fit_geometry(*arguments, config.solver, sampling_keys=keys), repeats),
+            "lighting and albedo solve": best_of(lambda: fit(*arguments, config.solver, sampling_keys=keys), repeats),
             "mesh, landmarks, status": best_of(lambda: reconstruct_from_maps(
                 *arguments, to_network=to_network, image_sizes=sizes, config=config), repeats),
             "one pass": best_of(lambda: reconstructor._reconstruct(images, boxes), repeats),

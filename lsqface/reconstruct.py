@@ -382,6 +382,17 @@ def reconstruct_from_maps(
     return assess(reconstruction, uv_model, config.status)
 
 
+def _crop_corner(centre: float, side: int, extent: int) -> int:
+    """The pixel corner nearest ``centre - side / 2`` on an axis of ``extent`` pixels; an exact half goes
+    towards the photo's middle. Every rule here treats both ends of the axis alike (a turned photo's
+    crop is the turned crop); a plain round-half-up would not."""
+    corner = centre - 0.5 * side
+    low = int(np.floor(corner))
+    if corner - low != 0.5:
+        return int(np.floor(corner + 0.5))
+    return low + 1 if centre < 0.5 * extent else low
+
+
 def frame_image(image: np.ndarray, size: int, box: Sequence[float] | None = None, margin: float = 1.6) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame an image for the network: the whole image letterboxed, or a square around a face box.
 
@@ -409,11 +420,13 @@ def frame_image(image: np.ndarray, size: int, box: Sequence[float] | None = None
             raise ImageError(f"The face box {tuple(box)} has no area; give x,y,width,height with positive width and height.")
         side = margin * max(box_width, box_height)
         # Crop the square (padding with black outside the image) at integer pixel bounds: a whole number of
-        # pixels, its corner rounded to the nearest pixel corner. Rounding (not flooring) treats every edge
-        # alike, so the box of a photo turned by a quarter turn crops the same pixels, turned.
+        # pixels, its corner at the nearest pixel corner, so that the box of a photo turned by a quarter
+        # turn (or a half turn) crops the same pixels, turned (_crop_corner).
+        centre_x, centre_y = x + 0.5 * box_width, y + 0.5 * box_height
         side_px = max(1, int(np.ceil(side)))
-        left_px = int(np.floor(x + 0.5 * box_width - 0.5 * side_px + 0.5))
-        top_px = int(np.floor(y + 0.5 * box_height - 0.5 * side_px + 0.5))
+        if (2.0 * centre_x == width and (width - side_px) % 2) or (2.0 * centre_y == height and (height - side_px) % 2):
+            side_px += 1  # a crop centred on the photo's middle line: only this side can lie on it exactly
+        left_px, top_px = _crop_corner(centre_x, side_px, width), _crop_corner(centre_y, side_px, height)
         frame_height = frame_width = side_px
     else:
         left_px = top_px = 0

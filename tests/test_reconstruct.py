@@ -60,6 +60,26 @@ def test_frame_image_with_a_face_box():
     assert framed[:, 24:40, 24:40].mean() > 0.9 and framed[:, :8].mean() < 0.05
 
 
+@pytest.mark.parametrize("box", [(10.0, 10.0, 21.0, 21.0), (3.0, 17.0, 20.0, 14.0), (12.25, 7.875, 18.5, 22.125),
+                                 (19.5, 19.5, 21.0, 21.0), (20.0, 20.0, 20.0, 20.0)])
+def test_a_turned_photo_with_its_turned_box_frames_the_same_pixels_turned(box):
+    """Whole-pixel boxes of odd sides put the crop's corner on an exact half, boxes centred on the photo
+    leave no whole-pixel corner at some sides: the crop of a photo turned by a quarter turn, in the box
+    turned with it, is still the crop of the upright photo turned."""
+    generator = np.random.default_rng(5)
+    photo = generator.random((60, 60, 3)).astype(np.float32)
+    x, y, w, h = box
+    framed, _ = frame_image(photo, 32, box=box, margin=1.6)
+    for turns in (1, 2, 3):
+        # numpy's rot90 turns anticlockwise on screen: (x, y) -> (y, 60 - x) per turn.
+        turned_box = (x, y, w, h)
+        for _ in range(turns):
+            bx, by, bw, bh = turned_box
+            turned_box = (by, 60.0 - bx - bw, bh, bw)
+        turned, _ = frame_image(np.ascontiguousarray(np.rot90(photo, turns)), 32, box=turned_box, margin=1.6)
+        torch.testing.assert_close(turned, torch.rot90(framed, turns, dims=(1, 2)), rtol=0, atol=1e-5)
+
+
 class _PixelwiseNetwork(torch.nn.Module):
     """A 1 x 1 convolution: its maps at a pixel depend on that pixel alone, so they turn exactly with the image."""
 
@@ -360,4 +380,3 @@ def test_mesh_from_float32_basis_products_is_the_float64_mesh(ict_uv_model):
     assert float((single.vertices - double.vertices).abs().max()) < 1e-4
     assert float((single.colour - double.colour).abs().max()) < 1e-5
     assert float((single.albedo - double.albedo).abs().max()) < 1e-5
-

@@ -17,7 +17,7 @@ a plain function of the fit, the maps and the 3DMM (B faces, all (B,) float64):
   ``(z_centroid - d) / W``, in mean-face widths (W, d from ``MorphableModel.framing``).
 * ``face_size``: the width of the mean face at the fitted distance, projected with the
   fitted focal length, over the network input's side: ``f W / ((z_centroid - d) S)``
-  (the re-framing of :func:`lsqface.reconstruct.refine_boxes` aims at 0.75).
+  (the re-framing of :func:`lsqface.reconstruct.refine_boxes` aims at the checkpoint's ``refine_fraction``, 0.78 in the shipped file).
 * ``centre_offset``: the projected centroid's distance from the input's centre, over S.
 * ``identity_rms``, ``expression_rms``: root mean square of the identity and expression
   coefficients, in units of the prior's standard deviation (the prior draws 1).

@@ -12,7 +12,7 @@ the three pixels it goes to under quarter turns of the square image share one ke
 among them go to the higher confidence. Which pixels a photo's fit reads then depends only on
 its maps: not on the photo's place in a batch, and a photo turned by a quarter turn has its
 samples turned with it, so that with the rotation ensemble (whose maps turn with the photo) the
-fitted face turns with the photo too (tests/test_reconstruct.py).
+fitted face turns with the photo too (tests/weights/test_default_model.py).
 
 Pixel convention (the whole project's, lsqface.render.rasterize): the pixel in
 column ``j`` and row ``i`` has its centre at ``(x, y) = (j + 0.5, i + 0.5)``;
@@ -73,21 +73,21 @@ def _quarter_turn_keys(height: int, width: int, seed: int) -> torch.Tensor:
     raw = torch.rand(height * width, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     index = torch.arange(height * width).reshape(height, width)
     # The pixels a pixel goes to under the turns that map the image onto itself (every quarter turn of a
-    # square, the half turn of any rectangle); each takes the key of the first of them.
+    # square, the half turn of any rectangle); each takes the random number of the first of them, and
+    # the key is that number's rank among the orbits' numbers: whole numbers, a random order of orbits.
     turns = [index, torch.rot90(index, 2)]
     if height == width:
         turns += [torch.rot90(index, 1), torch.rot90(index, 3)]
     first = torch.stack(turns).amin(dim=0)
-    return raw[first.reshape(-1)].reshape(height, width)
+    _, rank = torch.unique(raw[first.reshape(-1)], return_inverse=True)
+    return rank.to(torch.float64).reshape(height, width)
 
 
 def quarter_turn_keys(height: int, width: int, seed: int = 0) -> torch.Tensor:
-    """(H, W) float64 keys in [0, 1) of the inference draw: random, and equal on the pixels that quarter
-    turns of the square image (a half turn of a rectangle) carry into one another (module notes).
-
-    Cached per size and seed; do not modify the returned tensor.
-    """
-    return _quarter_turn_keys(int(height), int(width), int(seed))
+    """(H, W) float64 keys of the inference draw: each pixel's orbit under the quarter turns of the square
+    image (the half turn of a rectangle) numbered 0, 1, ... in a random order, so the pixels a turn
+    carries into one another share a key (module notes). A new tensor on every call."""
+    return _quarter_turn_keys(int(height), int(width), int(seed)).clone()
 
 
 def sample_pixels(confidence: torch.Tensor, count: int = 10000, generator: torch.Generator | None = None,
@@ -98,8 +98,9 @@ def sample_pixels(confidence: torch.Tensor, count: int = 10000, generator: torch
         confidence: (B, H, W) non-negative confidence (not differentiated through).
         count: pixels per image, at most H W.
         generator: optional torch.Generator (on confidence's device) for reproducible draws.
-        keys: optional (H, W) fixed keys in [0, 1) used for every image instead of random ones
-            (:func:`quarter_turn_keys`); ties between equal keys go to the higher confidence.
+        keys: optional (H, W) fixed whole-number keys used for every image instead of random ones
+            (:func:`quarter_turn_keys`): the pixels with the highest keys are taken, and among pixels
+            with equal keys the higher confidence first.
 
     Returns:
         PixelSamples with (B, count) indices in random order.
@@ -114,14 +115,15 @@ def sample_pixels(confidence: torch.Tensor, count: int = 10000, generator: torch
     qualifies = flat > RELATIVE_THRESHOLD * maximum
     if keys is None:
         keys = torch.rand(flat.shape, generator=generator, device=flat.device, dtype=torch.float32)
+        keys = keys + qualifies.to(keys.dtype)
     else:
         if keys.shape != (height, width):
             raise ValueError(f"keys must have shape ({height}, {width}), got {tuple(keys.shape)}")
-        # The confidence, scaled far under the gaps between distinct random keys, orders a pixel's
-        # quarter-turn partners (which share a key) among themselves; it turns with the photo.
-        relative = flat.to(torch.float64) / maximum.to(torch.float64).clamp_min(torch.finfo(torch.float64).tiny)
-        keys = keys.to(device=flat.device, dtype=torch.float64).reshape(1, -1) + 1e-12 * relative
-    keys = keys + qualifies.to(keys.dtype)
+        keys = keys.to(device=flat.device, dtype=torch.float64).reshape(1, -1)
+        # Whole-number keys, the confidence (in [0, 0.5]) ordering a pixel's quarter-turn partners (which
+        # share a key) among themselves, and the qualifying pixels lifted above all others.
+        relative = 0.5 * flat.to(torch.float64) / maximum.to(torch.float64).clamp_min(torch.finfo(torch.float64).tiny)
+        keys = keys + relative + (keys.amax() + 1.0) * qualifies.to(torch.float64)
     _, indices = torch.topk(keys, count, dim=1, largest=True, sorted=False)
     x = (indices % width).to(confidence.dtype if confidence.is_floating_point() else torch.float32) + 0.5
     y = torch.div(indices, width, rounding_mode="floor").to(x.dtype) + 0.5

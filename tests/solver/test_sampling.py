@@ -62,14 +62,19 @@ def test_the_draw_is_uniform_among_qualifying_pixels():
 
 def test_fixed_keys_are_random_and_shared_by_quarter_turn_partners():
     keys = quarter_turn_keys(12, 12, seed=3)
-    assert keys.dtype == torch.float64 and keys.shape == (12, 12) and ((keys >= 0) & (keys < 1)).all()
+    assert keys.dtype == torch.float64 and keys.shape == (12, 12)
     for turns in (1, 2, 3):
         assert torch.equal(torch.rot90(keys, turns), keys)
-    # One key per orbit of four pixels, the orbits' keys all different.
-    assert keys.unique().numel() == 36
+    # One key per orbit of four pixels: the orbits numbered 0..35 in a random order.
+    assert torch.equal(keys.unique(), torch.arange(36, dtype=torch.float64))
+    assert not torch.equal(keys[:3, :3].flatten(), keys[:3, :3].flatten().sort().values)
     rectangle = quarter_turn_keys(6, 10, seed=3)
-    assert torch.equal(torch.rot90(rectangle, 2), rectangle) and rectangle.unique().numel() == 30
+    assert torch.equal(torch.rot90(rectangle, 2), rectangle)
+    assert torch.equal(rectangle.unique(), torch.arange(30, dtype=torch.float64))
     assert torch.equal(quarter_turn_keys(12, 12, seed=3), keys) and not torch.equal(quarter_turn_keys(12, 12, 4), keys)
+    # Each call gives its own tensor: changing one leaves the next call's keys as they were.
+    keys.zero_()
+    assert quarter_turn_keys(12, 12, seed=3).unique().numel() == 36
 
 
 def test_fixed_keys_draw_the_same_pixels_anywhere_in_a_batch_and_turn_with_the_image():
@@ -95,6 +100,15 @@ def test_fixed_keys_draw_the_same_pixels_anywhere_in_a_batch_and_turn_with_the_i
     assert taken.tolist() == [0]
     taken = sample_pixels(torch.rot90(flat, 1, dims=(1, 2)), 1, keys=quarter_turn_keys(4, 4)).indices[0]
     assert taken.tolist() == [12]  # (0, 0) turned a quarter anticlockwise is row 3, column 0
+    # Partners whose confidences differ by a millionth of the maximum are still told apart, and the order
+    # turns with the image.
+    close = torch.zeros(1, 4, 4)
+    close[0, 0, 0], close[0, 0, 3], close[0, 3, 3], close[0, 3, 0] = 1.0, 1.0 - 1e-6, 1.0 - 2e-6, 1.0 - 3e-6
+    for turns in (0, 1, 2, 3):
+        turned = torch.rot90(close, turns, dims=(1, 2))
+        taken = sample_pixels(turned, 1, keys=quarter_turn_keys(4, 4)).indices[0]
+        # Where the turn took the pixel of confidence 1 (row 0, column 0).
+        assert taken.tolist() == [int(torch.argmax(turned.flatten()))]
     with pytest.raises(ValueError, match="keys"):
         sample_pixels(confidence, 10, keys=quarter_turn_keys(8, 8))
 
