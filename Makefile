@@ -35,7 +35,7 @@ test: venv
 # skipped, an interrupted one resumed; the whole-head stage stops at the step the model card names (--until).
 RUNS ?= runs
 EXPORT_SETTINGS := --solver robust_iterations=5 robust_scale=2.0 precision=float64 sample_count=1000 shape_weight=400 --ensemble 4 --refine 1 --refine-fraction 0.78
-# The shipped weights are the mean of the last stage's checkpoints and the whole-head stage's step 3,500.
+# Stage 6 continues the mean of stage 5's checkpoints and the whole-head stage's step 3,500.
 AVERAGED := $(foreach step,000500 001000 001500 002000,$(RUNS)/photo-anneal/step-$(step).pt) $(RUNS)/photo/step-003500.pt
 # stage NAME CONFIG [INIT] [MORE FLAGS]
 stage = test -f $(RUNS)/$(1)/evaluation.json || $(BIN)/lsqface train --config $(2) --run-dir $(RUNS)/$(1) \
@@ -48,7 +48,9 @@ default-model: venv
 	$(call stage,finetune-fit-long,configs/finetune-fit-long.toml,$(RUNS)/continue/last.pt)
 	$(call stage,photo,configs/photo.toml,$(RUNS)/finetune-fit-long/last.pt,--until 3500)
 	$(call stage,photo-anneal,configs/photo-anneal.toml,$(RUNS)/photo/step-003500.pt)
-	$(BIN)/lsqface export $(RUNS)/photo-anneal/last.pt -o $(RUNS)/default.pt $(EXPORT_SETTINGS) --average $(AVERAGED)
+	test -f $(RUNS)/photo-average.pt || $(BIN)/lsqface export $(RUNS)/photo-anneal/last.pt -o $(RUNS)/photo-average.pt $(EXPORT_SETTINGS) --average $(AVERAGED)
+	$(call stage,photo-frame,configs/photo-frame.toml,$(RUNS)/photo-average.pt)
+	$(BIN)/lsqface export $(RUNS)/photo-frame/last.pt -o $(RUNS)/default.pt $(EXPORT_SETTINGS)
 
 # Face-free training backgrounds (lsqface backgrounds): the wallpapers of Debian's MATE, GNOME and KDE Plasma
 # packages (about 180 MB of downloads, on a Debian or Ubuntu machine; nothing is installed) and the photographs

@@ -56,7 +56,7 @@ class StatusThresholds:
 
     Chosen from measurements with the shipped model and its stored solver settings (docs/solver.md,
     "Fit status"; docs/scripts/fit_status.py): the 1,778 pictures of the real-photo benchmark's
-    validation split (1,404 good fits, landmark error under 10 %; 93 more than 20 % off), 200
+    validation split (1,466 good fits, landmark error under 10 %; 91 more than 20 % off), 200
     synthetic validation faces, 120 harder ones and 44 pictures without a face; each bound flags at
     least 90 % of the fits more than 20 % off in every set and at most 5 % of the good ones; the
     coefficient and stretch bounds lie outside what the 3DMM's own prior draws (true faces).
@@ -67,14 +67,14 @@ class StatusThresholds:
         max_residual_mm: the largest weighted median residual, model millimetres. It grows with
             the solver's prior (the fit then follows the maps less): with the shipped settings
             (1,000 samples, shape weight 400, re-framed at 0.78) good fits of real photos are 3.2
-            to 6.3 (1st to 99th percentile), fits more than 20 % off 5.6 to 12.5 (median 9.4); a checkpoint
+            to 5.5 (1st to 99th percentile), fits more than 20 % off 5.5 to 12.7 (median 8.3); a checkpoint
             with a weaker prior wants a lower bound (4.0 suits 2,000 samples and weight 100).
         min_nearest_depth: the nearest vertex's least distance in front of the camera, mean-face
             widths. Good fits: 1.37 and up.
         distance: (least, largest) camera distance to the front of the face, mean-face widths.
             Good fits: 1.27 to 3.3; true synthetic faces 1.8 to 8.4; a telephoto portrait about 20.
         face_size: (least, largest) projected mean-face width over the input's side. Good fits
-            (re-framed at 0.78): 0.66 to 0.87 (1st to 99th percentile); training faces 0.45 to 0.75.
+            (re-framed at 0.78): 0.71 to 0.83 (1st to 99th percentile); training faces 0.45 to 0.75.
         max_centre_offset: the farthest the face's centre may lie from the input's centre, input
             sides. Good fits: at most 0.24.
         max_identity_rms, max_expression_rms: the largest coefficient RMS, prior standard

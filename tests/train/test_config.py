@@ -81,7 +81,7 @@ def test_the_shipped_model_was_trained_by_its_committed_config():
 
     payload = load_checkpoint(REPOSITORY_ROOT / "lsqface" / "weights" / "default.pt")
     last = payload["metadata"]["notes"]["recipe"][-1].split()
-    assert last[last.index("--config") + 1] == "configs/photo-anneal.toml"
+    assert last[last.index("--config") + 1] == "configs/photo-frame.toml"
     stored = from_dict(TrainConfig, payload["metadata"]["training_config"])
     assert stored == load_train_config(REPOSITORY_ROOT / last[last.index("--config") + 1])
 
@@ -102,14 +102,17 @@ def test_make_default_model_runs_the_model_cards_recipe(tmp_path):
                for line in listing.splitlines() if "lsqface train " in line]
     recipe = [line.replace("runs/", f"{runs}/").split() for line in shipped["metadata"]["notes"]["recipe"]]
     assert sorted(map(sorted, trained)) == sorted(map(sorted, recipe)) and len(trained) == len(recipe)
-    export = next(line for line in listing.splitlines() if "lsqface export " in line).split("lsqface export ")[1].split()
+    exports = [line.split("lsqface export ")[1].split() for line in listing.splitlines() if "lsqface export " in line]
+    # The weights the last stage continues: stage 5's checkpoints averaged with the whole-head stage's step
+    # 3,500, the export line stored in the notes.
+    average, export = exports
+    assert ["lsqface", "export", *average] == shipped["metadata"]["notes"]["average"].replace("runs/", f"{runs}/").split()
+    assert average[average.index("-o") + 1] == recipe[-1][recipe[-1].index("--init") + 1]
+    # The final export line is the one in the notes, from the last stage's last checkpoint.
     assert export[0] == recipe[-1][recipe[-1].index("--run-dir") + 1] + "/last.pt"
-    # The export line is the one in the notes, which averages the listed checkpoints with the last one.
     noted = shipped["metadata"]["notes"]["export"].replace("runs/", f"{runs}/").split()
     assert ["lsqface", "export", *export] == noted
-    averaged = export[export.index("--average") + 1:]
-    assert len(averaged) + 1 == len(shipped["metadata"]["averaged_steps"])
-    settings = export[3:export.index("--average")]
+    settings = export[3:]
     output = tmp_path / "default.pt"
     assert main(["export", str(shipped_path), "-o", str(output), *settings]) == 0
     exported = load_checkpoint(output)
