@@ -96,7 +96,7 @@ def preset_config(config: "ReconstructConfig", preset: str) -> "ReconstructConfi
       re-framing), its float64 solves made "mixed" (:class:`lsqface.solver.fit.SolverConfig`), which give
       the same landmarks within 1e-3 pixel at a fraction of the cost.
     - ``fast``: a single pass, the paper's: one network call, one geometric and one photometric solve
-      (no turned copies, no robust passes, no re-framing), "mixed" solves.
+      (no turned copies, no robust passes, no reprojection steps, no re-framing), "mixed" solves.
     - ``reference``: the stored settings unchanged, the slow path the others are tested against.
 
     Raises:
@@ -110,7 +110,7 @@ def preset_config(config: "ReconstructConfig", preset: str) -> "ReconstructConfi
     if solver.precision == "float64":
         solver = dataclasses.replace(solver, precision="mixed")
     if preset == "fast":
-        solver = dataclasses.replace(solver, robust_iterations=0)
+        solver = dataclasses.replace(solver, robust_iterations=0, reprojection_iterations=0)
         return dataclasses.replace(config, solver=solver, rotation_ensemble=1, refine_passes=0)
     return dataclasses.replace(config, solver=solver)
 

@@ -306,13 +306,16 @@ def test_presets_change_only_what_they_say():
     from lsqface.solver.fit import SolverConfig
 
     stored = ReconstructConfig(input_size=64, rotation_ensemble=4, refine_passes=1,
-                               solver=SolverConfig(sample_count=2000, robust_iterations=5, precision="float64"))
+                               solver=SolverConfig(sample_count=2000, robust_iterations=5, precision="float64",
+                                                   reprojection_iterations=3))
     assert preset_config(stored, "reference") == stored
     accurate = preset_config(stored, "accurate")
     assert accurate.solver.precision == "mixed"
-    assert (accurate.rotation_ensemble, accurate.refine_passes, accurate.solver.robust_iterations) == (4, 1, 5)
+    assert (accurate.rotation_ensemble, accurate.refine_passes, accurate.solver.robust_iterations,
+            accurate.solver.reprojection_iterations) == (4, 1, 5, 3)
     fast = preset_config(stored, "fast")
-    assert (fast.rotation_ensemble, fast.refine_passes, fast.solver.robust_iterations) == (1, 0, 0)
+    assert (fast.rotation_ensemble, fast.refine_passes, fast.solver.robust_iterations,
+            fast.solver.reprojection_iterations) == (1, 0, 0, 0)
     assert fast.solver.precision == "mixed" and fast.solver.sample_count == 2000 and fast.input_size == 64
     with pytest.raises(ConfigError, match="preset"):
         preset_config(stored, "fastest")

@@ -31,11 +31,12 @@ import torch
 from torch.profiler import record_function
 
 from lsqface.morphable.uv_model import UVMorphableModel, sample_albedo, sample_mask, sample_normal, sample_shape
-from lsqface.solver.camera import Camera, decompose_camera
+from lsqface.solver.camera import Camera, compose_inverse_camera, decompose_camera
 from lsqface.solver.geometry import (GeometryFit, GeometryRegularisation, geometry_design, solve_geometry,
                                      solve_geometry_design)
 from lsqface.solver.photometry import PhotometryFit, PhotometryRegularisation, solve_photometry
 from lsqface.solver.preprocess import softplus_preprocess
+from lsqface.solver.reprojection import ReprojectionFit, refine_reprojection
 from lsqface.solver.sampling import PixelSamples, gather_map, sample_pixels
 
 
@@ -71,6 +72,14 @@ class SolverConfig:
             reads the wrong albedo too.
         robust_scale: c = robust_scale x the median residual norm of the image's samples (weighted
             by confidence), from the previous solve.
+        reprojection_iterations: after the closed-form solve and its robust passes, this many
+            Gauss-Newton steps on the rotation, translation and shape that fit where the sampled
+            correspondences are seen in the image (:mod:`lsqface.solver.reprojection`; our addition for
+            inference: the depth maps flatten a nodding head, the correspondences do not). 0, the default,
+            is the closed-form layer alone.
+        reprojection_shape_weight: alpha of the shape prior in those steps; None uses ``shape_weight``.
+        reprojection_depth_weight: lambda, the weight of the network's depth along each ray in those
+            steps against the image position (0: the image alone).
     """
 
     sample_count: int = 10000
@@ -84,6 +93,9 @@ class SolverConfig:
     precision: Literal["float64", "float32", "mixed"] = "float64"
     robust_iterations: int = 0
     robust_scale: float = 2.0
+    reprojection_iterations: int = 0
+    reprojection_shape_weight: float | None = None
+    reprojection_depth_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -281,7 +293,55 @@ def _geometric_stage(uv_model: UVMorphableModel, image: torch.Tensor, correspond
             geometry, weights = solve(slice(None), False)
         camera = decompose_camera(geometry.inverse_camera, geometry.camera_centre)
 
+    if config.reprojection_iterations > 0:
+        with record_function("lsqface.reprojection"):
+            geometry, camera = _refine_pose(uv_model, uv, pixels, depth_samples, weights[..., 0], geometry, camera,
+                                            config, regularisation.shape)
     return _GeometryStage(geometry, camera, uv, weights, correspondence_samples, samples)
+
+
+def _refine_pose(uv_model: UVMorphableModel, uv: torch.Tensor, pixels: torch.Tensor, depth: torch.Tensor,
+                 weights: torch.Tensor, geometry: GeometryFit, camera: Camera, config: SolverConfig,
+                 shape_weight: float | torch.Tensor) -> tuple[GeometryFit, Camera]:
+    """The closed-form fit refined on the reprojection of its samples (:mod:`lsqface.solver.reprojection`).
+
+    K and psi stay; R, t and m are refined. P and q are recomposed from the refined camera and the
+    residuals recomputed, so every field keeps its meaning: P d x + q - a - B m in model units.
+    """
+    dtype = geometry.inverse_camera.dtype
+    mean, basis = sample_shape(uv_model, uv)
+    if config.reprojection_shape_weight is not None:
+        shape_weight = config.reprojection_shape_weight
+    if config.precision != "float64":
+        basis = basis.to(torch.float32)
+
+    def refine(rows: slice) -> ReprojectionFit:
+        weight = shape_weight[rows] if isinstance(shape_weight, torch.Tensor) and shape_weight.ndim == 2 else shape_weight
+        return refine_reprojection(
+            pixels[rows], depth[rows], weights[rows], mean[rows].to(dtype), basis[rows], camera.intrinsics[rows],
+            camera.rotation[rows], camera.translation[rows], camera.depth_scale[rows],
+            geometry.shape_coefficients[rows], iterations=config.reprojection_iterations, shape_weight=weight,
+            depth_weight=config.reprojection_depth_weight, robust_scale=config.robust_scale,
+        )
+
+    if uv.device.type == "cpu" and not torch.is_grad_enabled():
+        # Image by image, as the closed-form solve: an image's sampled basis stays in the cache through the steps.
+        refined = _concatenate([refine(slice(index, index + 1)) for index in range(uv.shape[0])])
+    else:
+        refined = refine(slice(None))
+    camera = Camera(camera.intrinsics, refined.rotation, refined.translation, camera.depth_scale)
+    inverse_camera, camera_centre = compose_inverse_camera(camera)
+    rays = torch.cat((pixels, torch.ones_like(pixels[..., :1])), dim=-1) * depth[..., None]  # d x
+    batch, count = pixels.shape[:2]
+    offsets = torch.bmm(basis.reshape(batch, count * 3, -1), refined.shape_coefficients.to(basis.dtype)[..., None])
+    points = mean.to(dtype) + offsets.reshape(batch, count, 3).to(dtype)
+    residuals = rays @ inverse_camera.transpose(1, 2) + camera_centre[:, None, :] - points
+    normalisation = geometry.pixel_normalisation.to(dtype)
+    normalised = geometry.depth_scale[:, None, None] * inverse_camera @ torch.linalg.inv(normalisation)
+    geometry = dataclasses.replace(geometry, inverse_camera=inverse_camera, camera_centre=camera_centre,
+                                   shape_coefficients=refined.shape_coefficients, residuals=residuals,
+                                   normalised_inverse_camera=normalised)
+    return geometry, camera
 
 
 def _geometric_fields(uv_model: UVMorphableModel, stage: _GeometryStage, output_dtype: torch.dtype) -> dict:

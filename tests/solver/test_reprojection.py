@@ -1,0 +1,220 @@
+"""The reprojection refinement: exact recovery, scipy's minimum of the same cost, gradients, and the layer's fields."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import least_squares
+from scipy.spatial.transform import Rotation
+
+from lsqface.errors import SolverError
+from lsqface.solver.camera import decompose_camera
+from lsqface.solver.fit import SolverConfig, fit
+from lsqface.solver.reprojection import cross_matrix, refine_reprojection, rotation_exp
+
+EXACT = SolverConfig(sample_count=500, inverse_camera_weight=0.0, shape_weight=0.0, lighting_weight=0.0, albedo_weight=0.0)
+
+
+def _start(scene, turn=0.05, shift=(0.5, -0.4, 3.0), coefficient_shift=0.3):
+    """The scene's pose and shape moved off the truth: a small turn, a shift, other coefficients."""
+    omega = torch.tensor([[turn, -turn, 0.5 * turn]], dtype=torch.float64).expand(scene.camera.rotation.shape[0], 3)
+    rotation = rotation_exp(omega) @ scene.camera.rotation
+    translation = scene.camera.translation + torch.tensor(shift, dtype=torch.float64)
+    return rotation, translation, scene.shape_coefficients + coefficient_shift
+
+
+def _refine(scene, start, **settings):
+    rotation, translation, coefficients = start
+    return refine_reprojection(scene.pixels, scene.depth, scene.confidence, scene.mean, scene.basis,
+                               scene.camera.intrinsics, rotation, translation, scene.camera.depth_scale, coefficients,
+                               **settings)
+
+
+def test_rotation_exp_is_rodrigues_and_cross_matrix_is_the_cross_product():
+    omega = torch.tensor([[0.3, -0.2, 0.7], [0.0, 0.0, 0.0], [1e-9, 0.0, 0.0]], dtype=torch.float64)
+    expected = Rotation.from_rotvec(omega.numpy()).as_matrix()
+    assert np.abs(rotation_exp(omega).numpy() - expected).max() < 1e-14
+    vector, other = torch.randn(2, 5, 3, dtype=torch.float64).unbind(0)
+    assert torch.allclose((cross_matrix(vector) @ other[..., None]).squeeze(-1), torch.cross(vector, other, dim=-1))
+
+
+@pytest.mark.parametrize("depth_weight, robust_scale", [(0.0, None), (1.0, 2.0)])
+def test_known_pose_and_shape_are_recovered_from_a_moved_start(scene_factory, depth_weight, robust_scale):
+    scene = scene_factory(seed=4)
+    result = _refine(scene, _start(scene), iterations=8, shape_weight=0.0, depth_weight=depth_weight,
+                     robust_scale=robust_scale)
+    assert (result.rotation - scene.camera.rotation).abs().max() < 1e-10
+    assert (result.translation - scene.camera.translation).abs().max() < 1e-8
+    assert (result.shape_coefficients - scene.shape_coefficients).abs().max() < 1e-8
+    assert result.residuals.abs().max() < 1e-8
+
+
+def test_zero_iterations_return_the_start(scene_factory):
+    scene = scene_factory(seed=2)
+    start = _start(scene)
+    result = _refine(scene, start, iterations=0, shape_weight=1.0)
+    assert torch.equal(result.rotation, start[0]) and torch.equal(result.translation, start[1])
+    assert torch.equal(result.shape_coefficients, start[2])
+
+
+def test_the_steps_reach_scipys_minimum_of_the_same_cost(scene_factory):
+    """Noisy pixels and depth, a prior and a depth term, no reweighting: Gauss-Newton's fixed point is the
+    minimum scipy's trust-region solver finds for the cost written out independently."""
+    scene = scene_factory(seed=7, points=120, count=4)
+    generator = torch.Generator().manual_seed(1)
+    scene.pixels = scene.pixels + 0.8 * torch.randn(scene.pixels.shape, generator=generator, dtype=torch.float64)
+    scene.depth = scene.depth * (1 + 0.02 * torch.randn(scene.depth.shape, generator=generator, dtype=torch.float64))
+    alpha, lam = 0.7, 0.3
+    start = _start(scene)
+    result = _refine(scene, start, iterations=15, shape_weight=alpha, depth_weight=lam, robust_scale=None)
+
+    for b in range(scene.pixels.shape[0]):
+        intrinsics = scene.camera.intrinsics[b].numpy()
+        focal = np.sqrt(abs(intrinsics[0, 0] * intrinsics[1, 1]))
+        pixels, depth, weights = scene.pixels[b].numpy(), scene.depth[b].numpy(), scene.confidence[b].numpy()
+        mean, basis = scene.mean[b].numpy(), scene.basis[b].numpy()
+        psi = scene.camera.depth_scale[b].item()
+        rotation0 = start[0][b].numpy()
+
+        def residuals(theta):
+            rotation = Rotation.from_rotvec(theta[:3]).as_matrix() @ rotation0
+            coefficients = theta[6:]
+            points = (mean + np.einsum("pkn,n->pk", basis, coefficients)) @ rotation.T + theta[3:6]
+            projected = points @ intrinsics.T
+            image = (projected[:, :2] - pixels * points[:, 2:3]) / focal  # (K p)_xy - x z, over f
+            along = points[:, 2] - depth / psi
+            root = np.sqrt(weights)
+            return np.concatenate(((root[:, None] * image).ravel(), np.sqrt(lam) * root * along,
+                                   np.sqrt(alpha) * coefficients))
+
+        theta0 = np.concatenate((np.zeros(3), start[1][b].numpy(), start[2][b].numpy()))
+        solution = least_squares(residuals, theta0, xtol=1e-15, ftol=1e-15, gtol=1e-15).x
+        rotation = Rotation.from_rotvec(solution[:3]).as_matrix() @ rotation0
+        assert np.abs(result.rotation[b].numpy() - rotation).max() < 1e-8
+        assert np.abs(result.translation[b].numpy() - solution[3:6]).max() < 1e-6
+        assert np.abs(result.shape_coefficients[b].numpy() - solution[6:]).max() < 1e-7
+
+
+def test_reweighting_ignores_a_fifth_of_gross_outliers(scene_factory):
+    scene = scene_factory(seed=5, points=200)
+    generator = torch.Generator().manual_seed(2)
+    outliers = torch.rand(scene.pixels.shape[:2], generator=generator) < 0.2
+    scene.pixels = torch.where(outliers[..., None], scene.pixels + 40 * torch.randn(
+        scene.pixels.shape, generator=generator, dtype=torch.float64), scene.pixels)
+    plain = _refine(scene, _start(scene), iterations=10, shape_weight=0.0, robust_scale=None)
+    robust = _refine(scene, _start(scene), iterations=10, shape_weight=0.0, robust_scale=2.0)
+    truth = scene.camera.rotation
+    assert (robust.rotation - truth).abs().max() < 1e-3 < (plain.rotation - truth).abs().max()
+
+
+def test_gradcheck_through_the_steps(scene_factory):
+    scene = scene_factory(seed=3, points=25, count=3, batch=1)
+    start = _start(scene)
+
+    def refined(pixels, depth, weights, mean, basis):
+        result = refine_reprojection(pixels, depth, weights, mean, basis, scene.camera.intrinsics, *start[:2],
+                                     scene.camera.depth_scale, start[2], iterations=2, shape_weight=0.5,
+                                     depth_weight=0.4, robust_scale=None)
+        return result.rotation, result.translation, result.shape_coefficients
+
+    inputs = [tensor.clone().requires_grad_(True) for tensor in (scene.pixels, scene.depth, scene.confidence,
+                                                                  scene.mean, scene.basis)]
+    assert torch.autograd.gradcheck(refined, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_no_confident_samples_raise_a_sentence(scene_factory):
+    scene = scene_factory(seed=1)
+    scene.confidence = torch.zeros_like(scene.confidence)
+    with pytest.raises(SolverError, match="reprojection_iterations=0"):
+        _refine(scene, _start(scene), iterations=1, shape_weight=0.0, robust_scale=None)
+
+
+def _reprojection_error(uv_model, result):
+    """Weighted RMS pixel distance between each sample and the projection of its fitted model point."""
+    from lsqface.morphable.uv_model import sample_shape
+    from lsqface.solver.camera import project
+
+    mean, basis = sample_shape(uv_model, result.correspondence)
+    points = mean + (basis @ result.shape_coefficients[:, None, :, None]).squeeze(-1)
+    distance = (project(points, result.intrinsics, result.rotation, result.translation) - result.samples.pixels).norm(dim=-1)
+    weights = result.geometric_weights
+    return ((weights * distance.square()).sum() / weights.sum()).sqrt().item()
+
+
+def test_in_the_layer_the_refined_fit_projects_onto_the_correspondences_and_its_fields_agree(image_scene_factory):
+    """With depth maps flattened to a tenth of their relief, the layer's refined fit is refine_reprojection run
+    on the closed-form fit's samples, weights, camera and shape, and its fields stay consistent: K and psi as
+    the closed form fitted them, P and q the refined camera's, the residuals P d x + q - a - B m, the
+    photometric solve on the refined rotation's normals."""
+    from lsqface.morphable.uv_model import sample_shape
+
+    scene = image_scene_factory(seed=3)
+    level = scene.depth.mean(dim=(2, 3), keepdim=True)
+    flattened = level + 0.1 * (scene.depth - level)
+    maps = (scene.image, scene.correspondence, flattened, scene.confidence)
+    closed = fit(scene.uv_model, *maps, EXACT, torch.Generator().manual_seed(0))
+    config = dataclasses.replace(EXACT, reprojection_iterations=5)
+    refined = fit(scene.uv_model, *maps, config, torch.Generator().manual_seed(0))
+    assert torch.equal(refined.samples.indices, closed.samples.indices)
+    mean, basis = sample_shape(scene.uv_model, closed.correspondence)
+    samples = closed.samples
+    depth = flattened.flatten(2)[:, 0].gather(1, samples.indices)
+    direct = refine_reprojection(samples.pixels, depth, closed.geometric_weights, mean, basis, closed.intrinsics,
+                                 closed.rotation, closed.translation, closed.depth_scale, closed.shape_coefficients,
+                                 iterations=5, shape_weight=0.0, robust_scale=2.0)
+    assert (refined.rotation - direct.rotation).abs().max() < 1e-12
+    assert (refined.shape_coefficients - direct.shape_coefficients).abs().max() < 1e-10
+    assert _reprojection_error(scene.uv_model, refined) <= _reprojection_error(scene.uv_model, closed) + 1e-3
+    assert torch.equal(refined.intrinsics, closed.intrinsics) and torch.equal(refined.depth_scale, closed.depth_scale)
+    camera = decompose_camera(refined.inverse_camera, refined.camera_centre)
+    assert (camera.rotation - refined.rotation).abs().max() < 1e-10
+    assert (camera.translation - refined.translation).abs().max() < 1e-8
+    rays = torch.cat((samples.pixels, torch.ones_like(samples.pixels[..., :1])), -1) * depth[..., None]
+    expected = (rays @ refined.inverse_camera.transpose(1, 2) + refined.camera_centre[:, None]
+                - mean - (basis @ refined.shape_coefficients[:, None, :, None]).squeeze(-1))
+    assert (refined.geometric_residuals - expected).abs().max() < 1e-8
+    assert torch.allclose(refined.normals, closed.normals @ closed.rotation @ refined.rotation.transpose(1, 2))
+
+
+def test_with_true_maps_the_refinement_keeps_the_exact_fit(image_scene_factory):
+    scene = image_scene_factory(seed=1)
+    maps = (scene.image, scene.correspondence, scene.depth, scene.confidence)
+    config = dataclasses.replace(EXACT, reprojection_iterations=3, reprojection_depth_weight=0.5)
+    result = fit(scene.uv_model, *maps, config, torch.Generator().manual_seed(0))
+    assert (result.rotation - scene.camera.rotation).abs().max() < 1e-8
+    assert (result.shape_coefficients - scene.shape_coefficients).abs().max() < 1e-6
+    assert (result.inverse_lighting - scene.inverse_lighting).abs().max() < 1e-6
+
+
+def test_mixed_precision_steps_give_the_float64_refinement(image_scene_factory):
+    """The shape columns' products in float32 ("mixed"), everything else in float64: the float64 refinement
+    within 1e-5 relative, on maps whose depth disagrees with the correspondences (so the steps move the fit)."""
+    scene = image_scene_factory(seed=2)
+    level = scene.depth.mean(dim=(2, 3), keepdim=True)
+    maps = (scene.image, scene.correspondence, level + 0.1 * (scene.depth - level), scene.confidence)
+    config = dataclasses.replace(EXACT, reprojection_iterations=3, shape_weight=1.0, inverse_camera_weight=1e-4,
+                                 lighting_weight=1.0, albedo_weight=1.0)
+    double = fit(scene.uv_model, *maps, config, torch.Generator().manual_seed(0))
+    mixed = fit(scene.uv_model, *maps, dataclasses.replace(config, precision="mixed"), torch.Generator().manual_seed(0))
+    for name in ("rotation", "translation", "shape_coefficients", "inverse_camera", "camera_centre"):
+        expected = getattr(double, name)
+        assert ((getattr(mixed, name) - expected).norm() / expected.norm()).item() < 1e-5, name
+
+
+def test_the_batch_refined_image_by_image_is_the_batch_refined_together(image_scene_factory):
+    """Without autograd the layer refines image by image (the rows stay in the cache); with it, the whole batch
+    in one call: the same fit within rounding."""
+    scene = image_scene_factory(seed=4)
+    level = scene.depth.mean(dim=(2, 3), keepdim=True)
+    maps = (scene.image, scene.correspondence, level + 0.1 * (scene.depth - level), scene.confidence)
+    config = dataclasses.replace(EXACT, reprojection_iterations=3, shape_weight=1.0, reprojection_depth_weight=0.2)
+    with torch.no_grad():
+        apart = fit(scene.uv_model, *maps, config, torch.Generator().manual_seed(0))
+    together = fit(scene.uv_model, *maps, config, torch.Generator().manual_seed(0))
+    for name in ("rotation", "translation", "shape_coefficients", "geometric_residuals"):
+        torch.testing.assert_close(getattr(together, name).detach(), getattr(apart, name), rtol=1e-9, atol=1e-9)
+
+
+def test_reprojection_steps_default_to_none():
+    assert SolverConfig().reprojection_iterations == 0
