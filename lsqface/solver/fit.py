@@ -108,7 +108,9 @@ class ShapeFit:
         intrinsics: (B, 3, 3) K, pixels; rotation: (B, 3, 3) R (model to camera);
         translation: (B, 3) t, model units; depth_scale: (B,) psi (camera.py).
         identity_coefficients: (B, N_id); expression_coefficients: (B, N_exp).
-        geometric_residuals: (B, P, 3) P d x + q - a - B m, model units.
+        geometric_residuals: (B, P, 3) P d x + q - a - B m of the closed-form solve, model units: how well
+            one face explains the maps (with ``reprojection_iterations``, the residuals before those steps,
+            which move P, q and m off the depth towards where the correspondences are seen).
         geometric_weights: (B, P) the row weights used (confidence x mask, x the robust factor).
         correspondence: (B, P, 2) UV coordinates at the samples.
         samples: which pixels were drawn.
@@ -305,8 +307,8 @@ def _refine_pose(uv_model: UVMorphableModel, uv: torch.Tensor, pixels: torch.Ten
                  shape_weight: float | torch.Tensor) -> tuple[GeometryFit, Camera]:
     """The closed-form fit refined on the reprojection of its samples (:mod:`lsqface.solver.reprojection`).
 
-    K and psi stay; R, t and m are refined. P and q are recomposed from the refined camera and the
-    residuals recomputed, so every field keeps its meaning: P d x + q - a - B m in model units.
+    K and psi stay; R, t and m are refined, P and q recomposed from the refined camera. The residuals and
+    row weights stay the closed-form solve's (ShapeFit.geometric_residuals).
     """
     dtype = geometry.inverse_camera.dtype
     mean, basis = sample_shape(uv_model, uv)
@@ -331,16 +333,13 @@ def _refine_pose(uv_model: UVMorphableModel, uv: torch.Tensor, pixels: torch.Ten
         refined = refine(slice(None))
     camera = Camera(camera.intrinsics, refined.rotation, refined.translation, camera.depth_scale)
     inverse_camera, camera_centre = compose_inverse_camera(camera)
-    rays = torch.cat((pixels, torch.ones_like(pixels[..., :1])), dim=-1) * depth[..., None]  # d x
-    batch, count = pixels.shape[:2]
-    offsets = torch.bmm(basis.reshape(batch, count * 3, -1), refined.shape_coefficients.to(basis.dtype)[..., None])
-    points = mean.to(dtype) + offsets.reshape(batch, count, 3).to(dtype)
-    residuals = rays @ inverse_camera.transpose(1, 2) + camera_centre[:, None, :] - points
     normalisation = geometry.pixel_normalisation.to(dtype)
     normalised = geometry.depth_scale[:, None, None] * inverse_camera @ torch.linalg.inv(normalisation)
+    # The residuals stay the closed-form solve's: how well one face explains the network's maps, which the
+    # fit status reads (lsqface.solver.plausibility); the steps trade agreement with the depth for agreement
+    # with where the correspondences are seen.
     geometry = dataclasses.replace(geometry, inverse_camera=inverse_camera, camera_centre=camera_centre,
-                                   shape_coefficients=refined.shape_coefficients, residuals=residuals,
-                                   normalised_inverse_camera=normalised)
+                                   shape_coefficients=refined.shape_coefficients, normalised_inverse_camera=normalised)
     return geometry, camera
 
 
