@@ -11,8 +11,9 @@ solves, the path before the speed-ups; ``accurate`` the default; ``fast`` a sing
 - the whole ``Reconstructor`` call, per face, at batch 1 and at ``--batch``, and faces per second;
 - its stages, each timed on its own with the preset's settings: framing (crop, resize, softplus),
   the network's forward pass (one copy), the rest of the rotation ensemble (the turned copies and
-  their average), the geometric solve with its robust passes (``fit_geometry``: sampling, UV
-  sampling, the solves, the camera), the lighting and albedo solve (``fit`` minus ``fit_geometry``),
+  their average), the geometric solve with its robust passes (``fit_geometry`` without reprojection
+  steps: sampling, UV sampling, the solves, the camera), the reprojection steps (``fit_geometry`` with
+  them, minus without), the lighting and albedo solve (``fit`` minus ``fit_geometry``),
   the mesh, landmarks and status (``reconstruct_from_maps`` minus ``fit``), and the re-framing pass
   (the whole call minus one pass);
 - writing each output format of one face (json, obj, the obj's photo texture, ply, npz, pictures), fitted
@@ -53,7 +54,7 @@ from lsqface.solver.fit import fit, fit_geometry  # noqa: E402
 from lsqface.solver.sampling import quarter_turn_keys  # noqa: E402
 
 OUTPUT_KINDS = ("json", "obj", "texture", "ply", "npz", "pictures")
-STAGES = ("framing", "network", "ensemble", "geometric solve", "lighting and albedo solve", "mesh, landmarks, status",
+STAGES = ("framing", "network", "ensemble", "geometric solve", "reprojection steps", "lighting and albedo solve", "mesh, landmarks, status",
           "re-framing", "whole call")
 
 
@@ -129,13 +130,15 @@ def stage_times(reconstructor: Reconstructor, images: list, repeats: int) -> dic
 
     # The pixel samples reconstruct_from_maps reads: the fixed keys of the inference draw.
     keys = quarter_turn_keys(*framed.shape[-2:], config.sampling_seed)
+    closed_form = dataclasses.replace(config.solver, reprojection_iterations=0)
     arguments = (reconstructor.uv_model, framed, maps.correspondence, maps.depth, maps.confidence)
     with torch.no_grad():
         times = {
             "framing": best_of(lambda: reconstructor.prepare(images, boxes), repeats),
             "network": best_of(lambda: network(inputs), repeats),
             "ensemble": best_of(lambda: reconstructor.predict_maps(framed), repeats),
-            "geometric solve": best_of(lambda: fit_geometry(*arguments, config.solver, sampling_keys=keys), repeats),
+            "geometric solve": best_of(lambda: fit_geometry(*arguments, closed_form, sampling_keys=keys), repeats),
+            "reprojection steps": best_of(lambda: fit_geometry(*arguments, config.solver, sampling_keys=keys), repeats),
             "lighting and albedo solve": best_of(lambda: fit(*arguments, config.solver, sampling_keys=keys), repeats),
             "mesh, landmarks, status": best_of(lambda: reconstruct_from_maps(
                 *arguments, to_network=to_network, image_sizes=sizes, config=config), repeats),
@@ -145,7 +148,8 @@ def stage_times(reconstructor: Reconstructor, images: list, repeats: int) -> dic
     # Each stage's own share: the timed calls contain the stages before them.
     times["ensemble"] = times["ensemble"] - times["network"]
     times["mesh, landmarks, status"] = times["mesh, landmarks, status"] - times["lighting and albedo solve"]
-    times["lighting and albedo solve"] = times["lighting and albedo solve"] - times["geometric solve"]
+    times["lighting and albedo solve"] = times["lighting and albedo solve"] - times["reprojection steps"]
+    times["reprojection steps"] = times["reprojection steps"] - times["geometric solve"]
     times["re-framing"] = times["whole call"] - times["one pass"]
     del times["one pass"]
     # Stages the preset does not run are left out (their difference is only the clocks' noise).
@@ -153,6 +157,8 @@ def stage_times(reconstructor: Reconstructor, images: list, repeats: int) -> dic
         del times["ensemble"]
     if config.refine_passes == 0:
         del times["re-framing"]
+    if config.solver.reprojection_iterations == 0:
+        del times["reprojection steps"]
     return times
 
 
@@ -230,6 +236,7 @@ def main() -> None:
         config = reconstructor.config
         figures["presets"][preset] = {
             "settings": f"{config.rotation_ensemble} turned copies, {config.solver.robust_iterations} robust passes, "
+                        f"{config.solver.reprojection_iterations} reprojection steps, "
                         f"{config.refine_passes} re-framing, {config.solver.precision} solves",
             "per_face": rows,
         }
