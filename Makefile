@@ -34,7 +34,12 @@ test: venv
 # machine takes longer). Run it again after an interruption: a finished stage (its evaluation.json) is
 # skipped, an interrupted one resumed; the whole-head stage stops at the step the model card names (--until).
 RUNS ?= runs
-EXPORT_SETTINGS := --solver robust_iterations=5 robust_scale=2.0 precision=float64 sample_count=1000 shape_weight=400 --ensemble 4 --refine 1 --refine-fraction 0.78
+# The fit's settings (chosen on the real-photo validation split, docs/training.md "Inference settings"): the
+# closed-form solve's, with which stage 6's starting average is exported, then the shipped file's, which add the
+# reprojection steps.
+FIT_SETTINGS := robust_iterations=5 robust_scale=2.0 precision=float64 sample_count=1000 shape_weight=400
+FRAMING := --ensemble 4 --refine 1 --refine-fraction 0.78
+EXPORT_SETTINGS := --solver $(FIT_SETTINGS) reprojection_iterations=3 reprojection_shape_weight=100 $(FRAMING)
 # Stage 6 continues the mean of stage 5's checkpoints and the whole-head stage's step 3,500.
 AVERAGED := $(foreach step,000500 001000 001500 002000,$(RUNS)/photo-anneal/step-$(step).pt) $(RUNS)/photo/step-003500.pt
 # stage NAME CONFIG [INIT] [MORE FLAGS]
@@ -48,7 +53,7 @@ default-model: venv
 	$(call stage,finetune-fit-long,configs/finetune-fit-long.toml,$(RUNS)/continue/last.pt)
 	$(call stage,photo,configs/photo.toml,$(RUNS)/finetune-fit-long/last.pt,--until 3500)
 	$(call stage,photo-anneal,configs/photo-anneal.toml,$(RUNS)/photo/step-003500.pt)
-	test -f $(RUNS)/photo-average.pt || $(BIN)/lsqface export $(RUNS)/photo-anneal/last.pt -o $(RUNS)/photo-average.pt $(EXPORT_SETTINGS) --average $(AVERAGED)
+	test -f $(RUNS)/photo-average.pt || $(BIN)/lsqface export $(RUNS)/photo-anneal/last.pt -o $(RUNS)/photo-average.pt --solver $(FIT_SETTINGS) $(FRAMING) --average $(AVERAGED)
 	$(call stage,photo-frame,configs/photo-frame.toml,$(RUNS)/photo-average.pt)
 	$(BIN)/lsqface export $(RUNS)/photo-frame/last.pt -o $(RUNS)/default.pt $(EXPORT_SETTINGS)
 
