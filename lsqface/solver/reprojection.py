@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import torch
 
-from lsqface.errors import SolverError
 from lsqface.solver.geometry import weighted_gram
 
 
@@ -115,9 +114,8 @@ def refine_reprojection(
         robust_scale: c of the Geman-McClure factor as a multiple of the weighted median residual
             norm; None keeps the weights as given.
 
-    Raises:
-        SolverError: a step's normal system is not positive definite or not finite (too few
-            confident samples).
+    An image whose normal system is not positive definite or not finite (no sample left with weight)
+    keeps the fit it has; nothing is raised.
     """
     dtype = pixels.dtype
     wide = torch.float64
@@ -191,11 +189,14 @@ def refine_reprojection(
         gradient = torch.cat(((pose.transpose(1, 2) @ flat_residual[..., None]).squeeze(-1),
                               (shape.transpose(1, 2) @ flat_residual.to(product)[..., None]).squeeze(-1).to(wide)), dim=1)
         gradient = gradient + torch.cat((coefficients.new_zeros(batch, 6), shape_prior * coefficients), dim=1)
+        # An image whose system cannot be solved (no sample left with weight, or a non-finite map) keeps
+        # the fit it has: the closed-form one, which is regularised, or its last good step.
+        solvable = torch.isfinite(normal).flatten(1).all(dim=1) & torch.isfinite(gradient).all(dim=1)
+        normal = torch.where(solvable[:, None, None], normal, torch.eye(unknowns, dtype=wide, device=pixels.device))
         factor, info = torch.linalg.cholesky_ex(normal)
-        if bool((info != 0).any()) or not bool(torch.isfinite(factor).all()):
-            raise SolverError("The reprojection refinement's normal system is singular; the fit has too few "
-                              "confident samples to refine (set reprojection_iterations=0).")
-        step = -torch.cholesky_solve(gradient[..., None], factor).squeeze(-1)
+        solvable = solvable & (info == 0)
+        step = -torch.cholesky_solve(torch.where(solvable[:, None], gradient, 0.0)[..., None], factor).squeeze(-1)
+        step = torch.where(solvable[:, None] & torch.isfinite(step).all(dim=1, keepdim=True), step, 0.0)
         rotation = rotation_exp(step[:, :3]) @ rotation
         translation = translation + step[:, 3:6]
         coefficients = coefficients + step[:, 6:]

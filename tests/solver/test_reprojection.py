@@ -8,7 +8,6 @@ import torch
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
-from lsqface.errors import SolverError
 from lsqface.solver.camera import decompose_camera
 from lsqface.solver.fit import SolverConfig, fit
 from lsqface.solver.reprojection import cross_matrix, refine_reprojection, rotation_exp
@@ -123,11 +122,18 @@ def test_gradcheck_through_the_steps(scene_factory):
     assert torch.autograd.gradcheck(refined, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
-def test_no_confident_samples_raise_a_sentence(scene_factory):
+def test_an_image_without_confident_samples_keeps_its_start_and_the_others_are_refined(scene_factory):
+    """No weight left (a picture without a face): the system is singular, that image keeps the fit it had,
+    the other image of the batch is refined as alone."""
     scene = scene_factory(seed=1)
-    scene.confidence = torch.zeros_like(scene.confidence)
-    with pytest.raises(SolverError, match="reprojection_iterations=0"):
-        _refine(scene, _start(scene), iterations=1, shape_weight=0.0, robust_scale=None)
+    start = _start(scene)
+    alone = _refine(scene, start, iterations=4, shape_weight=0.0, robust_scale=None)
+    scene.confidence = scene.confidence.clone()
+    scene.confidence[0] = 0.0
+    result = _refine(scene, start, iterations=4, shape_weight=0.0, robust_scale=None)
+    assert torch.equal(result.rotation[0], start[0][0]) and torch.equal(result.shape_coefficients[0], start[2][0])
+    assert torch.allclose(result.rotation[1], alone.rotation[1], atol=1e-12)
+    assert (result.rotation[1] - scene.camera.rotation[1]).abs().max() < 1e-10
 
 
 def _reprojection_error(uv_model, result):
