@@ -502,8 +502,9 @@ def _add_network_options(parser: argparse.ArgumentParser, checkpoint: bool = Tru
         parser.add_argument("--checkpoint", default=None, help="network checkpoint (default: the one shipped with lsqface)")
         parser.add_argument(
             "--preset", choices=("accurate", "fast", "reference"), default="accurate",
-            help="accurate (default): the checkpoint's passes (turned copies, robust passes, re-framing) with "
-            "mixed-precision solves; fast: one network pass and one solve, about 4x faster and less accurate "
+            help="accurate (default): the checkpoint's passes (turned copies, robust passes, reprojection steps, "
+            "re-framing) with mixed-precision solves; fast: one network pass and one solve, about 5x faster and "
+            "less accurate "
             "(docs/performance.md); reference: the checkpoint's settings as stored, float64 solves (slowest)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="CPU threads (default 1: the fit is thousands of small operations, each of which waits "
