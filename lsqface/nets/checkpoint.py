@@ -42,6 +42,7 @@ SETTING_BOUNDS = {
     "network_config.width": (0.01, 8.0),
     "solver_config.sample_count": (16, 1_000_000),
     "solver_config.robust_iterations": (0, 100),
+    "solver_config.reprojection_iterations": (0, 100),
     "reconstruct_config.refine_passes": (0, 10),
     "reconstruct_config.rotation_ensemble": (1, 4),
     "reconstruct_config.refine_fraction": (0.05, 1.0),

@@ -111,7 +111,8 @@ class ShapeFit:
         geometric_residuals: (B, P, 3) P d x + q - a - B m of the closed-form solve, model units: how well
             one face explains the maps (with ``reprojection_iterations``, the residuals before those steps,
             which move P, q and m off the depth towards where the correspondences are seen).
-        geometric_weights: (B, P) the row weights used (confidence x mask, x the robust factor).
+        geometric_weights: (B, P) the row weights of the closed-form solve (confidence x mask, x the robust
+            factor); the reprojection steps multiply them by a robust factor of their own residuals.
         correspondence: (B, P, 2) UV coordinates at the samples.
         samples: which pixels were drawn.
     """
@@ -314,8 +315,10 @@ def _refine_pose(uv_model: UVMorphableModel, uv: torch.Tensor, pixels: torch.Ten
     mean, basis = sample_shape(uv_model, uv)
     if config.reprojection_shape_weight is not None:
         shape_weight = config.reprojection_shape_weight
-    if config.precision != "float64":
-        basis = basis.to(torch.float32)
+    # The products with the basis in the precision's dtype (float64 for "float64", float32 for "mixed" and
+    # "float32"), laid out (B, P, 3, N) contiguously once for every step.
+    basis = basis.to(dtype=torch.float64 if config.precision == "float64" else torch.float32,
+                     memory_format=torch.contiguous_format).contiguous()
 
     def refine(rows: slice) -> ReprojectionFit:
         weight = shape_weight[rows] if isinstance(shape_weight, torch.Tensor) and shape_weight.ndim == 2 else shape_weight

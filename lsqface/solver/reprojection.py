@@ -76,7 +76,7 @@ def rotation_exp(omega: torch.Tensor) -> torch.Tensor:
 def _geman_mcclure(norms: torch.Tensor, weights: torch.Tensor, scale: float) -> torch.Tensor:
     from lsqface.solver.fit import weighted_median  # fit.py imports this module
 
-    median = weighted_median(norms.detach(), weights.detach())[:, None]
+    median = weighted_median(norms, weights)[:, None]
     c_squared = (scale * median).square().clamp_min(torch.finfo(norms.dtype).tiny)
     return (c_squared / (c_squared + norms.square())).square()
 
@@ -193,8 +193,15 @@ def refine_reprojection(
         # the fit it has: the closed-form one, which is regularised, or its last good step.
         solvable = torch.isfinite(normal).flatten(1).all(dim=1) & torch.isfinite(gradient).all(dim=1)
         normal = torch.where(solvable[:, None, None], normal, torch.eye(unknowns, dtype=wide, device=pixels.device))
-        factor, info = torch.linalg.cholesky_ex(normal)
+        identity = torch.eye(unknowns, dtype=wide, device=pixels.device)
+        factor, info = torch.linalg.cholesky_ex(normal.detach())
         solvable = solvable & (info == 0)
+        if normal.requires_grad:
+            # Factorise again with the failed systems replaced by the identity, so that no gradient reads a
+            # failed factor.
+            factor = torch.linalg.cholesky_ex(torch.where(solvable[:, None, None], normal, identity))[0]
+        else:
+            factor = torch.where(solvable[:, None, None], factor, identity)
         step = -torch.cholesky_solve(torch.where(solvable[:, None], gradient, 0.0)[..., None], factor).squeeze(-1)
         step = torch.where(solvable[:, None] & torch.isfinite(step).all(dim=1, keepdim=True), step, 0.0)
         rotation = rotation_exp(step[:, :3]) @ rotation

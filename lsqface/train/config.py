@@ -250,6 +250,10 @@ class TrainConfig:
             raise ConfigError(f"input_size must be a positive multiple of {SIZE_MULTIPLE}, got {self.input_size}.")
         if self.micro_batches < 1:
             raise ConfigError(f"micro_batches must be at least 1, got {self.micro_batches}.")
+        if self.solver.reprojection_iterations != 0:
+            raise ConfigError("solver.reprojection_iterations is an inference setting (lsqface export --solver "
+                              "reprojection_iterations=N); the training losses read the closed-form fit, so a "
+                              f"training config must leave it at 0, got {self.solver.reprojection_iterations}.")
         for name in ("pretrain", "train"):
             section = getattr(self, name)
             if section.batch_size < 1 or section.steps < 0:

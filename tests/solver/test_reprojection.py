@@ -107,6 +107,40 @@ def test_reweighting_ignores_a_fifth_of_gross_outliers(scene_factory):
     assert (robust.rotation - truth).abs().max() < 1e-3 < (plain.rotation - truth).abs().max()
 
 
+@pytest.mark.parametrize("change", ["mirror", "skew"])
+def test_recovery_with_a_mirroring_or_skewed_camera(scene_factory, change):
+    scene = scene_factory(seed=6)
+    intrinsics = scene.camera.intrinsics.clone()
+    if change == "mirror":
+        intrinsics[:, 0, 0] = -intrinsics[:, 0, 0]
+    else:
+        intrinsics[:, 0, 1] = 30.0
+    from lsqface.solver.camera import project
+
+    points = scene.mean + (scene.basis @ scene.shape_coefficients[:, None, :, None]).squeeze(-1)
+    scene.pixels = project(points, intrinsics, scene.camera.rotation, scene.camera.translation)
+    rotation, translation, coefficients = _start(scene)
+    result = refine_reprojection(scene.pixels, scene.depth, scene.confidence, scene.mean, scene.basis, intrinsics,
+                                 rotation, translation, scene.camera.depth_scale, coefficients, iterations=8,
+                                 shape_weight=0.0, robust_scale=2.0)
+    assert (result.rotation - scene.camera.rotation).abs().max() < 1e-10
+
+
+def test_gradients_stay_finite_for_an_image_without_weight(scene_factory):
+    scene = scene_factory(seed=3, points=30, count=3)
+    weights = scene.confidence.clone()
+    weights[0] = 0.0
+    weights.requires_grad_(True)
+    pixels = scene.pixels.clone().requires_grad_(True)
+    start = _start(scene)
+    result = refine_reprojection(pixels, scene.depth, weights, scene.mean, scene.basis, scene.camera.intrinsics,
+                                 *start[:2], scene.camera.depth_scale, start[2], iterations=2, shape_weight=0.5,
+                                 robust_scale=2.0)
+    (result.rotation.sum() + result.shape_coefficients.sum()).backward()
+    assert torch.isfinite(pixels.grad).all() and torch.isfinite(weights.grad).all()
+    assert pixels.grad[0].abs().max() == 0 and pixels.grad[1].abs().max() > 0
+
+
 def test_gradcheck_through_the_steps(scene_factory):
     scene = scene_factory(seed=3, points=25, count=3, batch=1)
     start = _start(scene)
@@ -120,6 +154,21 @@ def test_gradcheck_through_the_steps(scene_factory):
     inputs = [tensor.clone().requires_grad_(True) for tensor in (scene.pixels, scene.depth, scene.confidence,
                                                                   scene.mean, scene.basis)]
     assert torch.autograd.gradcheck(refined, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_gradcheck_through_reweighted_steps(scene_factory):
+    """Through the Geman-McClure factor too (its scale, a weighted median of the residual norms, included)."""
+    scene = scene_factory(seed=8, points=25, count=2, batch=1)
+    start = _start(scene)
+
+    def refined(pixels, weights):
+        result = refine_reprojection(pixels, scene.depth, weights, scene.mean, scene.basis, scene.camera.intrinsics,
+                                     *start[:2], scene.camera.depth_scale, start[2], iterations=2, shape_weight=0.5,
+                                     depth_weight=0.4, robust_scale=2.0)
+        return result.rotation, result.shape_coefficients
+
+    inputs = [scene.pixels.clone().requires_grad_(True), scene.confidence.clone().requires_grad_(True)]
+    assert torch.autograd.gradcheck(refined, inputs, eps=1e-7, atol=1e-5, rtol=1e-4)
 
 
 def test_an_image_without_confident_samples_keeps_its_start_and_the_others_are_refined(scene_factory):
@@ -182,7 +231,7 @@ def test_in_the_layer_the_refined_fit_projects_onto_the_correspondences_and_its_
     assert torch.allclose(refined.normals, closed.normals @ closed.rotation @ refined.rotation.transpose(1, 2))
 
 
-def test_with_true_maps_the_refinement_keeps_the_exact_fit(image_scene_factory):
+def test_steps_from_an_exact_fit_stay_on_it(image_scene_factory):
     scene = image_scene_factory(seed=1)
     maps = (scene.image, scene.correspondence, scene.depth, scene.confidence)
     config = dataclasses.replace(EXACT, reprojection_iterations=3, reprojection_depth_weight=0.5)
@@ -207,6 +256,33 @@ def test_mixed_precision_steps_give_the_float64_refinement(image_scene_factory):
         assert ((getattr(mixed, name) - expected).norm() / expected.norm()).item() < 1e-5, name
 
 
+def test_each_precision_gives_the_steps_its_basis_dtype_and_their_own_prior(image_scene_factory, monkeypatch):
+    """A float32 UV model (as the real one is stored): "float64" hands the steps a float64 basis, "mixed" a
+    float32 one; the steps read reprojection_shape_weight when set and the solve's shape_weight otherwise."""
+    import importlib
+
+    fit_module = importlib.import_module("lsqface.solver.fit")
+
+    scene = image_scene_factory(seed=2)
+    uv_model = scene.uv_model.to(dtype=torch.float32)
+    maps = (scene.image, scene.correspondence, scene.depth, scene.confidence)
+    seen = []
+    original = fit_module.refine_reprojection
+
+    def spy(*arguments, **settings):
+        seen.append((arguments[4].dtype, settings["shape_weight"]))
+        return original(*arguments, **settings)
+
+    monkeypatch.setattr(fit_module, "refine_reprojection", spy)
+    base = dataclasses.replace(EXACT, reprojection_iterations=1, shape_weight=3.0)
+    for precision, prior, expected in (("float64", None, (torch.float64, 3.0)), ("mixed", 7.0, (torch.float32, 7.0))):
+        seen.clear()
+        config = dataclasses.replace(base, precision=precision, reprojection_shape_weight=prior)
+        with torch.no_grad():
+            fit(uv_model, *maps, config, torch.Generator().manual_seed(0))
+        assert seen and all(entry == expected for entry in seen)
+
+
 def test_the_batch_refined_image_by_image_is_the_batch_refined_together(image_scene_factory):
     """Without autograd the layer refines image by image (the rows stay in the cache); with it, the whole batch
     in one call: the same fit within rounding."""
@@ -221,5 +297,22 @@ def test_the_batch_refined_image_by_image_is_the_batch_refined_together(image_sc
         torch.testing.assert_close(getattr(together, name).detach(), getattr(apart, name), rtol=1e-9, atol=1e-9)
 
 
-def test_reprojection_steps_default_to_none():
+def test_the_layer_takes_no_reprojection_step_unless_asked():
     assert SolverConfig().reprojection_iterations == 0
+
+
+def test_a_training_config_refuses_reprojection_steps():
+    from lsqface.errors import ConfigError
+    from lsqface.train.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="inference setting"):
+        TrainConfig(solver=SolverConfig(reprojection_iterations=2))
+
+
+def test_a_checkpoint_asking_for_absurdly_many_steps_is_refused():
+    from lsqface.errors import CheckpointError
+    from lsqface.nets.checkpoint import check_settings
+
+    check_settings({"input_size": 64, "solver_config": {"reprojection_iterations": 3}}, "x.pt")
+    with pytest.raises(CheckpointError, match="reprojection_iterations"):
+        check_settings({"input_size": 64, "solver_config": {"reprojection_iterations": 10**6}}, "x.pt")
