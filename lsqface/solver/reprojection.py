@@ -130,6 +130,7 @@ def refine_reprojection(
     shape_prior = torch.as_tensor(shape_weight, dtype=wide, device=pixels.device).expand(batch, unknowns - 6)
     prior = torch.cat((shape_prior.new_zeros(batch, 6), shape_prior), dim=1)  # (B, 6 + N)
     depth_row = torch.tensor([0.0, 0.0, 1.0], dtype=wide, device=pixels.device)
+    identity = torch.eye(unknowns, dtype=wide, device=pixels.device)
     # d r / d p, (B, P, rows, 3): the image rows (K_xy - x e_3^T) / f, the same at every step, and
     # sqrt(lambda) e_3^T for the depth row.
     residual_rows = (intrinsics[:, None, :2, :] - pixels[..., :, None] * depth_row) / focal[..., None, None]
@@ -192,8 +193,7 @@ def refine_reprojection(
         # An image whose system cannot be solved (no sample left with weight, or a non-finite map) keeps
         # the fit it has: the closed-form one, which is regularised, or its last good step.
         solvable = torch.isfinite(normal).flatten(1).all(dim=1) & torch.isfinite(gradient).all(dim=1)
-        normal = torch.where(solvable[:, None, None], normal, torch.eye(unknowns, dtype=wide, device=pixels.device))
-        identity = torch.eye(unknowns, dtype=wide, device=pixels.device)
+        normal = torch.where(solvable[:, None, None], normal, identity)
         factor, info = torch.linalg.cholesky_ex(normal.detach())
         solvable = solvable & (info == 0)
         if normal.requires_grad:
