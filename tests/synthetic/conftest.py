@@ -3,15 +3,15 @@
 import pytest
 
 
-@pytest.fixture(scope="session")
-def head(ict_archive, ict_model):
+@pytest.fixture(scope="module")
+def head(ict_archive, ict_model, built_once):
     from lsqface.synthetic.head import build_head
 
-    return build_head(ict_archive, ict_model.triangles)
+    return built_once("head", lambda: build_head(ict_archive, ict_model.triangles))
 
 
-@pytest.fixture(scope="session")
-def photo_generator(ict_uv_model, head):
+@pytest.fixture(scope="module")
+def photo_generator(ict_uv_model, head, built_once):
     from lsqface.synthetic.photoreal import PhotoGenerator
 
-    return PhotoGenerator(ict_uv_model, head)
+    return built_once("photo_generator", lambda: PhotoGenerator(ict_uv_model, head))
