@@ -261,9 +261,11 @@ def _geometric_stage(uv_model: UVMorphableModel, image: torch.Tensor, correspond
             shape=config.shape_weight if shape_weights is None else shape_weights.to(dtype),
         )
 
+        # The shape mean and basis at the samples, read once for the solve and the reprojection steps.
+        shape_mean, shape_basis = sample_shape(uv_model, uv)
+
         def solve(rows: slice, inference: bool) -> tuple[GeometryFit, torch.Tensor]:
-            mean, basis = sample_shape(uv_model, uv[rows])
-            mean = mean.to(dtype)
+            mean, basis = shape_mean[rows].to(dtype), shape_basis[rows]
             if inference:
                 # The rows are built once (the basis copied into them in one pass) for every robust pass.
                 design = geometry_design(pixels[rows], depth_samples[rows], mean, basis.to(basis_dtype), regularisation,
@@ -298,21 +300,21 @@ def _geometric_stage(uv_model: UVMorphableModel, image: torch.Tensor, correspond
 
     if config.reprojection_iterations > 0:
         with record_function("lsqface.reprojection"):
-            geometry, camera = _refine_pose(uv_model, uv, pixels, depth_samples, weights[..., 0], geometry, camera,
-                                            config, regularisation.shape)
+            geometry, camera = _refine_pose(shape_mean, shape_basis, pixels, depth_samples, weights[..., 0], geometry,
+                                            camera, config, regularisation.shape)
     return _GeometryStage(geometry, camera, uv, weights, correspondence_samples, samples)
 
 
-def _refine_pose(uv_model: UVMorphableModel, uv: torch.Tensor, pixels: torch.Tensor, depth: torch.Tensor,
+def _refine_pose(mean: torch.Tensor, basis: torch.Tensor, pixels: torch.Tensor, depth: torch.Tensor,
                  weights: torch.Tensor, geometry: GeometryFit, camera: Camera, config: SolverConfig,
                  shape_weight: float | torch.Tensor) -> tuple[GeometryFit, Camera]:
     """The closed-form fit refined on the reprojection of its samples (:mod:`lsqface.solver.reprojection`).
 
+    ``mean`` (B, P, 3) and ``basis`` (B, P, 3, N) are the shape's at the samples, as the solve read them.
     K and psi stay; R, t and m are refined, P and q recomposed from the refined camera. The residuals and
     row weights stay the closed-form solve's (ShapeFit.geometric_residuals).
     """
     dtype = geometry.inverse_camera.dtype
-    mean, basis = sample_shape(uv_model, uv)
     if config.reprojection_shape_weight is not None:
         shape_weight = config.reprojection_shape_weight
     # The products with the basis in the precision's dtype (float64 for "float64", float32 for "mixed" and
@@ -329,9 +331,9 @@ def _refine_pose(uv_model: UVMorphableModel, uv: torch.Tensor, pixels: torch.Ten
             depth_weight=config.reprojection_depth_weight, robust_scale=config.robust_scale,
         )
 
-    if uv.device.type == "cpu" and not torch.is_grad_enabled():
+    if pixels.device.type == "cpu" and not torch.is_grad_enabled():
         # Image by image, as the closed-form solve: an image's sampled basis stays in the cache through the steps.
-        refined = _concatenate([refine(slice(index, index + 1)) for index in range(uv.shape[0])])
+        refined = _concatenate([refine(slice(index, index + 1)) for index in range(pixels.shape[0])])
     else:
         refined = refine(slice(None))
     camera = Camera(camera.intrinsics, refined.rotation, refined.translation, camera.depth_scale)
