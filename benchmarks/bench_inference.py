@@ -133,12 +133,15 @@ def stage_times(reconstructor: Reconstructor, images: list, repeats: int) -> dic
     closed_form = dataclasses.replace(config.solver, reprojection_iterations=0)
     arguments = (reconstructor.uv_model, framed, maps.correspondence, maps.depth, maps.confidence)
     with torch.no_grad():
+        closed_form_solve = best_of(lambda: fit_geometry(*arguments, closed_form, sampling_keys=keys), repeats)
         times = {
             "framing": best_of(lambda: reconstructor.prepare(images, boxes), repeats),
             "network": best_of(lambda: network(inputs), repeats),
             "ensemble": best_of(lambda: reconstructor.predict_maps(framed), repeats),
-            "geometric solve": best_of(lambda: fit_geometry(*arguments, closed_form, sampling_keys=keys), repeats),
-            "reprojection steps": best_of(lambda: fit_geometry(*arguments, config.solver, sampling_keys=keys), repeats),
+            "geometric solve": closed_form_solve,
+            # Without steps the solve is the closed-form one, timed once (its row is left out below).
+            "reprojection steps": (closed_form_solve if config.solver.reprojection_iterations == 0 else
+                                   best_of(lambda: fit_geometry(*arguments, config.solver, sampling_keys=keys), repeats)),
             "lighting and albedo solve": best_of(lambda: fit(*arguments, config.solver, sampling_keys=keys), repeats),
             "mesh, landmarks, status": best_of(lambda: reconstruct_from_maps(
                 *arguments, to_network=to_network, image_sizes=sizes, config=config), repeats),

@@ -16,7 +16,8 @@ the mouth corners' midpoints: 0 at the eyes, 1 at the mouth; frontal: the nose t
 inter-ocular distance of the eyes' midpoint across the face): how the fit follows a nodding head.
 With --turn, a line of the median error and failure rate, of the upright pictures and of all, by how
 far the head is turned: dlib's nose tip under 10 %, 10-20 % and over 20 % of the inter-ocular distance off the eyes'
-midpoint across the face (over 20 %: about 20 degrees of yaw and more).
+midpoint across the face (over 20 %: about 20 degrees of yaw and more); and, on the upright pictures fitted within 30 %,
+the median ratio of the fitted nose tip's offset to dlib's (under 1: the fit turns the head less than the photo shows).
 """
 
 import argparse
@@ -32,6 +33,12 @@ from lsqface.evaluate.reference import five_from_sixty_eight
 from lsqface.reconstruct import Reconstructor
 
 
+def nose_offset(points: np.ndarray) -> np.ndarray:
+    """(V,) the nose tip's signed offset from the eyes' midpoint across the face, in inter-ocular distances."""
+    across = points[:, 1] - points[:, 0]
+    return ((points[:, 2] - points[:, :2].mean(1)) * across).sum(1) / (across ** 2).sum(1)
+
+
 def nose_line(five: np.ndarray, reference: np.ndarray, errors: np.ndarray) -> str:
     """The fitted nose tip's error along the face's up direction by fifths of dlib's nose height (frontal faces)."""
     eyes, mouth = reference[:, :2].mean(1), reference[:, 3:].mean(1)
@@ -40,7 +47,7 @@ def nose_line(five: np.ndarray, reference: np.ndarray, errors: np.ndarray) -> st
     across = across / inter_ocular[:, None]
     down = np.stack([-across[:, 1], across[:, 0]], axis=1)
     height = ((reference[:, 2] - eyes) * down).sum(1) / ((mouth - eyes) * down).sum(1)
-    turn = np.abs(((reference[:, 2] - eyes) * across).sum(1)) / inter_ocular
+    turn = np.abs(nose_offset(reference))
     lower = 100 * ((five[:, 2] - reference[:, 2]) * down).sum(1) / inter_ocular
     chosen = np.isfinite(lower) & (errors < 30) & (turn < 0.1)
     edges = np.percentile(height[chosen], [0, 20, 40, 60, 80, 100])
@@ -51,18 +58,20 @@ def nose_line(five: np.ndarray, reference: np.ndarray, errors: np.ndarray) -> st
     return "  ".join(cells) + f"  ({chosen.sum()} pictures)"
 
 
-def turn_line(reference: np.ndarray, errors: np.ndarray, groups: np.ndarray) -> str:
-    """Median error and failure rate (upright pictures; all) by how far dlib's nose tip lies off the eyes' midpoint."""
-    across = reference[:, 1] - reference[:, 0]
-    inter_ocular = np.linalg.norm(across, axis=1)
-    turn = np.abs(((reference[:, 2] - reference[:, :2].mean(1)) * across).sum(1)) / inter_ocular ** 2
+def turn_line(five: np.ndarray, reference: np.ndarray, errors: np.ndarray, groups: np.ndarray) -> str:
+    """By how far dlib's nose tip lies off the eyes' midpoint: median error and failure rate (upright pictures;
+    all), and the fitted nose tip's offset over dlib's on the upright pictures (1: the fit turns the head as far)."""
+    turn = nose_offset(reference)
+    fitted = nose_offset(five)
     cells = []
     for low, high in ((0.0, 0.1), (0.1, 0.2), (0.2, np.inf)):
-        band = (turn >= low) & (turn < high)
+        band = (np.abs(turn) >= low) & (np.abs(turn) < high)
         upright = band & (groups == "0")
+        followed = upright & np.isfinite(fitted) & (errors < 30) & (np.abs(turn) > 0.02)
         cells.append(f"{low:.1f}-{high:.1f}: {upright.sum()} faces, upright {np.median(errors[upright]):.1f}/"
                      f"{100 * np.mean(errors[upright] > 10):.0f}%, all pictures {np.median(errors[band]):.1f}/"
-                     f"{100 * np.mean(errors[band] > 10):.0f}%")
+                     f"{100 * np.mean(errors[band] > 10):.0f}%, nose offset fitted/dlib "
+                     f"{np.median(fitted[followed] / turn[followed]):.2f}")
     return "  ".join(cells)
 
 
@@ -97,7 +106,7 @@ def main() -> None:
         if args.nose:
             print("    nose: " + nose_line(five, reference, errors), flush=True)
         if args.turn:
-            print("    turn: " + turn_line(reference, errors, groups), flush=True)
+            print("    turn: " + turn_line(five, reference, errors, groups), flush=True)
         if args.per_face:
             faces = np.array([variant.face for variant in variants])
             print("    per face: " + "  ".join(f"{face} {np.median(errors[faces == face]):.1f}"
