@@ -1,6 +1,7 @@
 """lsqface alone on the real-photo validation split, several checkpoints in one run: choose models quickly.
 
-    python docs/scripts/real_validation.py [--similarity 20] [--per-face] [--nose] [--turn] CHECKPOINT [CHECKPOINT ...]
+    python docs/scripts/real_validation.py [--similarity 20] [--per-face] [--nose] [--turn] [--half 1|2] CHECKPOINT [CHECKPOINT ...]
+    python docs/scripts/real_validation.py --similarity 0 --half 1|2 --crops DIR
 
 The pictures are those of ``lsqface evaluate --real validation`` with 20 random similarities per
 face (24 pictures for each of its 127 faces) instead of 10; dlib runs once, for the reference, and
@@ -18,6 +19,9 @@ With --turn, a line of the median error and failure rate, of the upright picture
 far the head is turned: dlib's nose tip under 10 %, 10-20 % and over 20 % of the inter-ocular distance off the eyes'
 midpoint across the face (over 20 %: about 20 degrees of yaw and more); and, on the upright pictures fitted within 30 %,
 the median ratio of the fitted nose tip's offset to dlib's (under 1: the fit turns the head less than the photo shows).
+With --half 1 or 2, only the faces of one half of the split's photos (a photo's faces stay together); with --crops DIR,
+each of those faces' upright picture (the crop around dlib's face box; no landmark in it) is written to DIR as a PNG
+and nothing is scored: unlabelled photos for ``lsqface train --photos DIR``, scored on the other half.
 """
 
 import argparse
@@ -75,16 +79,49 @@ def turn_line(five: np.ndarray, reference: np.ndarray, errors: np.ndarray, group
     return "  ".join(cells)
 
 
+def half_of(faces: list, variants: list, half: int) -> tuple[list, list]:
+    """The faces and pictures of one half of the split's photos, halves drawn by a fixed permutation of their names."""
+    photos = sorted({face.photo for face in faces})
+    order = np.random.default_rng(0).permutation(len(photos))
+    kept = {photos[k] for k in (order[: len(photos) // 2] if half == 1 else order[len(photos) // 2:])}
+    faces = [face for face in faces if face.photo in kept]
+    names = {face.name for face in faces}
+    return faces, [variant for variant in variants if variant.face in names]
+
+
+def write_crops(variants: list, folder: Path) -> None:
+    """Each face's upright picture as a PNG: unlabelled photos for ``lsqface train --photos`` (no landmark in them)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    upright = [variant for variant in variants if variant.group == "0"]
+    for number, variant in enumerate(upright):
+        pixels = (np.clip(variant.image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"face-{number:03d}.png")
+    print(f"{len(upright)} faces written to {folder}", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("checkpoints", nargs="*")
     parser.add_argument("--similarity", type=int, default=20)
     parser.add_argument("--per-face", action="store_true", help="also each face's median error over its pictures")
     parser.add_argument("--nose", action="store_true", help="also the nose tip's vertical error by nose height")
     parser.add_argument("--turn", action="store_true", help="also the upright error by how far the head is turned")
+    parser.add_argument("--half", type=int, choices=(1, 2), default=None,
+                        help="only the faces of this half of the photos (a photo's faces stay together)")
+    parser.add_argument("--crops", default=None,
+                        help="write each face's upright picture (its detector box's crop) to this folder as PNG and stop")
     args = parser.parse_args()
+    if not args.checkpoints and args.crops is None:
+        parser.error("name a checkpoint to score, or --crops DIR")
     torch.set_num_threads(1)
     faces, variants, skipped = assemble("validation", similarity=args.similarity)
+    if args.half is not None:
+        faces, variants = half_of(faces, variants, args.half)
+    if args.crops is not None:
+        write_crops(variants, Path(args.crops))
+        return
     sources = Counter(face.source for face in faces)
     print(f"{len(faces)} faces ({', '.join(f'{source} {count}' for source, count in sources.items())}) of "
           f"{len({face.photo for face in faces})} photos, {len(variants)} pictures; {len(skipped)} photos or faces skipped",
