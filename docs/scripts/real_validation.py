@@ -1,7 +1,7 @@
 """lsqface alone on the real-photo validation split, several checkpoints in one run: choose models quickly.
 
     python docs/scripts/real_validation.py [--similarity 20] [--per-face] [--nose] [--turn] [--half 1|2] CHECKPOINT [CHECKPOINT ...]
-    python docs/scripts/real_validation.py --similarity 0 --half 1|2 --crops DIR
+    python docs/scripts/real_validation.py --half 1|2 --crops DIR
 
 The pictures are those of ``lsqface evaluate --real validation`` with 20 random similarities per
 face (24 pictures for each of its 127 faces) instead of 10; dlib runs once, for the reference, and
@@ -17,9 +17,11 @@ the mouth corners' midpoints: 0 at the eyes, 1 at the mouth; frontal: the nose t
 inter-ocular distance of the eyes' midpoint across the face): how the fit follows a nodding head.
 With --turn, a line of the median error and failure rate, of the upright pictures and of all, by how
 far the head is turned: dlib's nose tip under 10 %, 10-20 % and over 20 % of the inter-ocular distance off the eyes'
-midpoint across the face (over 20 %: about 20 degrees of yaw and more); and, on the upright pictures fitted within 30 %,
-the median ratio of the fitted nose tip's offset to dlib's (under 1: the fit turns the head less than the photo shows).
-With --half 1 or 2, only the faces of one half of the split's photos (a photo's faces stay together); with --crops DIR,
+midpoint across the face (over 20 %: about 20 degrees of yaw and more); and, on the upright pictures fitted within 30 %
+whose dlib nose tip lies more than 2 % of the inter-ocular distance off, the median ratio of the fitted nose tip's
+offset to dlib's (under 1: the fitted head is turned less than the photo's, or its nose sticks out less).
+With --half 1 or 2, only the faces of one half of the split's photos (a photo's faces stay together; the halves are
+drawn over the photos present, so they hold the same photos wherever the same photos are installed); with --crops DIR,
 each of those faces' upright picture (the crop around dlib's face box; no landmark in it) is written to DIR as a PNG
 and nothing is scored: unlabelled photos for ``lsqface train --photos DIR``, scored on the other half.
 """
@@ -90,14 +92,16 @@ def half_of(faces: list, variants: list, half: int) -> tuple[list, list]:
 
 
 def write_crops(variants: list, folder: Path) -> None:
-    """Each face's upright picture as a PNG: unlabelled photos for ``lsqface train --photos`` (no landmark in them)."""
-    from PIL import Image
+    """Each face's upright picture as a PNG named after the face: unlabelled photos for ``lsqface train --photos``
+    (no landmark in them). The folder must be new or empty, so that no other half's faces stay in it."""
+    from lsqface.outputs.export import write_png
 
+    if folder.exists() and any(folder.iterdir()):
+        sys.exit(f"{folder} is not empty: write the crops of one half to a new folder")
     folder.mkdir(parents=True, exist_ok=True)
     upright = [variant for variant in variants if variant.group == "0"]
-    for number, variant in enumerate(upright):
-        pixels = (np.clip(variant.image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"face-{number:03d}.png")
+    for variant in upright:
+        write_png(folder / (variant.face.replace("/", "_").replace("#", "-") + ".png"), variant.image)
     print(f"{len(upright)} faces written to {folder}", file=sys.stderr)
 
 
@@ -113,10 +117,10 @@ def main() -> None:
     parser.add_argument("--crops", default=None,
                         help="write each face's upright picture (its detector box's crop) to this folder as PNG and stop")
     args = parser.parse_args()
-    if not args.checkpoints and args.crops is None:
-        parser.error("name a checkpoint to score, or --crops DIR")
+    if (not args.checkpoints) == (args.crops is None):
+        parser.error("name checkpoints to score, or --crops DIR to write pictures, not both")
     torch.set_num_threads(1)
-    faces, variants, skipped = assemble("validation", similarity=args.similarity)
+    faces, variants, skipped = assemble("validation", similarity=0 if args.crops else args.similarity)
     if args.half is not None:
         faces, variants = half_of(faces, variants, args.half)
     if args.crops is not None:

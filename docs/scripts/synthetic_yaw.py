@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--true-maps", choices=("none", "uv", "depth", "all"), default="none",
                         help="fit these true maps in place of the network's")
     args = parser.parse_args()
+    if args.yaw_range is not None and not 0 < args.yaw_range <= 90:
+        parser.error("--yaw-range takes degrees over 0 and at most 90")
     torch.set_num_threads(1)
     reconstructor = Reconstructor.from_checkpoint(args.checkpoint)
     draw = _PhotoFaces(reconstructor.uv_model, args.look)
