@@ -73,14 +73,6 @@ def rotation_exp(omega: torch.Tensor) -> torch.Tensor:
     return identity + sine_term * cross + cosine_term * (cross @ cross)
 
 
-def _geman_mcclure(norms: torch.Tensor, weights: torch.Tensor, scale: float) -> torch.Tensor:
-    from lsqface.solver.fit import weighted_median  # fit.py imports this module
-
-    median = weighted_median(norms, weights)[:, None]
-    c_squared = (scale * median).square().clamp_min(torch.finfo(norms.dtype).tiny)
-    return (c_squared / (c_squared + norms.square())).square()
-
-
 def refine_reprojection(
     pixels: torch.Tensor,
     depth: torch.Tensor,
@@ -117,6 +109,8 @@ def refine_reprojection(
     An image whose normal system is not positive definite or not finite (no sample left with weight)
     keeps the fit it has; nothing is raised.
     """
+    from lsqface.solver.fit import robust_factor  # the closed-form passes' reweighting; fit.py imports this module
+
     dtype = pixels.dtype
     wide = torch.float64
     product = basis.dtype  # the products with the basis (nearly all the arithmetic) run in its dtype
@@ -156,7 +150,7 @@ def refine_reprojection(
     for _ in range(iterations):
         turned, residual = residuals_at(rotation, translation, coefficients)
         if robust_scale is not None:
-            row_weights = base_weights * _geman_mcclure(residual.norm(dim=-1), base_weights, robust_scale)
+            row_weights = base_weights * robust_factor(residual, base_weights, robust_scale)
         # Pose columns (omega, t) of a row a^T: a^T (-[R X_j]_x) = (R X_j x a)^T and a^T.
         pose = torch.cat((torch.cross(turned[..., None, :].expand_as(residual_rows), residual_rows, dim=-1),
                           residual_rows), dim=-1).reshape(batch, count * rows, 6)
