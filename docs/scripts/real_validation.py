@@ -141,7 +141,7 @@ def main() -> None:
         for group in ("0", "90", "180", "270", "similarity"):
             chosen = errors[groups == group]
             cells.append(f"{group}: {np.median(chosen):.1f}/{np.mean(np.minimum(chosen, 100)):.1f}/{100 * np.mean(chosen > 10):.0f}%")
-        cells.append(f"all: median {np.median(errors):.1f}, failures {100 * np.mean(errors > 10):.0f}%, "
+        cells.append(f"all: median {np.median(errors):.1f}, failures {100 * np.mean(errors > 10):.1f}%, "
                      f"confident {np.nanmedian(confident):.2f}")
         print("  ".join(cells), flush=True)
         if args.nose:

@@ -150,10 +150,17 @@ class LossConfig:
             (lsqface.train.losses.true_shape_loss).
         true_landmark_weight: likewise, weight of the 5-landmark error (percent of the inter-ocular
             distance, the benchmark's fitted error) of the fitted shape projected by the fitted camera
-            (lsqface.train.losses.true_landmark_loss). Both 0 skips the solve.
+            (lsqface.train.losses.true_landmark_loss). With the next one, all 0 skips the solve.
         true_landmark_cap: the landmark term per image is min(error, cap) (percent): a fit thrown
             far off (a camera behind the face gives thousands of percent) adds no gradient, so the
             term works on the faces the fit can still recover.
+        true_rotation_weight: likewise, weight of the angle (degrees) between the fitted camera's
+            rotation and the face's true one (lsqface.train.losses.true_rotation_loss). The two terms
+            above are blind to how the fit splits a head turn between the camera and the shape: the
+            vertex error aligns the shapes by a similarity first, and the projected landmarks match
+            either way; this one asks for the turn in the camera.
+        true_rotation_cap: the rotation term per image is min(angle, cap) (degrees): a fit turned
+            round (a mirrored or upside-down solve) adds no gradient, as with the landmark cap.
     """
 
     photometric_weight: float = 1.0
@@ -168,6 +175,8 @@ class LossConfig:
     true_shape_weight: float = 0.0
     true_landmark_weight: float = 0.0
     true_landmark_cap: float = 100.0
+    true_rotation_weight: float = 0.0
+    true_rotation_cap: float = 90.0
 
 
 @dataclass(frozen=True)

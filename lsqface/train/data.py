@@ -125,7 +125,8 @@ class TrainingImages:
     def _synthetic_faces(self, positions: Sequence[int], aligned: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(B, 7, S, S): image (3), true correspondence (2), depth in mm (1), face mask (1); and the
         truth behind each face: "shape" (B, N) its shape coefficients (identity, then expression, as
-        the UV-3DMM's shape basis) and "landmarks_5" (B, 5, 2) its 5 landmarks in pixels."""
+        the UV-3DMM's shape basis), "landmarks_5" (B, 5, 2) its 5 landmarks in pixels and "rotation"
+        (B, 3, 3) its camera rotation (model to camera)."""
         pool = self.config.synthetic_pool
         keys = [(aligned, int(p) % pool if pool > 0 else int(p)) for p in positions]
         missing = sorted({key for key in keys if key not in self._pool})
@@ -146,14 +147,16 @@ class TrainingImages:
                 images = faces.confidence * images + (1.0 - faces.confidence) * backgrounds
             maps = torch.cat([images, faces.correspondence, faces.depth, faces.confidence], dim=1)
             shape = torch.cat([faces.identity, faces.expression], dim=1).to(torch.float32)
-            found = {key: (maps[k], shape[k], faces.landmarks_5[k].float()) for k, key in enumerate(missing)}
+            found = {key: (maps[k], shape[k], faces.landmarks_5[k].float(), faces.rotation[k].float())
+                     for k, key in enumerate(missing)}
             if pool > 0:
                 self._pool.update(found)
         source = found if pool <= 0 else self._pool
         entries = [source[key] for key in keys]
         return (torch.stack([entry[0] for entry in entries]),
                 {"shape": torch.stack([entry[1] for entry in entries]),
-                 "landmarks_5": torch.stack([entry[2] for entry in entries])})
+                 "landmarks_5": torch.stack([entry[2] for entry in entries]),
+                 "rotation": torch.stack([entry[3] for entry in entries])})
 
     def _photo_generator(self):
         """The whole-head generator, built on first use (it reads the ICT-FaceKit head, cached after the first time)."""
@@ -175,8 +178,9 @@ class TrainingImages:
             (B, 3, S, S) images in [0, 1] (the same as :meth:`images`) and a dict of
             "correspondence" (B, 2, S, S) true (u, v), "depth" (B, 1, S, S) camera z in mm (0 off the
             face), "confidence" (B, 1, S, S) the face mask, "shape" (B, N) the true shape
-            coefficients (identity, then expression) and "landmarks_5" (B, 5, 2) the true 5
-            landmarks in pixels (the evaluation's convention).
+            coefficients (identity, then expression), "landmarks_5" (B, 5, 2) the true 5
+            landmarks in pixels (the evaluation's convention) and "rotation" (B, 3, 3) the true camera
+            rotation (model to camera).
 
         Raises:
             ConfigError: the data source is not synthetic.

@@ -223,3 +223,26 @@ def true_landmark_loss(shape_mean: torch.Tensor, shape_basis: torch.Tensor, land
     points = mean + basis_products(basis, coefficients)
     predicted = project(points, fitted.intrinsics, fitted.rotation, fitted.translation)
     return landmark_error(predicted, truth.to(dtype))
+
+
+def true_rotation_loss(fitted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """The angle (degrees) of the rotation that takes the true camera rotation to the fitted one, per image.
+
+    theta = atan2(|axis part|, cos part) of D = R_fit R_true^T, with cos = (trace D - 1) / 2 and the axis
+    part the vector of D's antisymmetric half, so that it is accurate near 0 and 180 degrees where
+    acos is not. Differentiable; the norm's square root has a tiny floor so that the gradient at
+    an exact match is finite.
+
+    Args:
+        fitted: (B, 3, 3) the least-squares layer's rotations (differentiable).
+        truth: (B, 3, 3) the synthetic faces' true rotations.
+
+    Returns:
+        (B,) angles in degrees.
+    """
+    difference = fitted @ truth.to(fitted.dtype).transpose(1, 2)
+    cosine = 0.5 * (difference.diagonal(dim1=1, dim2=2).sum(-1) - 1.0)
+    axis = torch.stack([difference[:, 2, 1] - difference[:, 1, 2], difference[:, 0, 2] - difference[:, 2, 0],
+                        difference[:, 1, 0] - difference[:, 0, 1]], dim=-1)
+    sine = 0.5 * torch.sqrt((axis ** 2).sum(-1) + 1e-20)
+    return torch.rad2deg(torch.atan2(sine, cosine))

@@ -56,7 +56,7 @@ from lsqface.train.config import TrainConfig
 from lsqface.train.data import TrainingImages, batch_positions, position_generator
 from lsqface.train.distributed import DistributedContext, all_reduce_sum, broadcast_flag
 from lsqface.train.losses import (geometric_loss, photometric_loss, statistical_loss, true_landmark_loss, true_map_loss,
-                                  true_shape_loss)
+                                  true_rotation_loss, true_shape_loss)
 from lsqface.train.pretrain import celeba_landmarks_5, moved_targets, pretraining_loss, pretraining_targets
 
 logger = logging.getLogger("lsqface.train")
@@ -334,7 +334,7 @@ class Trainer:
                                          true_maps["depth"], true_maps["confidence"], losses.true_correspondence_weight,
                                          losses.true_depth_weight, losses.true_confidence_weight,
                                          losses.true_depth_tilt_weight)
-            if losses.true_shape_weight > 0 or losses.true_landmark_weight > 0:
+            if losses.true_shape_weight > 0 or losses.true_landmark_weight > 0 or losses.true_rotation_weight > 0:
                 # The inference solve (config.solver, no adaptive weights): the maps learn what the fit needs.
                 # Its geometric half only: the terms read the shape and camera, not the lighting or albedo.
                 result = fit_geometry(self.uv_model, images, maps.correspondence, maps.depth, maps.confidence, self.config.solver,
@@ -350,6 +350,10 @@ class Trainer:
                                                true_maps["landmarks_5"])
                     terms["landmarks"] = error.clamp_max(losses.true_landmark_cap)
                     total = total + losses.true_landmark_weight * terms["landmarks"].to(total.dtype)
+                if losses.true_rotation_weight > 0:
+                    angle = true_rotation_loss(result.rotation, true_maps["rotation"])
+                    terms["rotation"] = angle.clamp_max(losses.true_rotation_cap)
+                    total = total + losses.true_rotation_weight * terms["rotation"].to(total.dtype)
             self._last_pictures = (images.detach(), maps, None, None)
             return total.mean(), terms, None
         scale = self.config.train.regularisation_scale

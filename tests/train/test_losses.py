@@ -238,3 +238,39 @@ def test_true_landmark_loss_gradient_matches_finite_differences(ict_uv_model):
               intrinsics.clone().requires_grad_(), rotation.clone().requires_grad_(),
               torch.tensor([[0.0, 0, 600], [5, -5, 700]], dtype=torch.float64, requires_grad=True))
     assert torch.autograd.gradcheck(lambda *a: true_landmark_loss(mean, basis, rows, _camera_and_shape(*a), truth), inputs)
+
+
+def _axis_angle(axis, degrees):
+    from scipy.spatial.transform import Rotation
+
+    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
+    return torch.as_tensor(Rotation.from_rotvec(np.deg2rad(degrees) * axis).as_matrix())
+
+
+@pytest.mark.parametrize("degrees", [0.0, 0.5, 30.0, 120.0, 179.5])
+def test_true_rotation_loss_is_the_angle_between_the_rotations(degrees):
+    # Against scipy: the fitted rotation is the true one turned by a known angle about a known axis.
+    from scipy.spatial.transform import Rotation
+
+    from lsqface.train.losses import true_rotation_loss
+
+    truth = torch.as_tensor(Rotation.random(3, random_state=4).as_matrix())
+    turn = torch.stack([_axis_angle(axis, degrees) for axis in ([1, 2, 3], [0, 1, 0], [-1, 0.2, 0.5])])
+    angles = true_rotation_loss(turn @ truth, truth)
+    assert torch.allclose(angles, torch.full((3,), degrees, dtype=torch.float64), atol=1e-6)
+    # The same on the other side: the angle does not depend on which of the two rotations is turned.
+    assert torch.allclose(true_rotation_loss(truth, turn @ truth), angles, atol=1e-6)
+
+
+def test_true_rotation_loss_gradient_matches_finite_differences():
+    from scipy.spatial.transform import Rotation
+
+    from lsqface.train.losses import true_rotation_loss
+
+    truth = torch.as_tensor(Rotation.random(2, random_state=5).as_matrix())
+    fitted = (torch.stack([_axis_angle([1, 1, 0], 25.0), _axis_angle([0, 0, 1], 100.0)]) @ truth).requires_grad_()
+    assert torch.autograd.gradcheck(lambda r: true_rotation_loss(r, truth), (fitted,))
+    # At an exact match the gradient is finite (the norm's floor), so a perfect fit does not stop training.
+    exact = truth.clone().requires_grad_()
+    true_rotation_loss(exact, truth).sum().backward()
+    assert torch.isfinite(exact.grad).all()

@@ -248,7 +248,8 @@ def test_the_fit_of_true_maps_lands_on_the_true_landmarks(ict_uv_model, true_map
 
 
 @pytest.mark.parametrize("weight_name, term, weight", [("true_shape_weight", "shape", 0.01),
-                                                       ("true_landmark_weight", "landmarks", 0.02)])
+                                                       ("true_landmark_weight", "landmarks", 0.02),
+                                                       ("true_rotation_weight", "rotation", 0.01)])
 def test_fit_terms_train_the_maps_through_the_solve(ict_uv_model, true_maps_setup, tmp_path, weight_name, term, weight):
     config, images, maps = true_maps_setup
     config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, **{weight_name: weight}),
@@ -275,6 +276,33 @@ def test_true_landmark_term_is_capped_per_face(ict_uv_model, true_maps_setup, tm
     capped_terms = capped_trainer.losses(images, None, None, maps)[1]
     assert torch.equal(capped_terms["landmarks"].detach(), torch.full((2,), 1e-3))
     capped_terms["landmarks"].sum().backward()
+    assert all((p.grad is None or not p.grad.any()) for p in capped_trainer.network.parameters())
+
+
+def test_true_rotation_term_is_the_fitted_cameras_angle_from_the_true_one_capped_per_face(ict_uv_model, true_maps_setup,
+                                                                                         tmp_path):
+    from lsqface.reconstruct import network_input
+    from lsqface.solver.fit import fit_geometry
+    from lsqface.train.losses import true_rotation_loss
+
+    config, images, maps = true_maps_setup
+    assert maps["rotation"].shape == (2, 3, 3)
+    config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, true_rotation_weight=0.01),
+                                 solver=dataclasses.replace(config.solver, sample_count=200))
+    trainer = Trainer(config, "train", tmp_path, ict_uv_model)
+    with torch.no_grad():
+        terms = trainer.losses(images, None, torch.Generator().manual_seed(0), maps)[1]
+        network_maps = trainer.model(network_input(images, config.solver.softplus_eps))
+        result = fit_geometry(ict_uv_model, images, network_maps.correspondence, network_maps.depth,
+                              network_maps.confidence, config.solver, torch.Generator().manual_seed(0))
+    expected = true_rotation_loss(result.rotation, maps["rotation"]).clamp_max(90.0)
+    assert torch.allclose(terms["rotation"], expected.to(terms["rotation"].dtype), rtol=1e-4)
+    # Past the cap a face adds the cap and no gradient.
+    capped = dataclasses.replace(config, losses=dataclasses.replace(config.losses, true_rotation_cap=1e-3))
+    capped_trainer = Trainer(capped, "train", tmp_path / "capped", ict_uv_model)
+    capped_terms = capped_trainer.losses(images, None, torch.Generator().manual_seed(0), maps)[1]
+    assert torch.equal(capped_terms["rotation"].detach(), torch.full((2,), 1e-3))
+    capped_terms["rotation"].sum().backward()
     assert all((p.grad is None or not p.grad.any()) for p in capped_trainer.network.parameters())
 
 
