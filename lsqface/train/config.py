@@ -150,7 +150,8 @@ class LossConfig:
             (lsqface.train.losses.true_shape_loss).
         true_landmark_weight: likewise, weight of the 5-landmark error (percent of the inter-ocular
             distance, the benchmark's fitted error) of the fitted shape projected by the fitted camera
-            (lsqface.train.losses.true_landmark_loss). With the next one, all 0 skips the solve.
+            (lsqface.train.losses.true_landmark_loss). This, ``true_shape_weight`` and
+            ``true_rotation_weight`` all 0 skip the solve.
         true_landmark_cap: the landmark term per image is min(error, cap) (percent): a fit thrown
             far off (a camera behind the face gives thousands of percent) adds no gradient, so the
             term works on the faces the fit can still recover.

@@ -104,7 +104,7 @@ class TrainingImages:
             from lsqface.data.celeba import CelebA
 
             self.dataset = CelebA(config.root, split="train", size=self.size, mode="crop")
-        self._pool: dict[tuple[bool, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._pool: dict[tuple[bool, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._photo = None
         self.backgrounds = None
         if config.background == "natural":

@@ -22,6 +22,13 @@ def test_photo_batches_are_a_function_of_seed_and_position(ict_uv_model, photo_g
     torch.testing.assert_close(maps_again["correspondence"][0], maps["correspondence"][2])
     assert first.shape == (3, 3, 32, 32) and maps["confidence"].shape == (3, 1, 32, 32)
     assert maps["shape"].shape == (3, ict_uv_model.n_shape) and maps["landmarks_5"].shape == (3, 5, 2)
+    # Each face's true rotation rides with it: a proper rotation, the same for the same position.
+    rotation = maps["rotation"].double()
+    assert rotation.shape == (3, 3, 3)
+    torch.testing.assert_close(rotation @ rotation.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(3, 3, 3),
+                               atol=1e-5, rtol=0)
+    assert torch.allclose(torch.linalg.det(rotation), torch.ones(3, dtype=torch.float64), atol=1e-5)
+    torch.testing.assert_close(maps_again["rotation"][0], maps["rotation"][2])
 
 
 def test_photo_config_follows_the_data_section():

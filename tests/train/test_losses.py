@@ -270,7 +270,7 @@ def test_true_rotation_loss_gradient_matches_finite_differences():
     truth = torch.as_tensor(Rotation.random(2, random_state=5).as_matrix())
     fitted = (torch.stack([_axis_angle([1, 1, 0], 25.0), _axis_angle([0, 0, 1], 100.0)]) @ truth).requires_grad_()
     assert torch.autograd.gradcheck(lambda r: true_rotation_loss(r, truth), (fitted,))
-    # At an exact match the gradient is finite (the norm's floor), so a perfect fit does not stop training.
+    # At an exact match the gradient is finite, not NaN (the norm's floor).
     exact = truth.clone().requires_grad_()
     true_rotation_loss(exact, truth).sum().backward()
     assert torch.isfinite(exact.grad).all()

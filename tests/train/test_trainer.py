@@ -229,13 +229,14 @@ def test_true_maps_carry_the_coefficients_of_the_rendered_face(ict_uv_model, tru
     model_frame = torch.einsum("bij,bvj->bvi", rotation.transpose(1, 2), camera - translation[:, None])
     assert vertex_error(shapes, model_frame).max() < 1e-3
     assert torch.equal(maps["landmarks_5"], faces.landmarks_5)
+    assert torch.equal(maps["rotation"], faces.rotation.float())
 
 
-def test_the_fit_of_true_maps_lands_on_the_true_landmarks(ict_uv_model, true_maps_setup):
+def test_the_fit_of_true_maps_lands_on_the_true_landmarks_and_rotation(ict_uv_model, true_maps_setup):
     # The generator's pixels and the solver's pixels are one convention: the least-squares layer on
     # a face's true maps puts the fitted landmarks where the generator put the true ones.
     from lsqface.solver.fit import SolverConfig, fit_geometry
-    from lsqface.train.losses import true_landmark_loss
+    from lsqface.train.losses import true_landmark_loss, true_rotation_loss
     from lsqface.reconstruct import model_tensors
 
     config, images, maps = true_maps_setup
@@ -245,6 +246,9 @@ def test_the_fit_of_true_maps_lands_on_the_true_landmarks(ict_uv_model, true_map
     rows = torch.as_tensor(ict_uv_model.model.landmarks_5)
     error = true_landmark_loss(tensors["shape_mean"], tensors["shape_basis"], rows, result, maps["landmarks_5"])
     assert error.max() < 2.0, error
+    # The carried rotation is the fitted camera's convention (model to camera): the fit of true maps
+    # recovers it within a degree.
+    assert true_rotation_loss(result.rotation, maps["rotation"]).max() < 1.0
 
 
 @pytest.mark.parametrize("weight_name, term, weight", [("true_shape_weight", "shape", 0.01),
