@@ -271,20 +271,21 @@ def test_fit_terms_train_the_maps_through_the_solve(ict_uv_model, true_maps_setu
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-def test_true_landmark_term_is_capped_per_face(ict_uv_model, true_maps_setup, tmp_path):
+@pytest.mark.parametrize("weight_name, cap_name, term", [("true_landmark_weight", "true_landmark_cap", "landmarks"),
+                                                          ("true_rotation_weight", "true_rotation_cap", "rotation")])
+def test_a_fit_term_is_capped_per_face(ict_uv_model, true_maps_setup, tmp_path, weight_name, cap_name, term):
     config, images, maps = true_maps_setup
-    losses = dataclasses.replace(config.losses, true_landmark_weight=0.02, true_landmark_cap=1e-3)
+    losses = dataclasses.replace(config.losses, **{weight_name: 0.02, cap_name: 1e-3})
     config = dataclasses.replace(config, losses=losses, solver=dataclasses.replace(config.solver, sample_count=200))
     # A face past the cap adds its cap and no gradient.
     capped_trainer = Trainer(config, "train", tmp_path, ict_uv_model)
     capped_terms = capped_trainer.losses(images, None, None, maps)[1]
-    assert torch.equal(capped_terms["landmarks"].detach(), torch.full((2,), 1e-3))
-    capped_terms["landmarks"].sum().backward()
+    assert torch.equal(capped_terms[term].detach(), torch.full((2,), 1e-3))
+    capped_terms[term].sum().backward()
     assert all((p.grad is None or not p.grad.any()) for p in capped_trainer.network.parameters())
 
 
-def test_true_rotation_term_is_the_fitted_cameras_angle_from_the_true_one_capped_per_face(ict_uv_model, true_maps_setup,
-                                                                                         tmp_path):
+def test_true_rotation_term_is_the_fitted_cameras_angle_from_the_true_one(ict_uv_model, true_maps_setup, tmp_path):
     from lsqface.reconstruct import network_input
     from lsqface.solver.fit import fit_geometry
     from lsqface.train.losses import true_rotation_loss
@@ -301,13 +302,6 @@ def test_true_rotation_term_is_the_fitted_cameras_angle_from_the_true_one_capped
                               network_maps.confidence, config.solver, torch.Generator().manual_seed(0))
     expected = true_rotation_loss(result.rotation, maps["rotation"]).clamp_max(90.0)
     assert torch.allclose(terms["rotation"], expected.to(terms["rotation"].dtype), rtol=1e-4)
-    # Past the cap a face adds the cap and no gradient.
-    capped = dataclasses.replace(config, losses=dataclasses.replace(config.losses, true_rotation_cap=1e-3))
-    capped_trainer = Trainer(capped, "train", tmp_path / "capped", ict_uv_model)
-    capped_terms = capped_trainer.losses(images, None, torch.Generator().manual_seed(0), maps)[1]
-    assert torch.equal(capped_terms["rotation"].detach(), torch.full((2,), 1e-3))
-    capped_terms["rotation"].sum().backward()
-    assert all((p.grad is None or not p.grad.any()) for p in capped_trainer.network.parameters())
 
 
 def test_true_maps_run_draws_its_own_maps_and_resumes(ict_uv_model, true_maps_setup, tmp_path):
