@@ -452,7 +452,7 @@ def _add_run_options(parser: argparse.ArgumentParser, config_help: str, default_
 
 def _add_train_options(parser: argparse.ArgumentParser, default_run_dir: str) -> None:
     _add_run_options(parser, "training TOML file, e.g. configs/cpu.toml", default_run_dir)
-    parser.add_argument("--init", default=None, metavar="CHECKPOINT", help="start the network from this checkpoint's weights")
+    parser.add_argument("--init", default=None, metavar="CHECKPOINT", help="start the network from this checkpoint's weights (a narrower network of the same layout starts grown)")
     parser.add_argument("--steps", type=int, default=None, help="override the config's step count")
     parser.add_argument("--until", type=int, default=None, metavar="STEP",
                         help="stop after this step; the learning-rate schedule still spans the config's steps "

@@ -216,6 +216,67 @@ class UNet(nn.Module):
         return maps_from_logits(logits)
 
 
+def _input_positions(network: UNet, wider: UNet) -> list[tuple[nn.Conv2d, nn.Conv2d, torch.Tensor]]:
+    """Each convolution of ``network`` with its counterpart in ``wider`` and where its input channels lie there.
+
+    In a grown network every tensor keeps its old channels first, so a convolution's old inputs are the
+    first ones, except after a decoder's concatenation ``[skip, up-sampled]``, whose up-sampled half
+    starts after the wider skip.
+    """
+    pairs = []
+    blocks = [*zip(network.encoder, wider.encoder), *zip(network.decoder, wider.decoder),
+              (network.output_features, wider.output_features)]
+    decoders = {id(block) for block in network.decoder}
+    skips = [(block[-3].out_channels, wide[-3].out_channels) for block, wide in zip(network.encoder, wider.encoder)][-2::-1]
+    for block, wide in blocks:
+        convs = [(old, new) for old, new in zip(block, wide) if isinstance(old, nn.Conv2d)]
+        for index, (old, new) in enumerate(convs):
+            if index == 0 and id(block) in decoders:
+                skip, wide_skip = skips[list(network.decoder).index(block)]
+                positions = torch.cat([torch.arange(skip), wide_skip + torch.arange(old.in_channels - skip)])
+            else:
+                positions = torch.arange(old.in_channels)
+            pairs.append((old, new, positions))
+    pairs.append((network.output_head, wider.output_head, torch.arange(network.output_head.in_channels)))
+    return pairs
+
+
+def grow_network(network: UNet, config: UNetConfig) -> UNet:
+    """A wider U-Net of ``config`` that computes exactly what ``network`` computes, to train on from there.
+
+    Every convolution keeps its old weights for its old channels; each new output channel gets PyTorch's
+    random initialisation, and every weight from a new channel into an old one is zero, so the new
+    channels change nothing until training moves those weights (their gradient is not zero, as the new
+    channels' activations are not). A new batch norm channel starts at the identity. The maps are the
+    same in training and in evaluation mode (tests/nets/test_unet.py). This starts a larger network
+    from a trained one instead of from scratch.
+
+    Raises:
+        ConfigError: ``config`` is not the same U-Net with at least as many channels everywhere.
+    """
+    old = network.config
+    if config.convs_per_scale != old.convs_per_scale or config.output_head != old.output_head:
+        raise ConfigError(f"A {old.variant!r} U-Net with a {old.output_head!r} head grows only into one with as many "
+                          f"convolutions per scale and the same head, not {config.variant!r} with {config.output_head!r}.")
+    wider = UNet(config).to(next(network.parameters()).device)
+    pairs = _input_positions(network, wider)
+    if any(new.out_channels < old.out_channels or new.in_channels < old.in_channels for old, new, _ in pairs):
+        raise ConfigError(f"A U-Net of channel factor {old.channel_factor:g} cannot grow into one of "
+                          f"{config.channel_factor:g}: a network grows only wider.")
+    norms = [(old, new) for old, new in zip(network.modules(), wider.modules()) if isinstance(old, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for old, new, positions in pairs:
+            outputs = old.out_channels
+            new.weight[:outputs] = 0.0
+            new.weight[:outputs, positions] = old.weight
+            new.bias[:outputs] = old.bias
+        for old, new in norms:
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(new, name)[:old.num_features] = getattr(old, name)
+            new.num_batches_tracked.copy_(old.num_batches_tracked)
+    return wider.train(network.training)
+
+
 def check_network_input(image: torch.Tensor) -> None:
     """Raise :class:`ImageError` unless ``image`` is (B, 3, H, W) with H, W multiples of 16."""
     if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != 3:

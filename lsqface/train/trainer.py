@@ -48,7 +48,7 @@ from lsqface.errors import CheckpointError, ConfigError, SolverError
 from lsqface.files import write_text_atomic
 from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.nets.checkpoint import check_face_model, face_model_summary, load_checkpoint, network_from_checkpoint, save_checkpoint
-from lsqface.nets.unet import UNet
+from lsqface.nets.unet import UNet, UNetConfig, grow_network
 from lsqface.reconstruct import fitted_mesh, model_tensors, network_input
 from lsqface.solver.fit import fit, fit_geometry
 from lsqface.train.adaptive import AdaptiveRegularisation
@@ -633,7 +633,8 @@ def run_stage(config: TrainConfig, stage: Stage, run_dir: str | Path, *, resume:
         run_dir: checkpoints (last.pt), TensorBoard logs and evaluation.json go here.
         resume: True continues from RUN_DIR/last.pt, a path from that checkpoint.
         init: a checkpoint (e.g. the pretraining's last.pt) whose network weights start this stage;
-            its network must be the config's, its input size may differ (the U-Net is fully
+            its network must be the config's or a narrower one of the same layout, which starts grown
+            (:func:`lsqface.nets.unet.grow_network`), its input size may differ (the U-Net is fully
             convolutional), unlike --resume, which continues the same run.
         source, region: the face model (lsqface.morphable.cache.load_uv_model).
         context: this process's place in a distributed run.
@@ -655,15 +656,21 @@ def run_stage(config: TrainConfig, stage: Stage, run_dir: str | Path, *, resume:
     if init is not None and not resume:
         payload = load_checkpoint(init)
         check_face_model(payload, uv_model, init)
-        if payload.get("network_config") != dataclasses.asdict(config.network):
-            raise CheckpointError(
-                f"Checkpoint {init} is of another network ({payload.get('network_config')}) than the config "
-                f"({dataclasses.asdict(config.network)}); use the network it was trained with."
-            )
+        network = network_from_checkpoint(payload, init)
+        if network.config != config.network:
+            try:
+                network = grow_network(network, config.network)
+            except ConfigError as error:
+                raise CheckpointError(
+                    f"Checkpoint {init} is of another network ({payload.get('network_config')}) than the config "
+                    f"({dataclasses.asdict(config.network)}): {error} Use the network it was trained with, or a wider one."
+                ) from None
+            logger.info("Starting from %s grown from channel factor %g to %g (the same maps to start with).",
+                        init, UNetConfig(**payload["network_config"]).channel_factor, config.network.channel_factor)
         if int(payload["input_size"]) != config.input_size:
             # The U-Net is fully convolutional: its weights start a stage at another input size.
             logger.info("Starting from %s, trained at %s px, at %d px.", init, payload["input_size"], config.input_size)
-        initial = network_from_checkpoint(payload, init).state_dict()
+        initial = network.state_dict()
     trainer = Trainer(config, stage, run_dir, uv_model, context, initial_network=initial)
     if resume:
         trainer.resume(None if resume is True else resume)

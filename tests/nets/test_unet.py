@@ -191,3 +191,54 @@ def test_network_version_changes_with_the_weights():
     with torch.no_grad():
         network.output_head.bias.add_(1.0)
     assert network_version(network) != before
+
+
+def _trained_looking(network: UNet) -> UNet:
+    """Batch norms with statistics and affine maps of their own, as after training."""
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return network
+
+
+@pytest.mark.parametrize("variant, width, wider", [("narrow", 0.125, 0.25), ("deep", 0.0625, 0.1), ("narrow", 0.125, 0.15)])
+def test_a_grown_network_gives_the_maps_of_the_network_it_grew_from(variant, width, wider):
+    """Old weights kept, new channels' outgoing weights zero: the same maps in training and evaluation mode."""
+    from lsqface.nets.unet import _input_positions, grow_network
+
+    torch.manual_seed(0)
+    network = _trained_looking(UNet(UNetConfig(variant=variant, width=width)))
+    grown = grow_network(network, UNetConfig(variant=variant, width=wider))
+    fresh = UNet(UNetConfig(variant=variant, width=wider)).state_dict()
+    assert {name: value.shape for name, value in grown.state_dict().items()} == {name: value.shape for name, value in fresh.items()}
+    image = torch.rand(2, 3, 32, 32)
+    for training in (False, True):
+        network.train(training)
+        grown.train(training)
+        torch.testing.assert_close(grown(image).logits, network(image).logits, rtol=1e-5, atol=1e-6)
+    # The new channels learn: in every convolution that has new inputs, the loss's gradient reaches the
+    # zero weights from them into the old outputs.
+    grown(image).logits.square().sum().backward()
+    for old, new, positions in _input_positions(network, grown):
+        added = torch.ones(new.in_channels, dtype=torch.bool)
+        added[positions] = False
+        assert torch.equal(new.weight[:old.out_channels, positions], old.weight)
+        if added.any():
+            assert not new.weight[:old.out_channels, added].any()
+            assert new.weight.grad[:old.out_channels, added].abs().sum() > 0
+
+
+def test_a_network_grows_only_wider_and_in_its_own_layout():
+    from lsqface.nets.unet import grow_network
+
+    network = UNet(UNetConfig(variant="narrow", width=0.25))
+    with pytest.raises(ConfigError, match="only wider"):
+        grow_network(network, UNetConfig(variant="narrow", width=0.125))
+    with pytest.raises(ConfigError, match="convolutions per scale"):
+        grow_network(network, UNetConfig(variant="deep", width=0.25))
+    with pytest.raises(ConfigError, match="head"):
+        grow_network(network, UNetConfig(variant="narrow", width=0.5, output_head="pointwise"))

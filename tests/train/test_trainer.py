@@ -400,7 +400,7 @@ def test_a_stage_stopped_early_keeps_its_schedule_and_evaluates_only_at_its_end(
     assert straight.step == finished.step and all(torch.equal(first[name], second[name]) for name in first)
 
 
-def test_init_starts_a_stage_at_another_input_size_but_not_another_network(ict_uv_model, tiny, tmp_path):
+def test_init_starts_a_stage_at_another_input_size_or_width_but_not_another_network(ict_uv_model, tiny, tmp_path):
     from lsqface.nets.checkpoint import load_checkpoint
     from lsqface.train.trainer import run_stage
 
@@ -414,6 +414,12 @@ def test_init_starts_a_stage_at_another_input_size_but_not_another_network(ict_u
     assert all(torch.equal(value, trainer.network.state_dict()[name]) for name, value in weights.items())
     summary = run_stage(larger, "train", tmp_path / "large", uv_model=ict_uv_model, progress=False, init=start)
     assert summary.step == 1 and load_checkpoint(tmp_path / "large" / "last.pt")["input_size"] == larger.input_size
-    other = dataclasses.replace(config, network=UNetConfig(variant="narrow", width=0.25))
-    with pytest.raises(CheckpointError, match="another network"):
+    narrower = dataclasses.replace(config.network, width=config.network.width / 2)
+    other = dataclasses.replace(config, network=narrower)
+    with pytest.raises(CheckpointError, match="another network.*only wider"):
         run_stage(other, "train", tmp_path / "other", uv_model=ict_uv_model, progress=False, init=start)
+    # A wider network of the same layout starts grown from the checkpoint (the same maps, tests/nets/test_unet.py).
+    wider = dataclasses.replace(config, network=dataclasses.replace(config.network, width=config.network.width * 2))
+    summary = run_stage(wider, "train", tmp_path / "wide", uv_model=ict_uv_model, progress=False, init=start)
+    grown = load_checkpoint(tmp_path / "wide" / "last.pt")
+    assert summary.step == 1 and grown["network_config"] == dataclasses.asdict(wider.network)
