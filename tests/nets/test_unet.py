@@ -135,20 +135,24 @@ def test_bad_config_refused(kwargs):
         UNetConfig(**kwargs)
 
 
-def test_inference_network_gives_the_network_maps():
-    """Batch norms folded into the convolutions and channels-last: the same maps within float32 rounding."""
-    from lsqface.nets.unet import InferenceNetwork
-
-    torch.manual_seed(0)
-    network = UNet(UNetConfig(variant="narrow", width=0.25))
-    with torch.no_grad():  # batch norms with statistics of their own, as after training
+def _trained_looking(network: UNet) -> UNet:
+    """Batch norms with statistics and affine maps of their own, as after training."""
+    with torch.no_grad():
         for module in network.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
-    network.eval()
+    return network
+
+
+def test_inference_network_gives_the_network_maps():
+    """Batch norms folded into the convolutions and channels-last: the same maps within float32 rounding."""
+    from lsqface.nets.unet import InferenceNetwork
+
+    torch.manual_seed(0)
+    network = _trained_looking(UNet(UNetConfig(variant="narrow", width=0.25))).eval()
     image = torch.rand(3, 3, 32, 32)
     folded = InferenceNetwork(network)
     assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in folded.modules())
@@ -191,18 +195,6 @@ def test_network_version_changes_with_the_weights():
     with torch.no_grad():
         network.output_head.bias.add_(1.0)
     assert network_version(network) != before
-
-
-def _trained_looking(network: UNet) -> UNet:
-    """Batch norms with statistics and affine maps of their own, as after training."""
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    return network
 
 
 @pytest.mark.parametrize("variant, width, wider", [("narrow", 0.125, 0.25), ("deep", 0.0625, 0.1), ("narrow", 0.125, 0.15)])
