@@ -55,7 +55,8 @@ default-model: venv
 	$(call stage,photo-anneal,configs/photo-anneal.toml,$(RUNS)/photo/step-003500.pt)
 	test -f $(RUNS)/photo-average.pt || $(BIN)/lsqface export $(RUNS)/photo-anneal/last.pt -o $(RUNS)/photo-average.pt --solver $(FIT_SETTINGS) $(FRAMING) --average $(AVERAGED)
 	$(call stage,photo-frame,configs/photo-frame.toml,$(RUNS)/photo-average.pt)
-	$(BIN)/lsqface export $(RUNS)/photo-frame/last.pt -o $(RUNS)/default.pt $(EXPORT_SETTINGS)
+	$(call stage,photo-continue,configs/photo-continue.toml,$(RUNS)/photo-frame/last.pt)
+	$(BIN)/lsqface export $(RUNS)/photo-continue/last.pt -o $(RUNS)/default.pt $(EXPORT_SETTINGS)
 
 # Face-free training backgrounds (lsqface backgrounds): the wallpapers of Debian's MATE, GNOME and KDE Plasma
 # packages (about 180 MB of downloads, on a Debian or Ubuntu machine; nothing is installed) and the photographs

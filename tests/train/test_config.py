@@ -81,7 +81,7 @@ def test_the_shipped_model_was_trained_by_its_committed_config():
 
     payload = load_checkpoint(REPOSITORY_ROOT / "lsqface" / "weights" / "default.pt")
     last = payload["metadata"]["notes"]["recipe"][-1].split()
-    assert last[last.index("--config") + 1] == "configs/photo-frame.toml"
+    assert last[last.index("--config") + 1] == "configs/photo-continue.toml"
     stored = from_dict(TrainConfig, payload["metadata"]["training_config"])
     assert stored == load_train_config(REPOSITORY_ROOT / last[last.index("--config") + 1])
 
@@ -103,11 +103,12 @@ def test_make_default_model_runs_the_model_cards_recipe(tmp_path):
     recipe = [line.replace("runs/", f"{runs}/").split() for line in shipped["metadata"]["notes"]["recipe"]]
     assert sorted(map(sorted, trained)) == sorted(map(sorted, recipe)) and len(trained) == len(recipe)
     exports = [line.split("lsqface export ")[1].split() for line in listing.splitlines() if "lsqface export " in line]
-    # The weights the last stage continues: stage 5's checkpoints averaged with the whole-head stage's step
-    # 3,500, the export line stored in the notes.
+    # The weights stage 6 continues: stage 5's checkpoints averaged with the whole-head stage's step 3,500,
+    # the export line stored in the notes; one stage of the recipe starts from them.
     average, export = exports
     assert ["lsqface", "export", *average] == shipped["metadata"]["notes"]["average"].replace("runs/", f"{runs}/").split()
-    assert average[average.index("-o") + 1] == recipe[-1][recipe[-1].index("--init") + 1]
+    averaged = average[average.index("-o") + 1]
+    assert [stage[stage.index("--init") + 1] for stage in recipe if "--init" in stage].count(averaged) == 1
     # The final export line is the one in the notes, from the last stage's last checkpoint.
     assert export[0] == recipe[-1][recipe[-1].index("--run-dir") + 1] + "/last.pt"
     noted = shipped["metadata"]["notes"]["export"].replace("runs/", f"{runs}/").split()

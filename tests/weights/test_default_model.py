@@ -40,21 +40,26 @@ def test_the_default_model_reconstructs_held_out_faces_at_any_rotation(ict_uv_mo
 
 
 def test_the_default_model_reframes_small_off_centre_faces(ict_uv_model):
-    """Faces at 45 % of the photo's width, off centre: the second pass sees them at the shipped
-    fraction of its input, and the landmarks are better for it."""
+    """Whole heads (the look the shipped weights train on) at 45 % of the photo's width, off centre: the
+    second pass sees them at the shipped fraction of its input, and the landmarks are better for it."""
     import dataclasses
 
-    from lsqface.data.synthetic import SyntheticConfig, generate_faces
+    from lsqface.data.backgrounds import procedural_background
     from lsqface.evaluate.benchmark import evaluation_seeds
     from lsqface.evaluate.metrics import landmark_error
+    from lsqface.synthetic.head import load_head
+    from lsqface.synthetic.photoreal import PhotoConfig, PhotoGenerator
 
     reconstructor = Reconstructor.from_checkpoint(uv_model=ict_uv_model)
     config = reconstructor.config
     if config.refine_passes == 0:
         pytest.skip("the shipped settings do not re-frame (chosen on the real-photo validation split); "
                     "tests/test_reconstruct.py tests the re-framing itself")
-    faces = generate_faces(ict_uv_model, evaluation_seeds(8, 100),
-                           SyntheticConfig(size=128, face_fraction=(0.45, 0.45), shift=0.1, roll_range=180.0))
+    seeds = evaluation_seeds(8, 100)
+    backgrounds = torch.stack([procedural_background(1, 128, 128, torch.Generator().manual_seed(seed))[0] for seed in seeds])
+    generator = PhotoGenerator(ict_uv_model, load_head(ict_uv_model.model.notes.get("source"), ict_uv_model.model.triangles))
+    faces = generator.generate(seeds, PhotoConfig(size=128, face_fraction=(0.45, 0.45), shift=0.1, roll_range=180.0),
+                               backgrounds=backgrounds, textures=backgrounds)
     images = [image.permute(1, 2, 0).numpy() for image in faces.image]
     refined = reconstructor(images)
     single = Reconstructor(reconstructor.network, ict_uv_model, dataclasses.replace(config, refine_passes=0))(images)
@@ -62,9 +67,11 @@ def test_the_default_model_reframes_small_off_centre_faces(ict_uv_model):
     scale = torch.linalg.det(refined.to_network[:, :2, :2]).abs().sqrt()
     seen = scale * 0.45 * 128 / config.input_size
     # refine_boxes is exact on the true camera (tests/test_reconstruct.py); the network's fits put these
-    # small faces of the face-region look too close to the camera, so they ask for a square about a fifth
-    # too large (measured 0.61 at the shipped 0.78).
-    assert float(seen.median()) == pytest.approx(config.refine_fraction, rel=0.25)
+    # faces a little too close to the camera, so they ask for a slightly larger square (measured: each of
+    # the eight at 0.69-0.76, median 0.72, at the shipped 0.78; with faces of the fitted-region look,
+    # which the shipped weights no longer train on, three of eight fits fail and keep their first frame).
+    assert float(seen.min()) == pytest.approx(config.refine_fraction, rel=0.15)
+    assert float(seen.max()) == pytest.approx(config.refine_fraction, rel=0.15)
     truth = faces.landmarks_5.double()
     refined_error = landmark_error(refined.landmarks_5.double(), truth)
     single_error = landmark_error(single.landmarks_5.double(), truth)
