@@ -197,15 +197,16 @@ def test_network_version_changes_with_the_weights():
     assert network_version(network) != before
 
 
-@pytest.mark.parametrize("variant, width, wider", [("narrow", 0.125, 0.25), ("deep", 0.0625, 0.1), ("narrow", 0.125, 0.15)])
-def test_a_grown_network_gives_the_maps_of_the_network_it_grew_from(variant, width, wider):
+@pytest.mark.parametrize("variant, width, wider, head", [("narrow", 0.125, 0.25, "double_conv"), ("deep", 0.0625, 0.1, "double_conv"),
+                                                         ("narrow", 0.125, 0.15, "double_conv"), ("narrow", 0.125, 0.25, "pointwise")])
+def test_a_grown_network_gives_the_maps_of_the_network_it_grew_from(variant, width, wider, head):
     """Old weights kept, new channels' outgoing weights zero: the same maps in training and evaluation mode."""
     from lsqface.nets.unet import _input_positions, grow_network
 
     torch.manual_seed(0)
-    network = _trained_looking(UNet(UNetConfig(variant=variant, width=width)))
-    grown = grow_network(network, UNetConfig(variant=variant, width=wider))
-    fresh = UNet(UNetConfig(variant=variant, width=wider)).state_dict()
+    network = _trained_looking(UNet(UNetConfig(variant=variant, width=width, output_head=head)))
+    grown = grow_network(network, UNetConfig(variant=variant, width=wider, output_head=head))
+    fresh = UNet(UNetConfig(variant=variant, width=wider, output_head=head)).state_dict()
     assert {name: value.shape for name, value in grown.state_dict().items()} == {name: value.shape for name, value in fresh.items()}
     image = torch.rand(2, 3, 32, 32)
     for training in (False, True):

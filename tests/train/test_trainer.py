@@ -400,8 +400,11 @@ def test_a_stage_stopped_early_keeps_its_schedule_and_evaluates_only_at_its_end(
     assert straight.step == finished.step and all(torch.equal(first[name], second[name]) for name in first)
 
 
-def test_init_starts_a_stage_at_another_input_size_or_width_but_not_another_network(ict_uv_model, tiny, tmp_path):
-    from lsqface.nets.checkpoint import load_checkpoint
+def test_init_starts_a_stage_at_another_input_size_or_width_but_not_another_network(ict_uv_model, tiny, tmp_path,
+                                                                                   monkeypatch):
+    import lsqface.train.trainer as trainer_module
+    from lsqface.nets.checkpoint import load_checkpoint, network_from_checkpoint
+    from lsqface.nets.unet import UNet
     from lsqface.train.trainer import run_stage
 
     config = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, steps=1), checkpoint_every=1)
@@ -418,8 +421,23 @@ def test_init_starts_a_stage_at_another_input_size_or_width_but_not_another_netw
     other = dataclasses.replace(config, network=narrower)
     with pytest.raises(CheckpointError, match="another network.*only wider"):
         run_stage(other, "train", tmp_path / "other", uv_model=ict_uv_model, progress=False, init=start)
-    # A wider network of the same layout starts grown from the checkpoint (the same maps, tests/nets/test_unet.py).
+    # A wider network of the same layout starts grown from the checkpoint: the trainer starts from weights
+    # whose maps are the checkpoint network's.
+    started = []
+
+    class Recording(Trainer):
+        def __init__(self, *args, initial_network=None, **kwargs):
+            started.append(initial_network)
+            super().__init__(*args, initial_network=initial_network, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "Trainer", Recording)
     wider = dataclasses.replace(config, network=dataclasses.replace(config.network, width=config.network.width * 2))
     summary = run_stage(wider, "train", tmp_path / "wide", uv_model=ict_uv_model, progress=False, init=start)
     grown = load_checkpoint(tmp_path / "wide" / "last.pt")
     assert summary.step == 1 and grown["network_config"] == dataclasses.asdict(wider.network)
+    narrow = network_from_checkpoint(load_checkpoint(start), start).eval()
+    wide = UNet(wider.network)
+    wide.load_state_dict(started[0])
+    image = torch.rand(2, 3, config.input_size, config.input_size)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.eval()(image).logits, narrow(image).logits, rtol=1e-5, atol=1e-6)

@@ -69,7 +69,7 @@ def test_the_default_model_reframes_small_off_centre_faces(ict_uv_model):
     # refine_boxes is exact on the true camera (tests/test_reconstruct.py); the network's fits put these
     # faces a little too close to the camera, so they ask for a slightly larger square (measured: each of
     # the eight at 0.69-0.76, median 0.72, at the shipped 0.78; with faces of the fitted-region look,
-    # which the shipped weights no longer train on, three of eight fits fail and keep their first frame).
+    # which only stages 1-3 train on, three of eight fits fail and keep their first frame).
     assert float(seen.min()) == pytest.approx(config.refine_fraction, rel=0.15)
     assert float(seen.max()) == pytest.approx(config.refine_fraction, rel=0.15)
     truth = faces.landmarks_5.double()
