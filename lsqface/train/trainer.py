@@ -48,7 +48,7 @@ from lsqface.errors import CheckpointError, ConfigError, SolverError
 from lsqface.files import write_text_atomic
 from lsqface.morphable.uv_model import UVMorphableModel
 from lsqface.nets.checkpoint import check_face_model, face_model_summary, load_checkpoint, network_from_checkpoint, save_checkpoint
-from lsqface.nets.unet import UNet, UNetConfig, grow_network
+from lsqface.nets.unet import UNet, grow_network
 from lsqface.reconstruct import fitted_mesh, model_tensors, network_input
 from lsqface.solver.fit import fit, fit_geometry
 from lsqface.train.adaptive import AdaptiveRegularisation
@@ -658,6 +658,7 @@ def run_stage(config: TrainConfig, stage: Stage, run_dir: str | Path, *, resume:
         check_face_model(payload, uv_model, init)
         network = network_from_checkpoint(payload, init)
         if network.config != config.network:
+            narrower = network.config
             try:
                 network = grow_network(network, config.network)
             except ConfigError as error:
@@ -666,7 +667,7 @@ def run_stage(config: TrainConfig, stage: Stage, run_dir: str | Path, *, resume:
                     f"({dataclasses.asdict(config.network)}): {error} Use the network it was trained with, or a wider one."
                 ) from None
             logger.info("Starting from %s grown from channel factor %g to %g (the same maps to start with).",
-                        init, UNetConfig(**payload["network_config"]).channel_factor, config.network.channel_factor)
+                        init, narrower.channel_factor, config.network.channel_factor)
         if int(payload["input_size"]) != config.input_size:
             # The U-Net is fully convolutional: its weights start a stage at another input size.
             logger.info("Starting from %s, trained at %s px, at %d px.", init, payload["input_size"], config.input_size)
