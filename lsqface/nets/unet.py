@@ -223,19 +223,18 @@ def _input_positions(network: UNet, wider: UNet) -> list[tuple[nn.Conv2d, nn.Con
     first ones, except after a decoder's concatenation ``[skip, up-sampled]``, whose up-sampled half
     starts after the wider skip.
     """
-    pairs = []
-    blocks = [*zip(network.encoder, wider.encoder), *zip(network.decoder, wider.decoder),
-              (network.output_features, wider.output_features)]
-    decoders = {id(block) for block in network.decoder}
+    # Each decoder block's skip: the old and the wider channel counts of the encoder scale it joins.
     skips = [(block[-3].out_channels, wide[-3].out_channels) for block, wide in zip(network.encoder, wider.encoder)][-2::-1]
-    for block, wide in blocks:
+    blocks = [*((block, wide, None) for block, wide in zip(network.encoder, wider.encoder)),
+              *zip(network.decoder, wider.decoder, skips), (network.output_features, wider.output_features, None)]
+    pairs = []
+    for block, wide, skip in blocks:
         convs = [(old, new) for old, new in zip(block, wide) if isinstance(old, nn.Conv2d)]
         for index, (old, new) in enumerate(convs):
-            if index == 0 and id(block) in decoders:
-                skip, wide_skip = skips[list(network.decoder).index(block)]
-                positions = torch.cat([torch.arange(skip), wide_skip + torch.arange(old.in_channels - skip)])
-            else:
-                positions = torch.arange(old.in_channels)
+            positions = torch.arange(old.in_channels)
+            if index == 0 and skip is not None:
+                old_skip, wide_skip = skip
+                positions[old_skip:] += wide_skip - old_skip
             pairs.append((old, new, positions))
     pairs.append((network.output_head, wider.output_head, torch.arange(network.output_head.in_channels)))
     return pairs
